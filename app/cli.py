@@ -1,0 +1,174 @@
+"""The ``patron`` command: serve, migrate, worker, program, api-key, audit, demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from app import db
+from app.config import get_settings
+from app.migrate import upgrade
+
+
+def _database_url() -> str:
+    """The configured URL, or the embedded server's (started on first use)."""
+    url = db.resolve_database_url()
+    # Child processes (uvicorn workers) must reach the same server without starting another.
+    os.environ["PATRON_DATABASE_URL"] = url
+    get_settings.cache_clear()
+    return url
+
+
+def _run(work: Callable[[], Awaitable[Any]], migrate: bool = True) -> Any:
+    url = _database_url()
+    if migrate:
+        upgrade(url)
+
+    async def main() -> Any:
+        db.configure(db.make_engine(url))
+        try:
+            return await work()
+        finally:
+            await db.dispose()
+
+    return asyncio.run(main())
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    url = _database_url()
+    upgrade(url)
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level=get_settings().log_level,
+    )
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    upgrade(_database_url(), args.revision)
+    print(f"migrated to {args.revision}")
+    return 0
+
+
+def cmd_program_create(args: argparse.Namespace) -> int:
+    from app.services.programs import create_program
+
+    program_id, key = _run(lambda: create_program(args.name, args.currency))
+    if args.json:
+        print(json.dumps({"program_id": program_id, "api_key": key}))
+    else:
+        print(f"program {program_id} created")
+        print(f"admin API key (shown once): {key}")
+    return 0
+
+
+def cmd_api_key_create(args: argparse.Namespace) -> int:
+    from app.services.programs import create_api_key
+
+    scopes = [s for part in args.scopes for s in part.replace(",", " ").split()]
+    from app.schemas.programs import SCOPES
+
+    unknown = sorted(set(scopes) - set(SCOPES))
+    if unknown or not scopes:
+        print(
+            f"unknown or missing scopes: {unknown}; choose from {', '.join(SCOPES)}",
+            file=sys.stderr,
+        )
+        return 2
+    _, created = _run(lambda: create_api_key(args.program, args.name, scopes, None))
+    if args.json:
+        print(json.dumps({"id": created.id, "api_key": created.key}))
+    else:
+        print(f"API key {created.id} created with scopes {' '.join(created.scopes)}")
+        print(f"key (shown once): {created.key}")
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from app.services.audit import audit
+
+    violations = _run(lambda: audit(args.program), migrate=False)
+    for violation in violations:
+        print(violation)
+    if violations:
+        members = {(v.program_id, v.member) for v in violations}
+        print(f"audit failed: {len(members)} member(s) break an invariant", file=sys.stderr)
+        return 1
+    print("audit passed: every invariant holds")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from app.services.demo import seed_demo
+
+    program_id, key = _run(seed_demo)
+    print(f"demo program {program_id} seeded")
+    print(f"admin API key (shown once): {key}")
+    print("try: curl -H 'Authorization: Bearer <key>' http://127.0.0.1:8000/v1/members")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="patron", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="migrate, then serve the API")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.set_defaults(func=cmd_serve)
+
+    migrate = sub.add_parser("migrate", help="run database migrations")
+    migrate.add_argument("revision", nargs="?", default="head")
+    migrate.set_defaults(func=cmd_migrate)
+
+    program = sub.add_parser("program", help="manage programs").add_subparsers(
+        dest="action", required=True
+    )
+    create = program.add_parser("create", help="create a program and its admin key")
+    create.add_argument("--name", required=True)
+    create.add_argument("--currency", required=True, help="ISO 4217 code, e.g. CNY")
+    create.add_argument("--json", action="store_true")
+    create.set_defaults(func=cmd_program_create)
+
+    api_key = sub.add_parser("api-key", help="manage API keys").add_subparsers(
+        dest="action", required=True
+    )
+    key_create = api_key.add_parser("create", help="create an API key")
+    key_create.add_argument("--program", type=int, required=True)
+    key_create.add_argument("--scopes", nargs="+", required=True)
+    key_create.add_argument("--name", default="cli")
+    key_create.add_argument("--json", action="store_true")
+    key_create.set_defaults(func=cmd_api_key_create)
+
+    audit = sub.add_parser("audit", help="check the ledger invariants")
+    audit.add_argument("--program", type=int, default=None)
+    audit.set_defaults(func=cmd_audit)
+
+    demo = sub.add_parser("demo", help="seed a demo program and print its admin key")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

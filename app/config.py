@@ -1,0 +1,36 @@
+"""Settings, read from the environment (prefix ``PATRON_``) and an optional ``.env`` file."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PATRON_", env_file=".env", extra="ignore")
+
+    # Both the conventional DATABASE_URL and PATRON_DATABASE_URL are honoured; with neither,
+    # the service starts an embedded PostgreSQL in ``data_dir``.
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("PATRON_DATABASE_URL", "DATABASE_URL")
+    )
+    data_dir: Path = Path(".patron-data")
+
+    pool_size: int = Field(default=20, ge=1, le=500)
+    pool_max_overflow: int = Field(default=10, ge=0, le=500)
+    statement_timeout_ms: int = Field(default=15_000, ge=100)
+    # How long an API key lookup is cached in one process. Revocation through this process
+    # clears its cache at once; other processes see it within this many seconds.
+    api_key_cache_seconds: float = Field(default=5.0, ge=0, le=300)
+    # Idempotency keys are kept at least this long (api.md promises at least 24 h).
+    idempotency_retention_hours: int = Field(default=48, ge=24)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    log_level: str = "info"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

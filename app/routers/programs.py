@@ -1,0 +1,77 @@
+"""Program settings and API keys (admin)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, Response
+
+from app.auth import Principal, require_scope
+from app.routers.deps import IdempotencyKeyHeader, idempotency_request, problems
+from app.schemas.programs import ApiKeyCreate, ApiKeyCreated, ApiKeyOut, ProgramOut, ProgramPatch
+from app.services import programs
+
+router = APIRouter(tags=["Program"])
+Admin = Annotated[Principal, Depends(require_scope("admin"))]
+
+
+@router.get("/v1/program", response_model=ProgramOut, responses=problems())
+async def get_program(principal: Admin) -> ProgramOut:
+    return await programs.get_program(principal.program_id)
+
+
+@router.patch("/v1/program", response_model=ProgramOut, responses=problems())
+async def update_program(body: ProgramPatch, principal: Admin) -> ProgramOut:
+    """Change settings. Only the fields sent change; `referral` merges field by field.
+    New settings apply to points earned from now on (existing lots keep their expiry)."""
+    changes = body.model_dump(exclude_unset=True)
+    if "referral" in changes and body.referral is not None:
+        changes["referral"] = body.referral.model_dump(exclude_unset=True)
+    return await programs.update_program(principal.program_id, changes)
+
+
+@router.post(
+    "/v1/api-keys",
+    status_code=201,
+    tags=["API keys"],
+    responses={201: {"model": ApiKeyCreated}, **problems()},
+)
+async def create_api_key(
+    body: ApiKeyCreate,
+    request: Request,
+    principal: Admin,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> Response:
+    """Create a key. `key` is shown in this response only. A replay (same Idempotency-Key)
+    returns the same metadata with `key: null`, since the secret is never stored."""
+    stored, created = await programs.create_api_key(
+        principal.program_id,
+        body.name,
+        list(body.scopes),
+        idempotency_request(request, idempotency_key, body),
+    )
+    if created is not None:
+        return Response(created.model_dump_json(), status_code=201, media_type="application/json")
+    return Response(
+        stored.body,
+        status_code=stored.status_code,
+        media_type="application/json",
+        headers={"Idempotency-Replayed": "true"},
+    )
+
+
+@router.get("/v1/api-keys", response_model=list[ApiKeyOut], tags=["API keys"], responses=problems())
+async def list_api_keys(principal: Admin) -> list[ApiKeyOut]:
+    return await programs.list_api_keys(principal.program_id)
+
+
+@router.delete(
+    "/v1/api-keys/{key_id}",
+    status_code=204,
+    tags=["API keys"],
+    responses=problems((404, "not_found")),
+)
+async def revoke_api_key(key_id: str, principal: Admin) -> Response:
+    """Revoke a key: it stops working at once."""
+    await programs.revoke_api_key(principal.program_id, key_id)
+    return Response(status_code=204)

@@ -1,0 +1,84 @@
+"""Wire models for members."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, Field, StringConstraints, field_validator
+
+from app.schemas.common import RequestModel
+from app.schemas.points import BalanceOut
+
+Email = Annotated[
+    str, StringConstraints(max_length=320, pattern=r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
+]
+Phone = Annotated[str, StringConstraints(pattern=r"^\+?[0-9][0-9 ()\-]{2,31}$")]
+
+MAX_METADATA_KEYS = 50
+MAX_METADATA_BYTES = 16_384
+
+
+class MemberUpsert(RequestModel):
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+    email: Email | None = None
+    phone: Phone | None = None
+    birthday: date | None = None
+    metadata: dict[str, Any] | None = Field(
+        default=None, description="Free-form, at most 50 keys and 16 KiB as JSON."
+    )
+
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "name": "Li Wei",
+                    "email": "li.wei@example.com",
+                    "phone": "+86 138 0013 8000",
+                    "birthday": "1990-05-17",
+                    "metadata": {"store": "Shanghai"},
+                }
+            ]
+        }
+    }
+
+    @field_validator("metadata")
+    @classmethod
+    def _bounded_metadata(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        import orjson
+
+        if value is None:
+            return value
+        if len(value) > MAX_METADATA_KEYS:
+            raise ValueError(f"at most {MAX_METADATA_KEYS} keys")
+        if any(len(key) > 64 for key in value):
+            raise ValueError("keys are at most 64 characters")
+        if len(orjson.dumps(value)) > MAX_METADATA_BYTES:
+            raise ValueError(f"at most {MAX_METADATA_BYTES} bytes as JSON")
+        return value
+
+    @field_validator("birthday")
+    @classmethod
+    def _plausible_birthday(cls, value: date | None) -> date | None:
+        if value is not None and not (date(1900, 1, 1) <= value <= date(2100, 1, 1)):
+            raise ValueError("birthday out of range")
+        return value
+
+
+class TierRef(BaseModel):
+    key: str
+    name: str
+
+
+class MemberOut(BaseModel):
+    external_id: str
+    name: str | None
+    email: str | None
+    phone: str | None
+    birthday: date | None
+    metadata: dict[str, Any] | None
+    tier: TierRef | None
+    points: BalanceOut
+    referral_code: str | None
+    referred_by: str | None
+    created_at: datetime

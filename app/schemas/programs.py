@@ -1,0 +1,126 @@
+"""Wire models for program settings and API keys."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, Field, StringConstraints, field_validator
+
+from app.schemas.common import RequestModel
+
+Scope = Literal[
+    "members:read",
+    "members:write",
+    "points:read",
+    "points:write",
+    "referrals:read",
+    "referrals:write",
+    "admin",
+]
+SCOPES: tuple[str, ...] = Scope.__args__  # type: ignore[attr-defined]
+
+EarnRate = Annotated[
+    Decimal,
+    Field(ge=0, le=1_000_000, max_digits=18, decimal_places=6, description="Decimal string."),
+]
+
+
+class ReferralSettings(BaseModel):
+    referrer_points: int = Field(default=0, ge=0, le=1_000_000_000, strict=True)
+    referee_points: int = Field(default=0, ge=0, le=1_000_000_000, strict=True)
+    min_order_amount: int = Field(default=0, ge=0, le=10**12, strict=True)
+    max_rewards_per_referrer_30d: int | None = Field(default=None, ge=0, le=1_000_000, strict=True)
+    link_template: str | None = Field(
+        default=None,
+        max_length=500,
+        pattern=r"^https?://\S*\{code\}\S*$",
+        description="A URL with {code} in it, e.g. https://shop.example/invite/{code}.",
+    )
+
+
+class ReferralSettingsPatch(ReferralSettings):
+    model_config = {"extra": "forbid"}
+
+
+class ProgramOut(BaseModel):
+    id: int
+    name: str
+    currency: str
+    earn_rate: str = Field(description="Points per one major currency unit, a decimal string.")
+    pending_days: int
+    points_expiry_days: int | None
+    hold_ttl_seconds: int
+    timezone: str
+    birthday_bonus_points: int
+    webhooks_allow_private_hosts: bool
+    referral: ReferralSettings
+    created_at: datetime
+    updated_at: datetime
+
+
+class ProgramPatch(RequestModel):
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+    earn_rate: EarnRate | None = None
+    pending_days: int | None = Field(default=None, ge=0, le=365, strict=True)
+    points_expiry_days: int | None = Field(default=None, ge=1, le=3650, strict=True)
+    hold_ttl_seconds: int | None = Field(default=None, ge=1, le=86400, strict=True)
+    timezone: str | None = Field(default=None, max_length=64)
+    birthday_bonus_points: int | None = Field(default=None, ge=0, le=1_000_000_000, strict=True)
+    webhooks_allow_private_hosts: bool | None = None
+    referral: ReferralSettingsPatch | None = None
+
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {"earn_rate": "1.5", "points_expiry_days": 365, "timezone": "Asia/Shanghai"}
+            ]
+        }
+    }
+
+    @field_validator("earn_rate", mode="before")
+    @classmethod
+    def _earn_rate_is_a_string(cls, value: object) -> object:
+        # Floats lose digits; a rate travels as a decimal string (or an integer).
+        if isinstance(value, float):
+            raise ValueError('earn_rate must be a decimal string such as "1.5"')
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError("unknown IANA time zone") from exc
+        return value
+
+
+class ApiKeyCreate(RequestModel):
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    scopes: list[Scope] = Field(min_length=1, max_length=len(SCOPES))
+
+    model_config = {
+        "json_schema_extra": {
+            "examples": [{"name": "Checkout", "scopes": ["points:read", "points:write"]}]
+        }
+    }
+
+
+class ApiKeyOut(BaseModel):
+    id: str
+    name: str
+    scopes: list[str]
+    prefix: str
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+
+class ApiKeyCreated(ApiKeyOut):
+    key: str | None = Field(
+        description="The secret key. Shown in this response only; never stored in clear."
+    )

@@ -1,0 +1,90 @@
+"""The ledger invariants of architecture.md, checked for every member (or one program):
+
+1. ``available + held`` = sum of available entries; ``pending`` = sum of pending entries;
+2. ``held`` = sum of active holds;
+3. ``max(available + held, 0)`` = sum of remaining lot amounts;
+4. ``available >= 0``, except after a refund clawback.
+
+``patron audit`` and the tests run this; it only reads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import text
+
+from app import db
+
+_AUDIT = text(
+    """
+WITH entry_sums AS (
+    SELECT member_id,
+           COALESCE(sum(points) FILTER (WHERE status = 'available'), 0) AS available_sum,
+           COALESCE(sum(points) FILTER (WHERE status = 'pending'), 0) AS pending_sum,
+           bool_or(kind = 'refund') AS had_refund
+      FROM point_entries
+     WHERE CAST(:program_id AS bigint) IS NULL OR program_id = :program_id
+     GROUP BY member_id
+), lot_sums AS (
+    SELECT member_id, sum(remaining) AS remaining
+      FROM point_lots
+     WHERE CAST(:program_id AS bigint) IS NULL OR program_id = :program_id
+     GROUP BY member_id
+), checked AS (
+    SELECT m.program_id, m.external_id, a.available, a.pending, a.held,
+           COALESCE(e.available_sum, 0) AS available_sum,
+           COALESCE(e.pending_sum, 0) AS pending_sum,
+           0 AS active_holds_sum,
+           COALESCE(l.remaining, 0) AS lots_sum,
+           COALESCE(e.had_refund, false) AS had_refund
+      FROM accounts AS a
+      JOIN members AS m ON m.id = a.member_id
+      LEFT JOIN entry_sums AS e ON e.member_id = a.member_id
+      LEFT JOIN lot_sums AS l ON l.member_id = a.member_id
+     WHERE CAST(:program_id AS bigint) IS NULL OR a.program_id = :program_id
+)
+SELECT * FROM checked
+ WHERE available + held <> available_sum
+    OR pending <> pending_sum
+    OR held <> active_holds_sum
+    OR greatest(available + held, 0) <> lots_sum
+    OR (available < 0 AND NOT had_refund)
+ ORDER BY program_id, external_id
+"""
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    program_id: int
+    member: str
+    invariant: int
+    detail: str
+
+    def __str__(self) -> str:
+        return (
+            f"program {self.program_id} member {self.member}: "
+            f"invariant {self.invariant}: {self.detail}"
+        )
+
+
+async def audit(program_id: int | None = None) -> list[Violation]:
+    async with db.read_only() as conn:
+        rows = (await conn.execute(_AUDIT, {"program_id": program_id})).all()
+    violations: list[Violation] = []
+    for r in rows:
+        total = r.available + r.held
+        found: list[tuple[int, str]] = []
+        if total != r.available_sum:
+            found.append((1, f"available+held={total} but entries sum to {r.available_sum}"))
+        if r.pending != r.pending_sum:
+            found.append((1, f"pending={r.pending} but pending entries sum to {r.pending_sum}"))
+        if r.held != r.active_holds_sum:
+            found.append((2, f"held={r.held} but active holds sum to {r.active_holds_sum}"))
+        if max(total, 0) != r.lots_sum:
+            found.append((3, f"max(available+held,0)={max(total, 0)} but lots hold {r.lots_sum}"))
+        if r.available < 0 and not r.had_refund:
+            found.append((4, f"available={r.available} is negative without a refund clawback"))
+        violations.extend(Violation(r.program_id, r.external_id, n, d) for n, d in found)
+    return violations

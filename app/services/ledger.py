@@ -1,0 +1,339 @@
+"""The points ledger: credits, debits, balances and history.
+
+Every change is one signed row in ``point_entries`` (never updated or deleted), written in the
+same transaction as the member's ``accounts`` row, the lots it creates or consumes, an outbox
+event and, when the caller sent one, the Idempotency-Key. The account row is the member's lock:
+each write starts by updating it, so concurrent writes for one member queue there.
+
+Hot paths are written as few statements as the rules allow:
+- a credit is one statement (CTEs), run in autocommit mode: one round trip in all;
+- a debit locks and checks the account in one statement, then, seeing everything committed
+  before the lock was granted, consumes lots and writes the entry in a second.
+The entry's JSON is built in SQL so it can be stored for replay in the same statement.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app import db
+from app.clock import clock
+from app.errors import InsufficientPointsError, NotFoundError, PatronError
+from app.services import idempotency
+from app.services.idempotency import IdempotencyRequest, StoredResponse
+from app.services.pagination import decode_cursor, encode_cursor
+
+# The wire form of an entry (api.md "list of entries"), built by PostgreSQL.
+ENTRY_JSON = """(SELECT row_to_json(r) FROM (SELECT
+    {e}.id, {e}.kind, {e}.points, {e}.status, {e}.order_id, {e}.hold_id, {e}.reason,
+    {e}.created_at, {e}.available_at, {e}.expires_at) AS r)"""
+
+# Lots expire at the end of the local day ``points_expiry_days`` after they were earned, in
+# the program's time zone, so a member sees one expiry bucket per day, not one per purchase.
+EXPIRES_AT_SQL = """CASE WHEN p.points_expiry_days IS NULL THEN NULL::timestamptz ELSE
+    (date_trunc('day', CAST(:now AS timestamptz) AT TIME ZONE p.timezone)
+     + make_interval(days => p.points_expiry_days + 1)) AT TIME ZONE p.timezone END"""
+
+# The idempotency insert joins the statement only when a key was sent.
+_REMEMBER_CTE = """, remembered AS (
+    INSERT INTO idempotency_keys (program_id, key, request_hash, status_code, response,
+                                  created_at)
+    SELECT body.program_id, CAST(:idem_key AS text), CAST(:idem_hash AS bytea), 201,
+           body.response, body.created_at
+      FROM body
+)"""
+
+_CREDIT_SQL = """
+WITH acc AS (
+    UPDATE accounts AS a
+       SET available = a.available + :points,
+           lifetime_earned = a.lifetime_earned + :earned,
+           version = a.version + 1,
+           updated_at = :now
+      FROM members AS m
+     WHERE m.program_id = :program_id AND m.external_id = :member AND a.member_id = m.id
+ RETURNING a.member_id, a.available, a.pending, a.held, a.version
+), entry AS (
+    INSERT INTO point_entries (program_id, member_id, kind, points, status, reason, actor,
+                               created_at, expires_at)
+    SELECT CAST(:program_id AS bigint), acc.member_id, CAST(:kind AS text),
+           CAST(:points AS bigint), 'available', CAST(:reason AS text), CAST(:actor AS text),
+           CAST(:now AS timestamptz), {expires_at}
+      FROM acc CROSS JOIN programs AS p
+     WHERE p.id = :program_id
+ RETURNING *
+), body AS (
+    SELECT entry.*, {entry_json}::text AS response FROM entry
+), lot AS (
+    INSERT INTO point_lots (program_id, member_id, entry_id, points, remaining, expires_at,
+                            created_at)
+    SELECT entry.program_id, entry.member_id, entry.id, entry.points, repaid.remaining,
+           entry.expires_at, entry.created_at
+      FROM entry JOIN acc USING (member_id)
+     CROSS JOIN LATERAL (
+           -- A member in debt (after a refund clawback) repays it before new points
+           -- become spendable lots.
+           SELECT greatest(acc.available + acc.held, 0)
+                - greatest(acc.available + acc.held - entry.points, 0) AS remaining) AS repaid
+     WHERE repaid.remaining > 0
+), event AS (
+    INSERT INTO events (program_id, type, member_id, data, created_at)
+    SELECT body.program_id, CAST(:event_type AS text), body.member_id,
+           jsonb_build_object('member_id', CAST(:member AS text), 'sequence', acc.version,
+                              'entry', body.response::jsonb,
+                              'balance', jsonb_build_object('available', acc.available,
+                                                            'pending', acc.pending,
+                                                            'held', acc.held)),
+           body.created_at
+      FROM body JOIN acc USING (member_id)
+){remember}
+SELECT response FROM body
+"""
+
+_LOCK_FOR_DEBIT_SQL = """
+UPDATE accounts AS a
+   SET available = a.available - :points,
+       lifetime_redeemed = a.lifetime_redeemed + :redeemed,
+       version = a.version + 1,
+       updated_at = :now
+  FROM members AS m
+ WHERE m.program_id = :program_id AND m.external_id = :member AND a.member_id = m.id
+   AND a.available >= :points
+RETURNING a.member_id, a.available, a.pending, a.held, a.version
+"""
+
+# Runs after the account row is locked, so it sees every lot committed before the lock.
+_DEBIT_SQL = """
+WITH spendable AS (
+    SELECT id, remaining,
+           sum(remaining) OVER (ORDER BY expires_at NULLS LAST, id) AS running
+      FROM point_lots
+     WHERE member_id = :member_id AND remaining > 0
+), consumed AS (
+    UPDATE point_lots AS l
+       SET remaining = greatest(s.running - :points, 0)
+      FROM spendable AS s
+     WHERE l.id = s.id AND s.running - s.remaining < :points
+), entry AS (
+    INSERT INTO point_entries (program_id, member_id, kind, points, status, reason, actor,
+                               order_id, created_at)
+    VALUES (:program_id, :member_id, :kind, -CAST(:points AS bigint), 'available', :reason,
+            :actor, :order_id, :now)
+ RETURNING *
+), body AS (
+    SELECT entry.*, {entry_json}::text AS response FROM entry
+), event AS (
+    INSERT INTO events (program_id, type, member_id, data, created_at)
+    SELECT body.program_id, CAST(:event_type AS text), body.member_id,
+           jsonb_build_object('member_id', CAST(:member AS text),
+                              'sequence', CAST(:version AS bigint),
+                              'entry', body.response::jsonb,
+                              'balance', jsonb_build_object(
+                                  'available', CAST(:available AS bigint),
+                                  'pending', CAST(:pending AS bigint),
+                                  'held', CAST(:held AS bigint))),
+           body.created_at
+      FROM body
+){remember}
+SELECT response FROM body
+"""
+
+
+def _compile(template: str, *, remember: bool) -> Any:
+    return text(
+        template.format(
+            expires_at=EXPIRES_AT_SQL,
+            entry_json=ENTRY_JSON.format(e="entry"),
+            remember=_REMEMBER_CTE if remember else "",
+        )
+    )
+
+
+_CREDIT = {flag: _compile(_CREDIT_SQL, remember=flag) for flag in (False, True)}
+_DEBIT = {flag: _compile(_DEBIT_SQL, remember=flag) for flag in (False, True)}
+_LOCK_FOR_DEBIT = text(_LOCK_FOR_DEBIT_SQL)
+_MEMBER_EXISTS = text(
+    "SELECT 1 FROM members WHERE program_id = :program_id AND external_id = :member"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Posting:
+    """One ledger change requested through the API."""
+
+    program_id: int
+    member: str
+    points: int
+    kind: str
+    event_type: str
+    actor: str
+    reason: str | None = None
+    order_id: str | None = None
+
+
+def _idem_params(program_id: int, request: IdempotencyRequest | None) -> dict[str, Any]:
+    if request is None:
+        return {}
+    return {"idem_key": request.key, "idem_hash": request.fingerprint}
+
+
+async def _member_missing(conn: AsyncConnection, program_id: int, member: str) -> bool:
+    found = await conn.execute(_MEMBER_EXISTS, {"program_id": program_id, "member": member})
+    return found.first() is None
+
+
+async def credit(posting: Posting, request: IdempotencyRequest | None) -> StoredResponse:
+    """Add points that are spendable at once (manual earn, positive adjustment)."""
+    now = clock.now()
+    params = {
+        "program_id": posting.program_id,
+        "member": posting.member,
+        "points": posting.points,
+        "earned": posting.points if posting.kind == "earn" else 0,
+        "kind": posting.kind,
+        "reason": posting.reason,
+        "actor": posting.actor,
+        "event_type": posting.event_type,
+        "now": now,
+        **_idem_params(posting.program_id, request),
+    }
+    try:
+        async with db.single_statement() as conn:
+            body = (await conn.execute(_CREDIT[request is not None], params)).scalar()
+            if body is None:
+                raise NotFoundError(f"No member {posting.member!r} in this program.")
+        return StoredResponse(201, body)
+    except IntegrityError as exc:
+        if request is None or not idempotency.is_idempotency_conflict(exc):
+            raise
+        return await idempotency.replay_after_failure(posting.program_id, request, exc)
+    except PatronError as exc:
+        return await idempotency.replay_after_failure(posting.program_id, request, exc)
+
+
+async def debit(posting: Posting, request: IdempotencyRequest | None) -> StoredResponse:
+    """Remove available points (redeem, negative adjustment), soonest-expiring lots first."""
+    now = clock.now()
+    try:
+        async with db.transaction() as conn:
+            body = await debit_in(conn, posting, request, now)
+        return StoredResponse(201, body)
+    except IntegrityError as exc:
+        if request is None or not idempotency.is_idempotency_conflict(exc):
+            raise
+        return await idempotency.replay_after_failure(posting.program_id, request, exc)
+    except PatronError as exc:
+        return await idempotency.replay_after_failure(posting.program_id, request, exc)
+
+
+async def debit_in(
+    conn: AsyncConnection,
+    posting: Posting,
+    request: IdempotencyRequest | None,
+    now: datetime,
+) -> str:
+    """The debit inside an open transaction; returns the entry's JSON."""
+    locked = (
+        await conn.execute(
+            _LOCK_FOR_DEBIT,
+            {
+                "program_id": posting.program_id,
+                "member": posting.member,
+                "points": posting.points,
+                "redeemed": posting.points if posting.kind == "redeem" else 0,
+                "now": now,
+            },
+        )
+    ).first()
+    if locked is None:
+        if await _member_missing(conn, posting.program_id, posting.member):
+            raise NotFoundError(f"No member {posting.member!r} in this program.")
+        raise InsufficientPointsError(
+            f"Member {posting.member!r} has fewer than {posting.points} available points."
+        )
+    params = {
+        "program_id": posting.program_id,
+        "member": posting.member,
+        "member_id": locked.member_id,
+        "points": posting.points,
+        "kind": posting.kind,
+        "reason": posting.reason,
+        "actor": posting.actor,
+        "order_id": posting.order_id,
+        "event_type": posting.event_type,
+        "version": locked.version,
+        "available": locked.available,
+        "pending": locked.pending,
+        "held": locked.held,
+        "now": now,
+        **_idem_params(posting.program_id, request),
+    }
+    body: str = (await conn.execute(_DEBIT[request is not None], params)).scalar_one()
+    return body
+
+
+_POINTS = text(
+    """
+SELECT a.available, a.pending, a.held, a.lifetime_earned, a.lifetime_redeemed,
+       COALESCE((
+           SELECT json_agg(json_build_object('points', b.points, 'expires_at', b.expires_at)
+                           ORDER BY b.expires_at)
+             FROM (SELECT expires_at, sum(remaining) AS points
+                     FROM point_lots
+                    WHERE member_id = a.member_id AND remaining > 0
+                      AND expires_at IS NOT NULL
+                    GROUP BY expires_at
+                    ORDER BY expires_at
+                    LIMIT 5) AS b), '[]') AS expiring
+  FROM members AS m JOIN accounts AS a ON a.member_id = m.id
+ WHERE m.program_id = :program_id AND m.external_id = :member
+"""
+)
+
+
+async def get_points(program_id: int, member: str) -> dict[str, Any]:
+    async with db.read_only() as conn:
+        row = (
+            (await conn.execute(_POINTS, {"program_id": program_id, "member": member}))
+            .mappings()
+            .first()
+        )
+    if row is None:
+        raise NotFoundError(f"No member {member!r} in this program.")
+    return dict(row)
+
+
+_TRANSACTIONS = text(
+    f"""
+SELECT e.id, {ENTRY_JSON.format(e="e")}::text AS response
+  FROM members AS m JOIN point_entries AS e ON e.member_id = m.id
+ WHERE m.program_id = :program_id AND m.external_id = :member AND e.id < :before
+ ORDER BY e.id DESC
+ LIMIT :limit
+"""
+)
+
+
+async def list_transactions(
+    program_id: int, member: str, limit: int, cursor: str | None
+) -> tuple[list[str], str | None]:
+    """A page of the member's entries, newest first, as JSON texts."""
+    before = decode_cursor(cursor) if cursor else 2**63 - 1
+    async with db.read_only() as conn:
+        rows = (
+            await conn.execute(
+                _TRANSACTIONS,
+                {"program_id": program_id, "member": member, "before": before, "limit": limit + 1},
+            )
+        ).all()
+        if not rows and await _member_missing(conn, program_id, member):
+            raise NotFoundError(f"No member {member!r} in this program.")
+    page = rows[:limit]
+    next_cursor = encode_cursor(page[-1].id) if len(rows) > limit else None
+    return [row.response for row in page], next_cursor

@@ -1,0 +1,161 @@
+"""Members: create or update by the shop's own id, read, list, and erase personal data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app import db
+from app.clock import clock
+from app.errors import NotFoundError
+from app.schemas.members import MemberOut
+from app.services.events import write_event
+from app.services.pagination import decode_cursor, encode_cursor
+
+PERSONAL_FIELDS = ("name", "email", "phone", "birthday", "metadata")
+
+_MEMBER_SELECT = """
+SELECT m.id, m.external_id, m.name, m.email, m.phone, m.birthday, m.metadata, m.created_at,
+       a.available, a.pending, a.held, a.lifetime_earned, a.lifetime_redeemed
+  FROM members AS m JOIN accounts AS a ON a.member_id = m.id
+"""
+
+
+def member_out(row: Any) -> MemberOut:
+    return MemberOut.model_validate(
+        {
+            "external_id": row.external_id,
+            "name": row.name,
+            "email": row.email,
+            "phone": row.phone,
+            "birthday": row.birthday,
+            "metadata": row.metadata,
+            "tier": None,
+            "points": {
+                "available": row.available,
+                "pending": row.pending,
+                "held": row.held,
+                "lifetime_earned": row.lifetime_earned,
+                "lifetime_redeemed": row.lifetime_redeemed,
+            },
+            "referral_code": None,
+            "referred_by": None,
+            "created_at": row.created_at,
+        }
+    )
+
+
+async def _fetch(conn: AsyncConnection, program_id: int, member: str) -> Any:
+    return (
+        await conn.execute(
+            text(_MEMBER_SELECT + " WHERE m.program_id = :program_id AND m.external_id = :member"),
+            {"program_id": program_id, "member": member},
+        )
+    ).first()
+
+
+async def upsert_member(
+    program_id: int, member: str, fields: dict[str, Any]
+) -> tuple[MemberOut, bool]:
+    """Create the member, or update only the fields sent. Returns (member, created)."""
+    now = clock.now()
+    values = {
+        key: (orjson.dumps(value).decode() if key == "metadata" and value is not None else value)
+        for key, value in fields.items()
+    }
+    columns = list(values)
+    insert_columns = ", ".join(["program_id", "external_id", "created_at", "updated_at", *columns])
+    insert_values = ", ".join(
+        [":program_id", ":member", ":now", ":now"]
+        + [f"CAST(:{c} AS jsonb)" if c == "metadata" else f":{c}" for c in columns]
+    )
+    updates = ", ".join(
+        [f"{c} = EXCLUDED.{c}" for c in columns]
+        + (["updated_at = EXCLUDED.updated_at"] if columns else ["updated_at = members.updated_at"])
+    )
+    async with db.transaction() as conn:
+        row = (
+            await conn.execute(
+                text(
+                    f"INSERT INTO members ({insert_columns}) VALUES ({insert_values}) "
+                    f"ON CONFLICT (program_id, external_id) DO UPDATE SET {updates} "
+                    "RETURNING id, (xmax = 0) AS created"
+                ),
+                {"program_id": program_id, "member": member, "now": now, **values},
+            )
+        ).one()
+        if row.created:
+            await conn.execute(
+                text(
+                    "INSERT INTO accounts (member_id, program_id, updated_at) "
+                    "VALUES (:member_id, :program_id, :now)"
+                ),
+                {"member_id": row.id, "program_id": program_id, "now": now},
+            )
+            await write_event(
+                conn, program_id, "member.created", row.id, {"member_id": member}, now
+            )
+        result = await _fetch(conn, program_id, member)
+    return member_out(result), bool(row.created)
+
+
+async def get_member(program_id: int, member: str) -> MemberOut:
+    async with db.read_only() as conn:
+        row = await _fetch(conn, program_id, member)
+    if row is None:
+        raise NotFoundError(f"No member {member!r} in this program.")
+    return member_out(row)
+
+
+async def list_members(
+    program_id: int, limit: int, cursor: str | None
+) -> tuple[list[MemberOut], str | None]:
+    before = decode_cursor(cursor) if cursor else 2**63 - 1
+    async with db.read_only() as conn:
+        rows = (
+            await conn.execute(
+                text(
+                    _MEMBER_SELECT + " WHERE m.program_id = :program_id AND m.id < :before"
+                    " ORDER BY m.id DESC LIMIT :limit"
+                ),
+                {"program_id": program_id, "before": before, "limit": limit + 1},
+            )
+        ).all()
+    page = rows[:limit]
+    next_cursor = encode_cursor(page[-1].id) if len(rows) > limit else None
+    return [member_out(row) for row in page], next_cursor
+
+
+async def erase_member(program_id: int, member: str) -> None:
+    """Erase personal data, keep the ledger. Erasing twice is a no-op."""
+    now = clock.now()
+    async with db.transaction() as conn:
+        # Every write for a member locks its account row first (architecture.md).
+        locked = (
+            await conn.execute(
+                text(
+                    "SELECT a.member_id, m.erased_at FROM accounts AS a "
+                    "JOIN members AS m ON m.id = a.member_id "
+                    "WHERE m.program_id = :program_id AND m.external_id = :member "
+                    "FOR UPDATE OF a, m"
+                ),
+                {"program_id": program_id, "member": member},
+            )
+        ).first()
+        if locked is None:
+            raise NotFoundError(f"No member {member!r} in this program.")
+        if locked.erased_at is not None:
+            return
+        await conn.execute(
+            text(
+                "UPDATE members SET name = NULL, email = NULL, phone = NULL, birthday = NULL, "
+                "metadata = NULL, erased_at = :now, updated_at = :now WHERE id = :id"
+            ),
+            {"id": locked.member_id, "now": now},
+        )
+        await write_event(
+            conn, program_id, "member.erased", locked.member_id, {"member_id": member}, now
+        )

@@ -1,0 +1,23 @@
+"""Opaque cursors for keyset pagination: the last id seen, base64-encoded."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from app.errors import ValidationError
+
+
+def encode_cursor(last_id: int) -> str:
+    return base64.urlsafe_b64encode(str(last_id).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        value = int(base64.urlsafe_b64decode(padded.encode()).decode())
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raise ValidationError("Invalid cursor.", loc=["query", "cursor"]) from exc
+    if value < 1:
+        raise ValidationError("Invalid cursor.", loc=["query", "cursor"])
+    return value
