@@ -33,7 +33,9 @@ router = APIRouter(prefix="/v1/members/{member}/points", tags=["Points"])
 PointsReader = Annotated[Principal, Depends(require_scope("points:read"))]
 PointsWriter = Annotated[Principal, Depends(require_scope("points:write"))]
 Admin = Annotated[Principal, Depends(require_scope("admin"))]
-_ENTRY_RESPONSES: dict[int | str, dict[str, Any]] = {201: {"model": PointEntryOut, "description": "The new ledger entry."}}
+_ENTRY_RESPONSES: dict[int | str, dict[str, Any]] = {
+    201: {"model": PointEntryOut, "description": "The new ledger entry."}
+}
 
 
 @router.get("", response_model=PointsOut, responses=problems((404, "not_found")))

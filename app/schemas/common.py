@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, StringConstraints
 
 MAX_POINTS = 1_000_000_000
 MAX_AMOUNT = 10**12
@@ -15,6 +16,12 @@ SignedPoints = Annotated[int, Field(strict=True, ge=-MAX_POINTS, le=MAX_POINTS)]
 Reason = Annotated[str, StringConstraints(min_length=1, max_length=500)]
 ExternalId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:@\-]{1,128}$")]
 EXTERNAL_ID_PATTERN = r"^[A-Za-z0-9_.:@\-]{1,128}$"
+
+# Every time on the wire is RFC 3339 with a numeric offset ("+00:00"), the form PostgreSQL
+# also writes, so times built in SQL and in Python look alike.
+Timestamp = Annotated[
+    datetime, PlainSerializer(lambda value: value.isoformat(), return_type=str, when_used="json")
+]
 
 T = TypeVar("T")
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date
 from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, StringConstraints, field_validator
 
-from app.schemas.common import RequestModel
+from app.schemas.common import RequestModel, Timestamp
 from app.schemas.points import BalanceOut
 
 Email = Annotated[
@@ -81,4 +81,4 @@ class MemberOut(BaseModel):
     points: BalanceOut
     referral_code: str | None
     referred_by: str | None
-    created_at: datetime
+    created_at: Timestamp

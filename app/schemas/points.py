@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from app.schemas.common import Points, Reason, RequestModel, SignedPoints
+from app.schemas.common import Points, Reason, RequestModel, SignedPoints, Timestamp
 
 EntryKind = Literal[
     "earn", "order", "redeem", "refund", "restore", "adjust", "expire", "referral", "bonus"
@@ -53,14 +52,14 @@ class PointEntryOut(BaseModel):
     order_id: str | None
     hold_id: str | None
     reason: str | None
-    created_at: datetime
-    available_at: datetime | None
-    expires_at: datetime | None
+    created_at: Timestamp
+    available_at: Timestamp | None
+    expires_at: Timestamp | None
 
 
 class ExpiringBucket(BaseModel):
     points: int
-    expires_at: datetime
+    expires_at: Timestamp
 
 
 class BalanceOut(BaseModel):

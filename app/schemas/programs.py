@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, Field, StringConstraints, field_validator
 
-from app.schemas.common import RequestModel
+from app.schemas.common import RequestModel, Timestamp
 
 Scope = Literal[
     "members:read",
@@ -57,8 +56,8 @@ class ProgramOut(BaseModel):
     birthday_bonus_points: int
     webhooks_allow_private_hosts: bool
     referral: ReferralSettings
-    created_at: datetime
-    updated_at: datetime
+    created_at: Timestamp
+    updated_at: Timestamp
 
 
 class ProgramPatch(RequestModel):
@@ -116,8 +115,8 @@ class ApiKeyOut(BaseModel):
     name: str
     scopes: list[str]
     prefix: str
-    created_at: datetime
-    revoked_at: datetime | None = None
+    created_at: Timestamp
+    revoked_at: Timestamp | None = None
 
 
 class ApiKeyCreated(ApiKeyOut):

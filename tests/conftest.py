@@ -1,0 +1,177 @@
+"""Test harness: real PostgreSQL, schema built by Alembic, HTTP through the ASGI app.
+
+The database is a fresh one made for this session on the server of ``TEST_DATABASE_URL``
+when it is set, otherwise on an embedded PostgreSQL started in a temporary folder. Every test
+works in a program (tenant) of its own, and the ledger audit runs on that program after the
+test, so every test that writes also proves the invariants of architecture.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+import pytest
+
+from app import auth, db
+from app.clock import clock
+from app.main import create_app
+from app.migrate import upgrade
+from app.services.audit import audit
+from app.services.programs import create_program
+
+
+def _with_database(url: str, name: str) -> str:
+    parts = urlsplit(db.to_plain_url(url))
+    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
+
+
+@dataclass
+class TestServer:
+    """Where the tests' PostgreSQL lives: an admin URL and a database made for this run."""
+
+    admin_url: str
+    embedded: Any = None
+
+    async def create_database(self, prefix: str = "patron_test") -> str:
+        name = f"{prefix}_{secrets.token_hex(4)}"
+        conn = await asyncpg.connect(self.admin_url)
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+        return _with_database(self.admin_url, name)
+
+    async def drop_database(self, url: str) -> None:
+        name = urlsplit(url).path.lstrip("/")
+        conn = await asyncpg.connect(self.admin_url)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[TestServer]:
+    given = os.environ.get("TEST_DATABASE_URL")
+    if given:
+        yield TestServer(admin_url=db.to_plain_url(given))
+        return
+    import pgserver
+
+    with tempfile.TemporaryDirectory(prefix="patron-pg-") as folder:
+        server = pgserver.get_server(Path(folder) / "pg", cleanup_mode="stop")
+        yield TestServer(admin_url=server.get_uri(), embedded=server)
+        server.cleanup()
+
+
+@pytest.fixture(scope="session")
+async def database_url(pg_server: TestServer) -> AsyncIterator[str]:
+    url = await pg_server.create_database()
+    await asyncio.to_thread(upgrade, url)
+    db.configure(db.make_engine(url))
+    yield url
+    await db.dispose()
+    await pg_server.drop_database(url)
+
+
+@pytest.fixture(scope="session")
+def app(database_url: str) -> Any:
+    return create_app()
+
+
+@pytest.fixture(autouse=True)
+def _reset_clock_and_caches() -> Iterator[None]:
+    yield
+    clock.reset()
+    auth.clear_cache()
+
+
+@pytest.fixture
+async def client(app: Any) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://patron.test") as c:
+        yield c
+
+
+@dataclass
+class Program:
+    id: int
+    admin_key: str
+    client: httpx.AsyncClient
+
+    def headers(self, key: str | None = None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key or self.admin_key}"}
+
+    async def request(
+        self, method: str, path: str, key: str | None = None, **kwargs: Any
+    ) -> httpx.Response:
+        headers = {**self.headers(key), **kwargs.pop("headers", {})}
+        return await self.client.request(method, path, headers=headers, **kwargs)
+
+    async def get(self, path: str, **kwargs: Any) -> httpx.Response:
+        return await self.request("GET", path, **kwargs)
+
+    async def post(self, path: str, **kwargs: Any) -> httpx.Response:
+        return await self.request("POST", path, **kwargs)
+
+    async def put(self, path: str, **kwargs: Any) -> httpx.Response:
+        return await self.request("PUT", path, **kwargs)
+
+    async def patch(self, path: str, **kwargs: Any) -> httpx.Response:
+        return await self.request("PATCH", path, **kwargs)
+
+    async def delete(self, path: str, **kwargs: Any) -> httpx.Response:
+        return await self.request("DELETE", path, **kwargs)
+
+    async def key_with(self, *scopes: str) -> str:
+        response = await self.post("/v1/api-keys", json={"name": "test", "scopes": list(scopes)})
+        assert response.status_code == 201, response.text
+        key: str = response.json()["key"]
+        return key
+
+    async def member(self, external_id: str, points: int = 0, **fields: Any) -> str:
+        response = await self.put(f"/v1/members/{external_id}", json=fields)
+        assert response.status_code in (200, 201), response.text
+        if points:
+            earned = await self.post(
+                f"/v1/members/{external_id}/points/earn",
+                json={"points": points, "reason": "seed"},
+            )
+            assert earned.status_code == 201, earned.text
+        return external_id
+
+    async def balance(self, external_id: str) -> dict[str, Any]:
+        response = await self.get(f"/v1/members/{external_id}/points")
+        assert response.status_code == 200, response.text
+        result: dict[str, Any] = response.json()
+        return result
+
+
+async def assert_ledger_consistent(program_id: int) -> None:
+    violations = await audit(program_id)
+    assert not violations, "ledger audit failed:\n" + "\n".join(map(str, violations))
+
+
+@pytest.fixture
+async def program(client: httpx.AsyncClient, database_url: str) -> AsyncIterator[Program]:
+    """A fresh program (tenant) with an admin key; audited after the test."""
+    program_id, key = await create_program("Test Shop", "CNY")
+    yield Program(program_id, key, client)
+    await assert_ledger_consistent(program_id)
+
+
+@pytest.fixture
+async def other_program(client: httpx.AsyncClient, database_url: str) -> AsyncIterator[Program]:
+    program_id, key = await create_program("Other Shop", "CNY")
+    yield Program(program_id, key, client)
+    await assert_ledger_consistent(program_id)
