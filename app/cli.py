@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -44,6 +45,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     url = _database_url()
     upgrade(url)
+    # uvicorn re-raises SIGTERM after its graceful shutdown; exiting through Python instead of
+    # the default handler lets the embedded PostgreSQL stop with the service (atexit).
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     uvicorn.run(
         "app.main:create_app",
         factory=True,

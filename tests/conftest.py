@@ -36,7 +36,7 @@ def _with_database(url: str, name: str) -> str:
 
 
 @dataclass
-class TestServer:
+class PgServer:
     """Where the tests' PostgreSQL lives: an admin URL and a database made for this run."""
 
     admin_url: str
@@ -61,21 +61,21 @@ class TestServer:
 
 
 @pytest.fixture(scope="session")
-def pg_server() -> Iterator[TestServer]:
+def pg_server() -> Iterator[PgServer]:
     given = os.environ.get("TEST_DATABASE_URL")
     if given:
-        yield TestServer(admin_url=db.to_plain_url(given))
+        yield PgServer(admin_url=db.to_plain_url(given))
         return
     import pgserver
 
     with tempfile.TemporaryDirectory(prefix="patron-pg-") as folder:
         server = pgserver.get_server(Path(folder) / "pg", cleanup_mode="stop")
-        yield TestServer(admin_url=server.get_uri(), embedded=server)
+        yield PgServer(admin_url=server.get_uri(), embedded=server)
         server.cleanup()
 
 
 @pytest.fixture(scope="session")
-async def database_url(pg_server: TestServer) -> AsyncIterator[str]:
+async def database_url(pg_server: PgServer) -> AsyncIterator[str]:
     url = await pg_server.create_database()
     await asyncio.to_thread(upgrade, url)
     db.configure(db.make_engine(url))

@@ -5,22 +5,37 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Any
 
+import orjson
 from pydantic import BaseModel, Field, StringConstraints, field_validator
 
 from app.schemas.common import RequestModel, Timestamp
 from app.schemas.points import BalanceOut
 
+# PostgreSQL cannot store U+0000 in text or jsonb, so no string may carry it.
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\x00]+$")]
 Email = Annotated[
-    str, StringConstraints(max_length=320, pattern=r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
+    str,
+    StringConstraints(max_length=320, pattern=r"^[^@\s\x00]{1,64}@[^@\s\x00]+\.[^@\s\x00]+$"),
 ]
-Phone = Annotated[str, StringConstraints(pattern=r"^\+?[0-9][0-9 ()\-]{2,31}$")]
+# At most 32 characters, the width of the phone column.
+Phone = Annotated[str, StringConstraints(max_length=32, pattern=r"^\+?[0-9][0-9 ()\-]{2,31}$")]
 
 MAX_METADATA_KEYS = 50
 MAX_METADATA_BYTES = 16_384
 
 
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(key) or _has_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(item) for item in value)
+    return False
+
+
 class MemberUpsert(RequestModel):
-    name: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+    name: Name | None = None
     email: Email | None = None
     phone: Phone | None = None
     birthday: date | None = None
@@ -45,16 +60,21 @@ class MemberUpsert(RequestModel):
     @field_validator("metadata")
     @classmethod
     def _bounded_metadata(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        import orjson
-
         if value is None:
             return value
         if len(value) > MAX_METADATA_KEYS:
             raise ValueError(f"at most {MAX_METADATA_KEYS} keys")
         if any(len(key) > 64 for key in value):
             raise ValueError("keys are at most 64 characters")
-        if len(orjson.dumps(value)) > MAX_METADATA_BYTES:
+        try:
+            encoded = orjson.dumps(value)
+        except orjson.JSONEncodeError as exc:
+            # Integers beyond 64 bits or nesting deeper than 254 levels.
+            raise ValueError(f"not storable as JSON: {exc}") from exc
+        if len(encoded) > MAX_METADATA_BYTES:
             raise ValueError(f"at most {MAX_METADATA_BYTES} bytes as JSON")
+        if _has_nul(value):
+            raise ValueError("strings may not contain the NUL character (U+0000)")
         return value
 
     @field_validator("birthday")

@@ -1,0 +1,712 @@
+"""Load benchmark of the ledger hot paths, measured against a pgbench reference transaction.
+
+One run, start to end:
+
+1. creates a fresh database ``patron_bench_<random>`` on ``BENCH_DATABASE_URL``, migrates it,
+   creates a program and its admin key with the app's own service function, and bulk-loads
+   ``--members`` members (account, one seed ``earn`` entry and its lot each) in plain SQL;
+2. starts ``patron serve --workers N`` on a free port and waits for ``/readyz``;
+3. drives earn, redeem and GET points in turn with wrk (``bench/ledger.lua``), each for
+   ``--duration`` seconds, while sampling the service's memory;
+4. stops the service and runs pgbench (``bench/reference.sql``: one INSERT plus one
+   ``UPDATE ... RETURNING`` in a transaction) on a reference schema in the same database;
+5. audits the ledger invariants, prints a table and writes ``bench/results/latest.json``;
+6. stops the service and drops the database, also on error or Ctrl-C.
+
+It prints figures; it asserts no timings. The exit status is 1 when the audit fails or any
+request got a non-2xx answer (the figures would then not describe the hot paths), else 0.
+
+    uv run --extra embedded python bench/run.py [--duration 20] [--members 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH_DIR = ROOT / "bench"
+RESULTS_DIR = BENCH_DIR / "results"
+LUA_SCRIPT = BENCH_DIR / "ledger.lua"
+PGBENCH_SCRIPT = BENCH_DIR / "reference.sql"
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1/postgres"
+
+# (wrk mode, label, what the request is); run in this order.
+ENDPOINTS = (
+    ("earn", "POST /v1/members/{m}/points/earn", '{"points": 10, "reason": "bench"}'),
+    ("redeem", "POST /v1/members/{m}/points/redeem", '{"points": 1}'),
+    ("points", "GET  /v1/members/{m}/points", ""),
+)
+SEED_ACTOR = "bench:seed"
+MIB = 1024 * 1024
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=int, default=20, help="seconds per wrk/pgbench run")
+    parser.add_argument("--members", type=int, default=100_000)
+    parser.add_argument("--connections", type=int, default=32, help="wrk and pgbench clients")
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads and pgbench -j")
+    parser.add_argument("--workers", type=int, default=2, help="patron serve --workers")
+    parser.add_argument(
+        "--seed-points", type=int, default=1_000, help="points each member starts with"
+    )
+    parser.add_argument("--warmup", type=int, default=3, help="seconds of unreported GETs")
+    parser.add_argument("--timeout", type=int, default=10, help="wrk request timeout, seconds")
+    parser.add_argument(
+        "--no-install", action="store_true", help="fail instead of apt-get installing wrk"
+    )
+    parser.add_argument(
+        "--keep-database", action="store_true", help="leave the bench database for inspection"
+    )
+    args = parser.parse_args(argv)
+    if args.members < 1 or args.duration < 1 or args.connections < args.threads:
+        parser.error("need --members >= 1, --duration >= 1 and --connections >= --threads")
+    return args
+
+
+# --- tools -------------------------------------------------------------------------------
+
+
+def ensure_wrk(allow_install: bool) -> str:
+    found = shutil.which("wrk")
+    if found:
+        return found
+    if not allow_install:
+        sys.exit("wrk is not installed (apt-get install -y wrk), and --no-install was given")
+    sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
+    log("wrk is not installed: installing it now with apt-get update && apt-get install -y wrk")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run([*sudo, "apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run([*sudo, "apt-get", "install", "-y", "-qq", "wrk"], check=True, env=env)
+    found = shutil.which("wrk")
+    if not found:
+        sys.exit("apt-get finished but wrk is still not on PATH")
+    log(f"wrk installed at {found}")
+    return found
+
+
+def find_pgbench() -> str:
+    found = shutil.which("pgbench")
+    if found:
+        return found
+    for candidate in sorted(Path("/usr/lib/postgresql").glob("*/bin/pgbench"), reverse=True):
+        return str(candidate)
+    sys.exit("pgbench not found (Debian: apt-get install -y postgresql-client)")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out.stdout.strip() or None
+
+
+# --- database setup ----------------------------------------------------------------------
+
+
+async def create_database(admin_url: str, name: str) -> str:
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+        version: str = await conn.fetchval("SHOW server_version")
+    finally:
+        await conn.close()
+    return version
+
+
+async def drop_database(admin_url: str, name: str) -> None:
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+async def create_program(url: str) -> tuple[int, str]:
+    """The program and admin key, through the app's own service function."""
+    from app import db
+    from app.services.programs import create_program as create
+
+    db.configure(db.make_engine(url))
+    try:
+        return await create("Patron bench", "USD")
+    finally:
+        await db.dispose()
+
+
+# The seed: per member one account, one 'earn' entry and the lot it created, so that
+# available = sum of available entries and sum of remaining lots = available + held (audit.py).
+# The program has no points expiry (create_program's default), so entries and lots have none.
+_SEED_SQL = (
+    """
+INSERT INTO members (program_id, external_id, created_at, updated_at)
+SELECT $1, 'm' || g, $2, $2 FROM generate_series(1, $3::int) AS g
+""",
+    """
+INSERT INTO accounts (member_id, program_id, available, lifetime_earned, version, updated_at)
+SELECT id, program_id, $2, $2, 1, $3 FROM members WHERE program_id = $1
+""",
+    """
+INSERT INTO point_entries (program_id, member_id, kind, points, status, reason, actor,
+                           created_at)
+SELECT program_id, id, 'earn', $2, 'available', 'bench seed', $3, $4
+  FROM members WHERE program_id = $1 ORDER BY id
+""",
+    """
+INSERT INTO point_lots (program_id, member_id, entry_id, points, remaining, expires_at,
+                        created_at)
+SELECT program_id, member_id, id, points, points, expires_at, created_at
+  FROM point_entries WHERE program_id = $1 AND actor = $2
+""",
+)
+
+
+async def seed_members(url: str, program_id: int, members: int, points: int) -> None:
+    now = datetime.now(UTC)
+    members_sql, accounts_sql, entries_sql, lots_sql = _SEED_SQL
+    conn = await asyncpg.connect(url)
+    try:
+        expiry = await conn.fetchval(
+            "SELECT points_expiry_days FROM programs WHERE id = $1", program_id
+        )
+        if expiry is not None:
+            raise RuntimeError("the seed assumes a program without points expiry")
+        async with conn.transaction():
+            await conn.execute(members_sql, program_id, now, members)
+            await conn.execute(accounts_sql, program_id, points, now)
+            await conn.execute(entries_sql, program_id, points, SEED_ACTOR, now)
+            await conn.execute(lots_sql, program_id, SEED_ACTOR)
+        await conn.execute("VACUUM (ANALYZE) members, accounts, point_entries, point_lots")
+    finally:
+        await conn.close()
+
+
+async def create_reference_schema(url: str, rows: int) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(
+            """
+            CREATE TABLE bench_accounts (id int PRIMARY KEY, balance bigint NOT NULL);
+            CREATE TABLE bench_entries (
+                id bigserial PRIMARY KEY,
+                account_id int,
+                points bigint,
+                created_at timestamptz DEFAULT now()
+            );
+            """
+        )
+        await conn.execute(
+            "INSERT INTO bench_accounts (id, balance) SELECT g, 0 FROM generate_series(1, $1) g",
+            rows,
+        )
+        await conn.execute("VACUUM (ANALYZE) bench_accounts, bench_entries")
+    finally:
+        await conn.close()
+
+
+async def ledger_counts(url: str) -> dict[str, int]:
+    conn = await asyncpg.connect(url)
+    try:
+        row = await conn.fetchrow(
+            """
+            SELECT count(*) FILTER (WHERE kind = 'earn' AND actor <> $1) AS earn_entries,
+                   count(*) FILTER (WHERE kind = 'redeem') AS redeem_entries,
+                   (SELECT count(*) FROM events) AS events
+              FROM point_entries
+            """,
+            SEED_ACTOR,
+        )
+    finally:
+        await conn.close()
+    return dict(row)
+
+
+async def run_audit(url: str, program_id: int) -> list[str]:
+    from app import db
+    from app.services.audit import audit
+
+    db.configure(db.make_engine(url))
+    try:
+        return [str(v) for v in await audit(program_id)]
+    finally:
+        await db.dispose()
+
+
+# --- the service -------------------------------------------------------------------------
+
+
+class Server:
+    """``patron serve`` in its own session, so that it and its workers stop together."""
+
+    def __init__(self, url: str, port: int, workers: int, log_path: Path) -> None:
+        patron = Path(sys.executable).with_name("patron")
+        command = [str(patron)] if patron.exists() else [sys.executable, "-m", "app.cli"]
+        command += ["serve", "--host", "127.0.0.1", "--port", str(port)]
+        command += ["--workers", str(workers)]
+        env = {
+            **os.environ,
+            "DATABASE_URL": url,
+            "PATRON_DATABASE_URL": url,
+            "PATRON_LOG_LEVEL": "warning",
+        }
+        self.base_url = f"http://127.0.0.1:{port}"
+        self.log_path = log_path
+        self.command = command
+        self._log = log_path.open("wb")
+        self.process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def wait_ready(self, limit_seconds: float = 90) -> None:
+        deadline = time.monotonic() + limit_seconds
+        last = "no answer yet"
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"patron serve exited with {self.process.returncode}:\n{self.log_tail()}"
+                )
+            try:
+                answer = httpx.get(f"{self.base_url}/readyz", timeout=2)
+                if answer.status_code == 200:
+                    return
+                last = f"{answer.status_code} {answer.text}"
+            except httpx.HTTPError as exc:
+                last = type(exc).__name__
+            time.sleep(0.25)
+        raise RuntimeError(f"/readyz not ready after {limit_seconds}s ({last}):\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 30) -> str:
+        self._log.flush()
+        text = self.log_path.read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:])
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            # The process group is the one this object started (start_new_session).
+            self._signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self._signal(signal.SIGKILL)
+                self.process.wait(timeout=10)
+        # Workers may outlive the supervisor by a moment; make sure none is left.
+        self._signal(signal.SIGKILL)
+        self._log.close()
+
+    def _signal(self, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signum)
+
+
+class RssSampler(threading.Thread):
+    """Samples the resident memory of the service's process tree a few times a second."""
+
+    def __init__(self, root_pid: int, interval: float = 0.2) -> None:
+        super().__init__(daemon=True)
+        self.root_pid = root_pid
+        self.interval = interval
+        self.peak_total = 0
+        self.peaks: dict[int, tuple[str, int]] = {}
+        self._stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self._stopping.is_set():
+            self.sample()
+            self._stopping.wait(self.interval)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.join()
+        self.sample()
+
+    def sample(self) -> None:
+        try:
+            tree = _process_tree(self.root_pid)
+        except OSError:
+            return
+        self.peak_total = max(self.peak_total, sum(rss for _, _, rss in tree))
+        for pid, role, rss in tree:
+            _, peak = self.peaks.get(pid, (role, 0))
+            self.peaks[pid] = (role, max(peak, rss))
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "peak_total_mib": round(self.peak_total / MIB, 1),
+            "processes": [
+                {"pid": pid, "role": role, "peak_rss_mib": round(rss / MIB, 1)}
+                for pid, (role, rss) in sorted(self.peaks.items())
+            ],
+        }
+
+
+def _process_tree(root_pid: int) -> list[tuple[int, str, int]]:
+    """(pid, role, rss bytes) for the process and its descendants."""
+    import psutil
+
+    root = psutil.Process(root_pid)
+    found: list[tuple[int, str, int]] = []
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            cmdline = " ".join(proc.cmdline())
+            rss = proc.memory_info().rss
+        except psutil.Error:
+            continue
+        if proc.pid == root_pid:
+            role = "supervisor"
+        elif "spawn_main" in cmdline or "multiprocessing" in cmdline:
+            role = "resource tracker" if "resource_tracker" in cmdline else "worker"
+        else:
+            role = proc.name()
+        found.append((proc.pid, role, rss))
+    return found
+
+
+# --- load generators ---------------------------------------------------------------------
+
+
+def run_wrk(
+    wrk: str, args: argparse.Namespace, base_url: str, mode: str, key: str, seconds: int
+) -> dict[str, Any]:
+    env = {
+        **os.environ,
+        "BENCH_MODE": mode,
+        "BENCH_MEMBERS": str(args.members),
+        "BENCH_API_KEY": key,
+    }
+    command = [
+        wrk,
+        f"-t{args.threads}",
+        f"-c{args.connections}",
+        f"-d{seconds}s",
+        f"--timeout={args.timeout}s",
+        "-s",
+        str(LUA_SCRIPT),
+        base_url,
+    ]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    (RESULTS_DIR / f"wrk-{mode}.txt").write_text(done.stdout + done.stderr)
+    for line in done.stdout.splitlines():
+        if line.startswith("BENCH_RESULT "):
+            result: dict[str, Any] = json.loads(line.removeprefix("BENCH_RESULT "))
+            break
+    else:
+        raise RuntimeError(
+            f"wrk ({mode}) printed no BENCH_RESULT line:\n{done.stdout}{done.stderr}"
+        )
+    statuses: Counter[str] = Counter()
+    for part in filter(None, result["statuses"].split(",")):
+        code, _, count = part.partition(":")
+        statuses[code] += int(count)
+    result["statuses"] = dict(sorted(statuses.items()))
+    return result
+
+
+def run_pgbench(pgbench: str, args: argparse.Namespace, url: str) -> dict[str, Any]:
+    command = [
+        pgbench,
+        "-M",
+        "prepared",
+        "-c",
+        str(args.connections),
+        "-j",
+        str(args.threads),
+        "-T",
+        str(args.duration),
+        "-n",
+        "-f",
+        str(PGBENCH_SCRIPT),
+        "-D",
+        f"accounts={args.members}",
+        url,
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    output = done.stdout + done.stderr
+    (RESULTS_DIR / "pgbench.txt").write_text(output)
+    if done.returncode != 0:
+        raise RuntimeError(f"pgbench failed ({done.returncode}):\n{output}")
+    return {"command": " ".join([*command[:-1], "<bench database>"]), **parse_pgbench(output)}
+
+
+def parse_pgbench(output: str) -> dict[str, Any]:
+    """TPS without connection time: PostgreSQL 14+ prints one 'tps' line, older versions print
+    'including connections establishing' and 'excluding ...'; take the one without."""
+    tps = None
+    for line in output.splitlines():
+        match = re.match(r"tps = ([\d.]+) \((.*)\)", line.strip())
+        if match and ("without" in match[2] or "excluding" in match[2]):
+            tps = float(match[1])
+    if tps is None:
+        found = re.search(r"tps = ([\d.]+)", output)
+        if found is None:
+            raise RuntimeError(f"no tps in pgbench output:\n{output}")
+        tps = float(found[1])
+    parsed: dict[str, Any] = {"tps": tps}
+    if found := re.search(r"latency average = ([\d.]+) ms", output):
+        parsed["latency_avg_ms"] = float(found[1])
+    if found := re.search(r"number of transactions actually processed: (\d+)", output):
+        parsed["transactions"] = int(found[1])
+    if found := re.search(r"number of failed transactions: (\d+)", output):
+        parsed["failed"] = int(found[1])
+    return parsed
+
+
+# --- report ------------------------------------------------------------------------------
+
+
+def print_report(report: dict[str, Any]) -> None:
+    tps = report["pgbench"]["tps"]
+    header = (
+        f"{'endpoint':<36} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} "
+        f"{'sock err':>8} {'÷ pgbench':>9}"
+    )
+    print()
+    print(header)
+    print("-" * len(header))
+    for mode, label, _ in ENDPOINTS:
+        e = report["endpoints"][mode]
+        print(
+            f"{label:<36} {e['rps']:>9.1f} {e['p50_ms']:>8.2f} {e['p99_ms']:>8.2f} "
+            f"{e['non_2xx']:>8} {e['socket_errors_total']:>8} {e['ratio_to_pgbench']:>9.3f}"
+        )
+    pg = report["pgbench"]
+    print("-" * len(header))
+    latency = f", latency avg {pg['latency_avg_ms']:.2f} ms" if "latency_avg_ms" in pg else ""
+    print(
+        f"{'pgbench reference (INSERT + UPDATE)':<36} {tps:>9.1f} tps "
+        f"(without connection time{latency})"
+    )
+    for mode, _, _ in ENDPOINTS:
+        e = report["endpoints"][mode]
+        if e["non_2xx"]:
+            print(f"  {mode}: non-2xx by status {e['statuses']}; first: {e['first_error']}")
+    rss = report["service_rss"]
+    parts = ", ".join(f"{p['role']} {p['pid']}: {p['peak_rss_mib']:.1f}" for p in rss["processes"])
+    print(f"service peak RSS: {rss['peak_total_mib']:.1f} MiB in all ({parts} MiB)")
+    counts = report["ledger_rows"]
+    print(
+        f"ledger rows written: {counts['earn_entries']} earn, {counts['redeem_entries']} redeem "
+        f"entries, {counts['events']} events (wrk counted "
+        f"{report['endpoints']['earn']['ok']} + {report['endpoints']['redeem']['ok']} 2xx)"
+    )
+    audit = report["audit"]
+    verdict = "PASSED" if audit["passed"] else f"FAILED ({audit['violations']} violations)"
+    print(f"patron audit --program {report['program_id']}: {verdict}")
+    for line in audit["sample"]:
+        print(f"  {line}")
+    load = report["machine"]
+    print(
+        f"load average before/after: {load['loadavg_start']} / {load['loadavg_end']} "
+        f"on {load['cpus']} CPUs (other work on the machine skews the figures)"
+    )
+
+
+def endpoint_figures(result: dict[str, Any], label: str, body: str, tps: float) -> dict[str, Any]:
+    latency = result["latency_ms"]
+    socket_errors = result["socket_errors"]
+    return {
+        "request": label,
+        "body": body or None,
+        "rps": round(result["rps"], 1),
+        "p50_ms": latency["p50"],
+        "p90_ms": latency["p90"],
+        "p99_ms": latency["p99"],
+        "mean_ms": latency["mean"],
+        "max_ms": latency["max"],
+        "requests": result["requests"],
+        "ok": result["requests"] - result["non_2xx"],
+        "non_2xx": result["non_2xx"],
+        "statuses": result["statuses"],
+        "first_error": result["first_error"] or None,
+        "socket_errors": socket_errors,
+        "socket_errors_total": sum(socket_errors.values()),
+        "ratio_to_pgbench": round(result["rps"] / tps, 4) if tps else None,
+    }
+
+
+# --- the run -----------------------------------------------------------------------------
+
+
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+def bench(args: argparse.Namespace) -> int:
+    from app.migrate import upgrade
+
+    wrk = ensure_wrk(not args.no_install)
+    pgbench = find_pgbench()
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    from app.db import to_plain_url
+
+    admin_url = to_plain_url(os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE_URL))
+    name = f"patron_bench_{secrets.token_hex(4)}"
+    url = with_database(admin_url, name)
+    started_at = datetime.now(UTC)
+    loadavg_start = [round(x, 2) for x in os.getloadavg()]
+    server: Server | None = None
+    database_created = False
+    try:
+        log(f"creating database {name}")
+        database_created = True  # from here on, cleanup drops it (IF EXISTS)
+        pg_version = asyncio.run(create_database(admin_url, name))
+        log("running migrations")
+        upgrade(url)
+        program_id, key = asyncio.run(create_program(url))
+        log(f"program {program_id} created; loading {args.members} members")
+        began = time.monotonic()
+        asyncio.run(seed_members(url, program_id, args.members, args.seed_points))
+        log(f"members loaded in {time.monotonic() - began:.1f}s")
+
+        server = Server(url, free_port(), args.workers, RESULTS_DIR / "server.log")
+        shown = " ".join(server.command[server.command.index("serve") :])
+        log(f"starting patron {shown} (log: {server.log_path.relative_to(ROOT)})")
+        server.wait_ready()
+        sampler = RssSampler(server.process.pid)
+        sampler.start()
+        if args.warmup:
+            log(f"warming up for {args.warmup}s (GET points, not reported)")
+            run_wrk(wrk, args, server.base_url, "points", key, args.warmup)
+        results: dict[str, dict[str, Any]] = {}
+        for mode, label, _ in ENDPOINTS:
+            log(f"wrk {label}: {args.connections} connections, {args.duration}s")
+            results[mode] = run_wrk(wrk, args, server.base_url, mode, key, args.duration)
+            r = results[mode]
+            log(
+                f"  {r['rps']:.1f} req/s, p50 {r['latency_ms']['p50']:.2f} ms, "
+                f"p99 {r['latency_ms']['p99']:.2f} ms, non-2xx {r['non_2xx']}"
+            )
+        sampler.stop()
+        server.stop()
+        server = None
+
+        log(f"pgbench reference: {args.connections} clients, {args.duration}s")
+        asyncio.run(create_reference_schema(url, args.members))
+        pg = run_pgbench(pgbench, args, url)
+        log(f"  {pg['tps']:.1f} tps")
+
+        log("auditing the ledger")
+        violations = asyncio.run(run_audit(url, program_id))
+        counts = asyncio.run(ledger_counts(url))
+        tps = pg["tps"]
+        report = {
+            "started_at": started_at.isoformat(),
+            "finished_at": datetime.now(UTC).isoformat(),
+            "git_commit": git_commit(),
+            "program_id": program_id,
+            "machine": {
+                "cpus": os.cpu_count(),
+                "python": platform.python_version(),
+                "postgres": pg_version,
+                "loadavg_start": loadavg_start,
+                "loadavg_end": [round(x, 2) for x in os.getloadavg()],
+            },
+            "config": {
+                "duration_s": args.duration,
+                "members": args.members,
+                "connections": args.connections,
+                "threads": args.threads,
+                "workers": args.workers,
+                "seed_points": args.seed_points,
+                "wrk_timeout_s": args.timeout,
+            },
+            "endpoints": {
+                mode: endpoint_figures(results[mode], label, body, tps)
+                for mode, label, body in ENDPOINTS
+            },
+            "pgbench": pg,
+            "service_rss": sampler.summary(),
+            "ledger_rows": counts,
+            "audit": {
+                "passed": not violations,
+                "violations": len(violations),
+                "sample": violations[:10],
+            },
+        }
+        print_report(report)
+        out = RESULTS_DIR / "latest.json"
+        out.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"results written to {out.relative_to(ROOT)}")
+        failed = bool(violations) or any(e["non_2xx"] for e in report["endpoints"].values())
+        return 1 if failed else 0
+    finally:
+        # A second Ctrl-C must not leave the server running or the database behind.
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            if server is not None:
+                log("stopping the service")
+                server.stop()
+            if database_created:
+                if args.keep_database:
+                    log(f"keeping database {name} (--keep-database): {url}")
+                else:
+                    log(f"dropping database {name}")
+                    asyncio.run(drop_database(admin_url, name))
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        return bench(args)
+    except KeyboardInterrupt:
+        print(
+            "\ninterrupted; the service was stopped and the bench database cleaned up",
+            file=sys.stderr,
+        )
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
