@@ -68,6 +68,16 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    import logging
+
+    from app.worker import run_forever
+
+    logging.basicConfig(level=get_settings().log_level.upper())
+    _run(lambda: run_forever(args.interval))
+    return 0
+
+
 def cmd_program_create(args: argparse.Namespace) -> int:
     from app.services.programs import create_program
 
@@ -139,6 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = sub.add_parser("migrate", help="run database migrations")
     migrate.add_argument("revision", nargs="?", default="head")
     migrate.set_defaults(func=cmd_migrate)
+
+    worker = sub.add_parser("worker", help="run the periodic jobs")
+    worker.add_argument("--interval", type=float, default=5.0, help="seconds between cycles")
+    worker.set_defaults(func=cmd_worker)
 
     program = sub.add_parser("program", help="manage programs").add_subparsers(
         dest="action", required=True

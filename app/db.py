@@ -52,7 +52,7 @@ def start_embedded(data_dir: Path) -> str:
         ) from exc
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    _embedded_server = pgserver.get_server(data_dir / "pg", cleanup_mode="stop")
+    _embedded_server = pgserver.get_server(data_dir / "pg", cleanup_mode="stop")  # type: ignore[attr-defined]
     url: str = _embedded_server.get_uri()
     log.info("embedded PostgreSQL running in %s", data_dir)
     return url

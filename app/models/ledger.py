@@ -43,6 +43,12 @@ class PointEntry(Base):
         CheckConstraint("status IN ('available', 'pending')", name="status_known"),
         CheckConstraint("points <> 0", name="points_non_zero"),
         Index("ix_point_entries_member_id_id", "member_id", "id"),
+        Index(
+            "ix_point_entries_program_id_order_id",
+            "program_id",
+            "order_id",
+            postgresql_where=text("order_id IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
@@ -56,7 +62,7 @@ class PointEntry(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     actor: Mapped[str] = mapped_column(String(80))
     order_id: Mapped[str | None] = mapped_column(String(128))
-    hold_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    hold_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, ForeignKey("holds.id"))
     created_at: Mapped[datetime]
     available_at: Mapped[datetime | None]
     expires_at: Mapped[datetime | None]

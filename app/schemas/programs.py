@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, Field, StringConstraints, field_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from app.schemas.common import RequestModel, Timestamp
 
@@ -20,6 +21,9 @@ Scope = Literal[
     "admin",
 ]
 SCOPES: tuple[str, ...] = Scope.__args__  # type: ignore[attr-defined]
+
+# PostgreSQL cannot store U+0000 in text or jsonb, so no string may carry it.
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\x00]+$")]
 
 EarnRate = Annotated[
     Decimal,
@@ -35,7 +39,7 @@ class ReferralSettings(BaseModel):
     link_template: str | None = Field(
         default=None,
         max_length=500,
-        pattern=r"^https?://\S*\{code\}\S*$",
+        pattern=r"^https?://[^\s\x00]*\{code\}[^\s\x00]*$",
         description="A URL with {code} in it, e.g. https://shop.example/invite/{code}.",
     )
 
@@ -60,16 +64,22 @@ class ProgramOut(BaseModel):
     updated_at: Timestamp
 
 
+# A setting left out of a PATCH is kept; only points_expiry_days may be sent as null (never
+# expire). ``Unset`` documents the others as not nullable, and ``_not_null`` refuses an
+# explicit null for them with a 422 instead of letting it reach a NOT NULL column.
+Unset = SkipJsonSchema[None]
+
+
 class ProgramPatch(RequestModel):
-    name: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
-    earn_rate: EarnRate | None = None
-    pending_days: int | None = Field(default=None, ge=0, le=365, strict=True)
+    name: Name | Unset = None
+    earn_rate: EarnRate | Unset = None
+    pending_days: Annotated[int, Field(ge=0, le=365, strict=True)] | Unset = None
     points_expiry_days: int | None = Field(default=None, ge=1, le=3650, strict=True)
-    hold_ttl_seconds: int | None = Field(default=None, ge=1, le=86400, strict=True)
-    timezone: str | None = Field(default=None, max_length=64)
-    birthday_bonus_points: int | None = Field(default=None, ge=0, le=1_000_000_000, strict=True)
-    webhooks_allow_private_hosts: bool | None = None
-    referral: ReferralSettingsPatch | None = None
+    hold_ttl_seconds: Annotated[int, Field(ge=1, le=86400, strict=True)] | Unset = None
+    timezone: Annotated[str, Field(max_length=64)] | Unset = None
+    birthday_bonus_points: Annotated[int, Field(ge=0, le=1_000_000_000, strict=True)] | Unset = None
+    webhooks_allow_private_hosts: bool | Unset = None
+    referral: ReferralSettingsPatch | Unset = None
 
     model_config = {
         "json_schema_extra": {
@@ -78,6 +88,23 @@ class ProgramPatch(RequestModel):
             ]
         }
     }
+
+    @field_validator(
+        "name",
+        "earn_rate",
+        "pending_days",
+        "hold_ttl_seconds",
+        "timezone",
+        "birthday_bonus_points",
+        "webhooks_allow_private_hosts",
+        "referral",
+        mode="before",
+    )
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        if value is None:
+            raise ValueError("may be left out, but not null")
+        return value
 
     @field_validator("earn_rate", mode="before")
     @classmethod
@@ -100,7 +127,7 @@ class ProgramPatch(RequestModel):
 
 
 class ApiKeyCreate(RequestModel):
-    name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    name: Name
     scopes: list[Scope] = Field(min_length=1, max_length=len(SCOPES))
 
     model_config = {

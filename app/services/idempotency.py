@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app import db
 from app.clock import clock
+from app.config import get_settings
 from app.errors import IdempotencyKeyReusedError, PatronError
 
 IDEMPOTENCY_CONSTRAINT = "pk_idempotency_keys"
@@ -132,3 +133,18 @@ async def run_once(
         return await replay_after_failure(program_id, request, exc)
     except PatronError as exc:
         return await replay_after_failure(program_id, request, exc)
+
+
+async def purge_expired_keys(now: datetime, batch_size: int = 5000) -> int:
+    """Delete stored responses older than the retention window; returns how many went."""
+    cutoff = now - timedelta(hours=get_settings().idempotency_retention_hours)
+    async with db.transaction() as conn:
+        deleted = await conn.execute(
+            text(
+                "DELETE FROM idempotency_keys WHERE ctid IN ("
+                " SELECT ctid FROM idempotency_keys WHERE created_at < :cutoff"
+                " LIMIT :batch FOR UPDATE SKIP LOCKED)"
+            ),
+            {"cutoff": cutoff, "batch": batch_size},
+        )
+    return deleted.rowcount or 0

@@ -31,7 +31,7 @@ from app.services.pagination import decode_cursor, encode_cursor
 
 # The wire form of an entry (api.md "list of entries"), built by PostgreSQL.
 ENTRY_JSON = """(SELECT row_to_json(r) FROM (SELECT
-    {e}.id, {e}.kind, {e}.points, {e}.status, {e}.order_id, {e}.hold_id, {e}.reason,
+    {e}.id, {e}.kind, {e}.points, {status} AS status, {e}.order_id, {e}.hold_id, {e}.reason,
     {e}.created_at, {e}.available_at, {e}.expires_at) AS r)"""
 
 # Lots expire at the end of the local day ``points_expiry_days`` after they were earned, in
@@ -149,7 +149,7 @@ def _compile(template: str, *, remember: bool) -> Any:
     return text(
         template.format(
             expires_at=EXPIRES_AT_SQL,
-            entry_json=ENTRY_JSON.format(e="entry"),
+            entry_json=ENTRY_JSON.format(e="entry", status="entry.status"),
             remember=_REMEMBER_CTE if remember else "",
         )
     )
@@ -309,10 +309,14 @@ async def get_points(program_id: int, member: str) -> dict[str, Any]:
     return dict(row)
 
 
+# A pending entry shows as available once its release row exists.
+_LISTED_STATUS = "CASE WHEN rel.entry_id IS NULL THEN e.status ELSE 'available' END"
 _TRANSACTIONS = text(
     f"""
-SELECT e.id, {ENTRY_JSON.format(e="e")}::text AS response
-  FROM members AS m JOIN point_entries AS e ON e.member_id = m.id
+SELECT e.id, {ENTRY_JSON.format(e="e", status=_LISTED_STATUS)}::text AS response
+  FROM members AS m
+  JOIN point_entries AS e ON e.member_id = m.id
+  LEFT JOIN point_releases AS rel ON rel.entry_id = e.id
  WHERE m.program_id = :program_id AND m.external_id = :member AND e.id < :before
  ORDER BY e.id DESC
  LIMIT :limit

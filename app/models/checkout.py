@@ -1,0 +1,144 @@
+"""Checkout: holds, orders, refunds and the release of pending order points."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    ForeignKey,
+    Identity,
+    Index,
+    LargeBinary,
+    String,
+    UniqueConstraint,
+    Uuid,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.models.base import Base
+
+
+class Hold(Base):
+    """Points reserved at checkout: they leave ``available`` and count in ``held`` until the
+    hold is captured (a redeem entry), released, or expires."""
+
+    __tablename__ = "holds"
+    __table_args__ = (
+        CheckConstraint("points > 0", name="points_positive"),
+        CheckConstraint(
+            "status IN ('active', 'captured', 'released', 'expired')", name="status_known"
+        ),
+        Index(
+            "ix_holds_active_expires_at", "expires_at", postgresql_where=text("status = 'active'")
+        ),
+        Index("ix_holds_active_member_id", "member_id", postgresql_where=text("status = 'active'")),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id", ondelete="CASCADE"))
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id", ondelete="CASCADE"))
+    points: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16))
+    order_id: Mapped[str | None] = mapped_column(String(128))
+    points_captured: Mapped[int | None] = mapped_column(BigInteger)
+    expires_at: Mapped[datetime]
+    created_at: Mapped[datetime]
+    closed_at: Mapped[datetime | None]
+
+
+class Order(Base):
+    """An order as the checkout reported it, with what it earned and redeemed. ``order_id`` is
+    the shop's id and the natural idempotency key."""
+
+    __tablename__ = "orders"
+    __table_args__ = (
+        UniqueConstraint("program_id", "order_id"),
+        CheckConstraint("amount >= 0", name="amount_non_negative"),
+        CheckConstraint("refunded_amount BETWEEN 0 AND amount", name="refunds_within_amount"),
+        CheckConstraint("status IN ('pending', 'available')", name="status_known"),
+        Index("ix_orders_member_id_occurred_at", "member_id", "occurred_at"),
+        Index(
+            "ix_orders_pending_available_at",
+            "available_at",
+            postgresql_where=text("status = 'pending'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id", ondelete="CASCADE"))
+    order_id: Mapped[str] = mapped_column(String(128))
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id", ondelete="CASCADE"))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    items: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB)
+    occurred_at: Mapped[datetime]
+    points_earned: Mapped[int] = mapped_column(BigInteger)
+    points_redeemed: Mapped[int] = mapped_column(BigInteger)
+    breakdown: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
+    # 'pending' until the return window has passed and the points were released.
+    status: Mapped[str] = mapped_column(String(16))
+    available_at: Mapped[datetime]
+    redeem_hold_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    refunded_amount: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    points_reversed: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    points_restored: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    # SHA-256 of the request body: the same order_id with another body is a conflict.
+    request_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    created_at: Mapped[datetime]
+    released_at: Mapped[datetime | None]
+
+
+class Refund(Base):
+    __tablename__ = "refunds"
+    __table_args__ = (
+        UniqueConstraint("program_id", "refund_id"),
+        CheckConstraint("amount > 0", name="amount_positive"),
+        Index("ix_refunds_order_pk", "order_pk"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id", ondelete="CASCADE"))
+    order_pk: Mapped[int] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"))
+    refund_id: Mapped[str] = mapped_column(String(128))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    points_reversed: Mapped[int] = mapped_column(BigInteger)
+    points_restored: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime]
+
+
+class PointRelease(Base):
+    """The moment a pending entry became available. Append-only, like the entries: the entry
+    keeps the status it was written with, and this row says it has since been released."""
+
+    __tablename__ = "point_releases"
+
+    entry_id: Mapped[int] = mapped_column(
+        ForeignKey("point_entries.id", ondelete="CASCADE"), primary_key=True
+    )
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id", ondelete="CASCADE"))
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id", ondelete="CASCADE"))
+    released_at: Mapped[datetime]
+
+
+class EarnRule(Base):
+    """A campaign: extra points on orders that meet its conditions while it runs."""
+
+    __tablename__ = "earn_rules"
+    __table_args__ = (Index("ix_earn_rules_program_id_id", "program_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200))
+    active: Mapped[bool]
+    starts_at: Mapped[datetime | None]
+    ends_at: Mapped[datetime | None]
+    conditions: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    effect: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
