@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from app import db
 from app.config import get_settings
 from app.errors import PatronError, PayloadTooLargeError, RateLimitedError
-from app.routers import health, members, points, programs
+from app.routers import earn_rules, health, holds, members, points, programs, quotes
 
 log = logging.getLogger("patron")
 
@@ -146,7 +146,7 @@ def create_app() -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)
-    for module in (health, programs, members, points):
+    for module in (health, programs, members, points, holds, earn_rules, quotes):
         app.include_router(module.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     return app

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from app.clock import clock
-from app.services import idempotency
+from app.services import holds, idempotency
 
 log = logging.getLogger("patron.worker")
 
@@ -25,6 +25,7 @@ Job = Callable[[datetime], Awaitable[int]]
 
 # (name, job) in the order they run each cycle.
 JOBS: list[tuple[str, Job]] = [
+    ("expire_holds", holds.expire_overdue_holds),
     ("purge_idempotency_keys", idempotency.purge_expired_keys),
 ]
 

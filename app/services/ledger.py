@@ -40,13 +40,29 @@ EXPIRES_AT_SQL = """CASE WHEN p.points_expiry_days IS NULL THEN NULL::timestampt
     (date_trunc('day', CAST(:now AS timestamptz) AT TIME ZONE p.timezone)
      + make_interval(days => p.points_expiry_days + 1)) AT TIME ZONE p.timezone END"""
 
-# The idempotency insert joins the statement only when a key was sent.
-_REMEMBER_CTE = """, remembered AS (
+# The idempotency insert joins a statement only when a key was sent; ``body`` is the CTE
+# holding the response text.
+REMEMBER_CTE = """, remembered AS (
     INSERT INTO idempotency_keys (program_id, key, request_hash, status_code, response,
                                   created_at)
-    SELECT body.program_id, CAST(:idem_key AS text), CAST(:idem_hash AS bytea), 201,
-           body.response, body.created_at
+    SELECT body.program_id, CAST(:idem_key AS text), CAST(:idem_hash AS bytea),
+           CAST(:idem_status AS integer), body.response, CAST(:now AS timestamptz)
       FROM body
+)"""
+
+# Spend ``:points`` of ``:member_id``'s lots, soonest-expiring first (never-expiring last).
+# Runs after the member's account row is locked, so it sees every committed lot. When the
+# lots hold less (a member in refund debt), it takes what there is.
+CONSUME_LOTS_CTE = """spendable AS (
+    SELECT id, remaining,
+           sum(remaining) OVER (ORDER BY expires_at NULLS LAST, id) AS running
+      FROM point_lots
+     WHERE member_id = :member_id AND remaining > 0
+), consumed AS (
+    UPDATE point_lots AS l
+       SET remaining = greatest(s.running - :points, 0)
+      FROM spendable AS s
+     WHERE l.id = s.id AND s.running - s.remaining < :points
 )"""
 
 _CREDIT_SQL = """
@@ -110,17 +126,7 @@ RETURNING a.member_id, a.available, a.pending, a.held, a.version
 
 # Runs after the account row is locked, so it sees every lot committed before the lock.
 _DEBIT_SQL = """
-WITH spendable AS (
-    SELECT id, remaining,
-           sum(remaining) OVER (ORDER BY expires_at NULLS LAST, id) AS running
-      FROM point_lots
-     WHERE member_id = :member_id AND remaining > 0
-), consumed AS (
-    UPDATE point_lots AS l
-       SET remaining = greatest(s.running - :points, 0)
-      FROM spendable AS s
-     WHERE l.id = s.id AND s.running - s.remaining < :points
-), entry AS (
+WITH {consume}, entry AS (
     INSERT INTO point_entries (program_id, member_id, kind, points, status, reason, actor,
                                order_id, created_at)
     VALUES (:program_id, :member_id, :kind, -CAST(:points AS bigint), 'available', :reason,
@@ -150,7 +156,8 @@ def _compile(template: str, *, remember: bool) -> Any:
         template.format(
             expires_at=EXPIRES_AT_SQL,
             entry_json=ENTRY_JSON.format(e="entry", status="entry.status"),
-            remember=_REMEMBER_CTE if remember else "",
+            consume=CONSUME_LOTS_CTE,
+            remember=REMEMBER_CTE if remember else "",
         )
     )
 
@@ -177,13 +184,14 @@ class Posting:
     order_id: str | None = None
 
 
-def _idem_params(program_id: int, request: IdempotencyRequest | None) -> dict[str, Any]:
+def idem_params(request: IdempotencyRequest | None, status_code: int = 201) -> dict[str, Any]:
+    """Bind parameters for REMEMBER_CTE."""
     if request is None:
         return {}
-    return {"idem_key": request.key, "idem_hash": request.fingerprint}
+    return {"idem_key": request.key, "idem_hash": request.fingerprint, "idem_status": status_code}
 
 
-async def _member_missing(conn: AsyncConnection, program_id: int, member: str) -> bool:
+async def member_missing(conn: AsyncConnection, program_id: int, member: str) -> bool:
     found = await conn.execute(_MEMBER_EXISTS, {"program_id": program_id, "member": member})
     return found.first() is None
 
@@ -201,7 +209,7 @@ async def credit(posting: Posting, request: IdempotencyRequest | None) -> Stored
         "actor": posting.actor,
         "event_type": posting.event_type,
         "now": now,
-        **_idem_params(posting.program_id, request),
+        **idem_params(request),
     }
     try:
         async with db.single_statement() as conn:
@@ -252,7 +260,7 @@ async def debit_in(
         )
     ).first()
     if locked is None:
-        if await _member_missing(conn, posting.program_id, posting.member):
+        if await member_missing(conn, posting.program_id, posting.member):
             raise NotFoundError(f"No member {posting.member!r} in this program.")
         raise InsufficientPointsError(
             f"Member {posting.member!r} has fewer than {posting.points} available points."
@@ -272,7 +280,7 @@ async def debit_in(
         "pending": locked.pending,
         "held": locked.held,
         "now": now,
-        **_idem_params(posting.program_id, request),
+        **idem_params(request),
     }
     body: str = (await conn.execute(_DEBIT[request is not None], params)).scalar_one()
     return body
@@ -336,7 +344,7 @@ async def list_transactions(
                 {"program_id": program_id, "member": member, "before": before, "limit": limit + 1},
             )
         ).all()
-        if not rows and await _member_missing(conn, program_id, member):
+        if not rows and await member_missing(conn, program_id, member):
             raise NotFoundError(f"No member {member!r} in this program.")
     page = rows[:limit]
     next_cursor = encode_cursor(page[-1].id) if len(rows) > limit else None

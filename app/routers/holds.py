@@ -1,0 +1,104 @@
+"""Holds: reserve points at checkout, then capture or release them."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request, Response
+
+from app.auth import Principal, require_scope
+from app.routers.deps import (
+    IdempotencyKeyHeader,
+    MemberPath,
+    idempotency_request,
+    problems,
+    stored_json,
+)
+from app.schemas.holds import HoldCapture, HoldCreate, HoldOut
+from app.services import holds
+
+router = APIRouter(tags=["Holds"])
+
+PointsReader = Annotated[Principal, Depends(require_scope("points:read"))]
+PointsWriter = Annotated[Principal, Depends(require_scope("points:write"))]
+_HOLD: dict[int | str, dict[str, Any]] = {200: {"model": HoldOut}}
+
+
+@router.post(
+    "/v1/members/{member}/holds",
+    status_code=201,
+    responses={
+        201: {"model": HoldOut, "description": "The active hold."},
+        **problems((404, "not_found"), (409, "insufficient_points")),
+    },
+)
+async def create_hold(
+    member: MemberPath,
+    body: HoldCreate,
+    request: Request,
+    principal: PointsWriter,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> Response:
+    """Reserve points: they leave `available` and count in `held` until the hold is captured,
+    released, or expires (`ttl_seconds`, default the program's `hold_ttl_seconds`)."""
+    stored = await holds.create_hold(
+        principal.program_id,
+        member,
+        body.points,
+        body.order_id,
+        body.ttl_seconds,
+        idempotency_request(request, idempotency_key, body),
+    )
+    return stored_json(stored)
+
+
+@router.post(
+    "/v1/holds/{hold_id}/capture",
+    responses={**_HOLD, **problems((404, "not_found"), (409, "hold_not_active"))},
+)
+async def capture_hold(
+    hold_id: str,
+    request: Request,
+    principal: PointsWriter,
+    body: HoldCapture | None = None,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> Response:
+    """Redeem the held points (a `redeem` entry); with `points`, redeem that many and give the
+    rest back. A hold past its `expires_at` is never capturable."""
+    capture = body or HoldCapture()
+    stored = await holds.capture_hold(
+        principal.program_id,
+        hold_id,
+        capture.points,
+        principal.actor,
+        idempotency_request(request, idempotency_key, capture),
+    )
+    return stored_json(stored)
+
+
+@router.post(
+    "/v1/holds/{hold_id}/release",
+    responses={**_HOLD, **problems((404, "not_found"), (409, "hold_not_active"))},
+)
+async def release_hold(
+    hold_id: str,
+    request: Request,
+    principal: PointsWriter,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> Response:
+    """Give the held points back to `available`."""
+    stored = await holds.release_hold(
+        principal.program_id,
+        hold_id,
+        principal.actor,
+        idempotency_request(request, idempotency_key, None),
+    )
+    return stored_json(stored)
+
+
+@router.get("/v1/holds/{hold_id}", responses={**_HOLD, **problems((404, "not_found"))})
+async def get_hold(hold_id: str, principal: PointsReader) -> Response:
+    """The hold; one past its `expires_at` shows as `expired` even before the job runs."""
+    return Response(
+        await holds.get_hold(principal.program_id, hold_id), media_type="application/json"
+    )

@@ -1,0 +1,409 @@
+"""Holds: reserve points at checkout, then capture them (a redeem entry) or release them.
+
+Held points leave ``available`` and count in ``held``; they stay in the member's lots until
+captured, so invariant 3 (lots = available + held) holds throughout. A hold past its
+``expires_at`` is never capturable, even before the expiry job has run: capture and release
+find it expired, expire it there and then (giving the points back), and answer 409.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app import db
+from app.clock import clock
+from app.errors import HoldNotActiveError, InsufficientPointsError, NotFoundError, PatronError
+from app.services import idempotency
+from app.services.idempotency import IdempotencyRequest, StoredResponse
+from app.services.ledger import (
+    CONSUME_LOTS_CTE,
+    ENTRY_JSON,
+    REMEMBER_CTE,
+    idem_params,
+    member_missing,
+)
+
+_MEMBER = "CAST(:member AS text)"
+
+# The wire form of a hold; ``{status}`` lets readers show an overdue hold as expired.
+HOLD_JSON = """(SELECT row_to_json(r) FROM (SELECT
+    {h}.id AS hold_id, {member} AS member_id, {h}.points, {status} AS status,
+    {h}.order_id, {h}.expires_at, {h}.points_captured, {h}.created_at) AS r)"""
+
+_NEW_HOLD_JSON = HOLD_JSON.format(h="hold", status="hold.status", member=_MEMBER)
+_CLOSED_HOLD_JSON = HOLD_JSON.format(h="closed", status="closed.status", member=_MEMBER)
+
+_CREATE_SQL = f"""
+WITH acc AS (
+    UPDATE accounts AS a
+       SET available = a.available - :points,
+           held = a.held + :points,
+           version = a.version + 1,
+           updated_at = :now
+      FROM members AS m
+     WHERE m.program_id = :program_id AND m.external_id = :member AND a.member_id = m.id
+       AND a.available >= :points
+ RETURNING a.member_id, a.program_id, a.version
+), hold AS (
+    INSERT INTO holds (id, program_id, member_id, points, status, order_id, expires_at,
+                       created_at)
+    SELECT CAST(:hold_id AS uuid), acc.program_id, acc.member_id, CAST(:points AS bigint),
+           'active', CAST(:order_id AS text),
+           CAST(:now AS timestamptz)
+             + make_interval(secs => COALESCE(CAST(:ttl AS integer), p.hold_ttl_seconds)),
+           CAST(:now AS timestamptz)
+      FROM acc JOIN programs AS p ON p.id = acc.program_id
+ RETURNING *
+), body AS (
+    SELECT hold.*, {_NEW_HOLD_JSON}::text AS response
+      FROM hold
+), event AS (
+    INSERT INTO events (program_id, type, member_id, data, created_at)
+    SELECT body.program_id, 'hold.created', body.member_id,
+           jsonb_build_object('member_id', CAST(:member AS text), 'sequence', acc.version,
+                              'hold', body.response::jsonb),
+           body.created_at
+      FROM body JOIN acc USING (member_id)
+){{remember}}
+SELECT response FROM body
+"""
+_CREATE = {
+    flag: text(_CREATE_SQL.format(remember=REMEMBER_CTE if flag else "")) for flag in (False, True)
+}
+
+# Lock the member's account first (the fixed lock order), then read the hold afresh.
+_LOCK_HOLDER = text(
+    """
+UPDATE accounts AS a SET version = a.version + 1
+  FROM holds AS h JOIN members AS m ON m.id = h.member_id
+ WHERE h.id = :hold_id AND h.program_id = :program_id AND a.member_id = h.member_id
+RETURNING a.member_id, a.version, m.external_id
+"""
+)
+_READ_HOLD = text("SELECT * FROM holds WHERE id = :hold_id FOR UPDATE")
+
+# Closing a hold: give back what is not captured, redeem what is, one statement.
+_CLOSE_SQL = f"""
+WITH closed AS (
+    UPDATE holds
+       SET status = :status, points_captured = :captured, closed_at = :now
+     WHERE id = :hold_id
+ RETURNING *
+), acc AS (
+    UPDATE accounts AS a
+       SET held = a.held - closed.points,
+           available = a.available + closed.points - :captured,
+           lifetime_redeemed = a.lifetime_redeemed + :captured,
+           updated_at = :now
+      FROM closed
+     WHERE a.member_id = closed.member_id
+ RETURNING a.member_id, a.available, a.pending, a.held, a.version
+), {CONSUME_LOTS_CTE}, entry AS (
+    INSERT INTO point_entries (program_id, member_id, kind, points, status, reason, actor,
+                               order_id, hold_id, created_at)
+    SELECT closed.program_id, closed.member_id, 'redeem', -CAST(:captured AS bigint),
+           'available', CAST(:reason AS text), CAST(:actor AS text),
+           COALESCE(CAST(:order_id AS text), closed.order_id), closed.id,
+           CAST(:now AS timestamptz)
+      FROM closed
+     WHERE CAST(:captured AS bigint) > 0
+ RETURNING *
+), body AS (
+    SELECT closed.*, {_CLOSED_HOLD_JSON}::text AS response
+      FROM closed
+), hold_event AS (
+    INSERT INTO events (program_id, type, member_id, data, created_at)
+    SELECT body.program_id, CAST(:event_type AS text), body.member_id,
+           jsonb_build_object('member_id', CAST(:member AS text), 'sequence', acc.version,
+                              'hold', body.response::jsonb),
+           CAST(:now AS timestamptz)
+      FROM body JOIN acc USING (member_id)
+), redeem_event AS (
+    INSERT INTO events (program_id, type, member_id, data, created_at)
+    SELECT entry.program_id, 'points.redeemed', entry.member_id,
+           jsonb_build_object('member_id', CAST(:member AS text), 'sequence', acc.version,
+                              'entry', {ENTRY_JSON.format(e="entry", status="entry.status")},
+                              'balance', jsonb_build_object('available', acc.available,
+                                                            'pending', acc.pending,
+                                                            'held', acc.held)),
+           entry.created_at
+      FROM entry JOIN acc USING (member_id)
+){{remember}}
+SELECT response FROM body
+"""
+_CLOSE = {
+    flag: text(_CLOSE_SQL.format(remember=REMEMBER_CTE if flag else "")) for flag in (False, True)
+}
+
+_GET = text(
+    f"""
+SELECT {
+        HOLD_JSON.format(
+            h="h",
+            member="m.external_id",
+            status="CASE WHEN h.status = 'active' AND h.expires_at <= CAST(:now AS timestamptz) "
+            "THEN 'expired' ELSE h.status END",
+        )
+    }::text AS response
+  FROM holds AS h JOIN members AS m ON m.id = h.member_id
+ WHERE h.id = :hold_id AND h.program_id = :program_id
+"""
+)
+
+
+def parse_hold_id(hold_id: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(hold_id)
+    except ValueError as exc:
+        raise NotFoundError("No such hold.") from exc
+
+
+async def create_hold(
+    program_id: int,
+    member: str,
+    points: int,
+    order_id: str | None,
+    ttl_seconds: int | None,
+    request: IdempotencyRequest | None,
+) -> StoredResponse:
+    params: dict[str, Any] = {
+        "program_id": program_id,
+        "member": member,
+        "points": points,
+        "order_id": order_id,
+        "ttl": ttl_seconds,
+        "hold_id": uuid.uuid4(),
+        "now": clock.now(),
+    }
+    params.update(idem_params(request, 201))
+    try:
+        async with db.single_statement() as conn:
+            body = (await conn.execute(_CREATE[request is not None], params)).scalar()
+            if body is None:
+                if await member_missing(conn, program_id, member):
+                    raise NotFoundError(f"No member {member!r} in this program.")
+                raise InsufficientPointsError(
+                    f"Member {member!r} has fewer than {points} available points."
+                )
+        return StoredResponse(201, body)
+    except IntegrityError as exc:
+        if request is None or not idempotency.is_idempotency_conflict(exc):
+            raise
+        return await idempotency.replay_after_failure(program_id, request, exc)
+    except PatronError as exc:
+        return await idempotency.replay_after_failure(program_id, request, exc)
+
+
+@dataclass(frozen=True, slots=True)
+class LockedHold:
+    row: Any
+    member: str
+
+
+async def lock_hold(conn: AsyncConnection, program_id: int, hold_id: uuid.UUID) -> LockedHold:
+    """Lock the holder's account, then read the hold as it is now."""
+    holder = (
+        await conn.execute(_LOCK_HOLDER, {"hold_id": hold_id, "program_id": program_id})
+    ).first()
+    if holder is None:
+        raise NotFoundError("No such hold.")
+    row = (await conn.execute(_READ_HOLD, {"hold_id": hold_id})).one()
+    return LockedHold(row, holder.external_id)
+
+
+async def close_hold(
+    conn: AsyncConnection,
+    locked: LockedHold,
+    *,
+    status: str,
+    captured: int,
+    actor: str,
+    now: datetime,
+    order_id: str | None = None,
+    request: IdempotencyRequest | None = None,
+) -> str:
+    """Close a locked active hold: capture ``captured`` points and give back the rest."""
+    event_type = {"captured": "hold.captured", "released": "hold.released"}.get(
+        status, "hold.expired"
+    )
+    params: dict[str, Any] = {
+        "hold_id": locked.row.id,
+        "member": locked.member,
+        "status": status,
+        "captured": captured,
+        "points": captured,
+        "member_id": locked.row.member_id,
+        "reason": "hold captured" if captured else None,
+        "actor": actor,
+        "order_id": order_id,
+        "event_type": event_type,
+        "now": now,
+    }
+    params.update(idem_params(request, 200))
+    body: str = (await conn.execute(_CLOSE[request is not None], params)).scalar_one()
+    return body
+
+
+async def _finish(
+    program_id: int,
+    hold_id: str,
+    *,
+    status: str,
+    points: int | None,
+    actor: str,
+    request: IdempotencyRequest | None,
+) -> StoredResponse:
+    parsed = parse_hold_id(hold_id)
+    now = clock.now()
+    expired_now = False
+    try:
+        async with db.transaction() as conn:
+            locked = await lock_hold(conn, program_id, parsed)
+            hold = locked.row
+            if hold.status == "active" and hold.expires_at <= now:
+                # Overdue: expire it here and now (points go back), then refuse.
+                await close_hold(conn, locked, status="expired", captured=0, actor=actor, now=now)
+                expired_now = True
+                body = ""
+            else:
+                if hold.status != "active":
+                    raise HoldNotActiveError(f"The hold is {hold.status}.")
+                captured = 0
+                if status == "captured":
+                    captured = hold.points if points is None else points
+                    if captured > hold.points:
+                        raise HoldNotActiveError(
+                            f"Cannot capture {captured} points from a hold of {hold.points}."
+                        )
+                body = await close_hold(
+                    conn,
+                    locked,
+                    status=status,
+                    captured=captured,
+                    actor=actor,
+                    now=now,
+                    request=request,
+                )
+    except IntegrityError as exc:
+        if request is None or not idempotency.is_idempotency_conflict(exc):
+            raise
+        return await idempotency.replay_after_failure(program_id, request, exc)
+    except PatronError as exc:
+        return await idempotency.replay_after_failure(program_id, request, exc)
+    if expired_now:
+        return await idempotency.replay_after_failure(
+            program_id, request, HoldNotActiveError("The hold has expired.")
+        )
+    return StoredResponse(200, body)
+
+
+async def capture_hold(
+    program_id: int,
+    hold_id: str,
+    points: int | None,
+    actor: str,
+    request: IdempotencyRequest | None,
+) -> StoredResponse:
+    return await _finish(
+        program_id, hold_id, status="captured", points=points, actor=actor, request=request
+    )
+
+
+async def release_hold(
+    program_id: int, hold_id: str, actor: str, request: IdempotencyRequest | None
+) -> StoredResponse:
+    return await _finish(
+        program_id, hold_id, status="released", points=None, actor=actor, request=request
+    )
+
+
+async def get_hold(program_id: int, hold_id: str) -> str:
+    parsed = parse_hold_id(hold_id)
+    async with db.read_only() as conn:
+        body = (
+            await conn.execute(
+                _GET, {"hold_id": parsed, "program_id": program_id, "now": clock.now()}
+            )
+        ).scalar()
+    if body is None:
+        raise NotFoundError("No such hold.")
+    return str(body)
+
+
+_DUE_HOLDERS = text(
+    """
+SELECT DISTINCT member_id FROM holds
+ WHERE status = 'active' AND expires_at <= :now
+ ORDER BY member_id
+ LIMIT :batch
+"""
+)
+# Account locks in ascending member id; a member busy at checkout is skipped this time.
+LOCK_ACCOUNTS = text(
+    """
+SELECT member_id FROM accounts
+ WHERE member_id = ANY(:member_ids)
+ ORDER BY member_id
+   FOR UPDATE SKIP LOCKED
+"""
+)
+_EXPIRE_DUE = text(
+    f"""
+WITH due AS (
+    UPDATE holds
+       SET status = 'expired', points_captured = 0, closed_at = :now
+     WHERE member_id = ANY(:member_ids) AND status = 'active' AND expires_at <= :now
+ RETURNING *
+), per_member AS (
+    SELECT member_id, sum(points) AS points, count(*) AS holds FROM due GROUP BY member_id
+), acc AS (
+    UPDATE accounts AS a
+       SET held = a.held - pm.points,
+           available = a.available + pm.points,
+           version = a.version + pm.holds,
+           updated_at = :now
+      FROM per_member AS pm
+     WHERE a.member_id = pm.member_id
+ RETURNING a.member_id, a.version, pm.holds
+), event AS (
+    INSERT INTO events (program_id, type, member_id, data, created_at)
+    SELECT due.program_id, 'hold.expired', due.member_id,
+           jsonb_build_object(
+               'member_id', m.external_id,
+               'sequence', acc.version - acc.holds
+                           + row_number() OVER (PARTITION BY due.member_id ORDER BY due.id),
+               'hold', {HOLD_JSON.format(h="due", status="due.status", member="m.external_id")}),
+           CAST(:now AS timestamptz)
+      FROM due
+      JOIN acc USING (member_id)
+      JOIN members AS m ON m.id = due.member_id
+)
+SELECT count(*) FROM due
+"""
+)
+
+
+async def expire_overdue_holds(now: datetime, batch_size: int = 1000) -> int:
+    """Worker job: expire active holds past ``expires_at`` and give their points back."""
+    async with db.transaction() as conn:
+        candidates = (
+            (await conn.execute(_DUE_HOLDERS, {"now": now, "batch": batch_size})).scalars().all()
+        )
+        if not candidates:
+            return 0
+        locked = (
+            (await conn.execute(LOCK_ACCOUNTS, {"member_ids": list(candidates)})).scalars().all()
+        )
+        if not locked:
+            return 0
+        expired: int = (
+            await conn.execute(_EXPIRE_DUE, {"member_ids": list(locked), "now": now})
+        ).scalar_one()
+    return expired
