@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from app.clock import clock
-from app.services import holds, idempotency
+from app.services import expiry, holds, idempotency, pending
 
 log = logging.getLogger("patron.worker")
 
@@ -26,6 +26,8 @@ Job = Callable[[datetime], Awaitable[int]]
 # (name, job) in the order they run each cycle.
 JOBS: list[tuple[str, Job]] = [
     ("expire_holds", holds.expire_overdue_holds),
+    ("release_pending_points", pending.release_due_points),
+    ("expire_points", expiry.expire_due_points),
     ("purge_idempotency_keys", idempotency.purge_expired_keys),
 ]
 

@@ -1,0 +1,567 @@
+"""Orders and refunds: what a checkout reports, what it earns, and exact reversals.
+
+Creating an order without a hold is two round trips: one read (program, member, rules) and
+one statement that inserts the order, moves the balance, writes the entry, the lot and the
+event, in autocommit mode. ``order_id`` is the natural idempotency key: the insert is
+``ON CONFLICT DO NOTHING`` and every other part of the statement hangs off the inserted row,
+so a duplicate changes nothing and is answered from the stored order (200, or 409
+``order_conflict`` when the body differs). With ``redeem_hold_id`` the hold is captured in the
+same statement, which then runs in a transaction after the member's account is locked.
+
+Refunds reverse points in proportion to the cumulative refunded amount:
+``reversed_total = floor(points_earned * refunded / amount)`` (likewise for restored points),
+and each refund applies the difference from what earlier refunds applied, so any series of
+partial refunds that adds up to the order reverses exactly what it earned and restores exactly
+what it redeemed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app import db
+from app.clock import clock
+from app.errors import (
+    ConflictError,
+    CurrencyMismatchError,
+    HoldNotActiveError,
+    NotFoundError,
+    OrderConflictError,
+    PatronError,
+    RefundExceedsOrderError,
+)
+from app.schemas.orders import OrderCreate
+from app.services import earning, holds, idempotency
+from app.services.idempotency import IdempotencyRequest, StoredResponse, fingerprint
+from app.services.ledger import (
+    CONSUME_LOTS_CTE,
+    ENTRY_JSON,
+    EXPIRES_AT_SQL,
+    REMEMBER_CTE,
+    idem_params,
+)
+
+
+class RefundConflictError(ConflictError):
+    code = "refund_conflict"
+    title = "This refund_id was already used for another order or amount"
+
+
+_REFUNDS_JSON = """COALESCE((
+    SELECT json_agg(json_build_object(
+               'refund_id', f.refund_id, 'amount', f.amount,
+               'points_reversed', f.points_reversed, 'points_restored', f.points_restored,
+               'created_at', f.created_at) ORDER BY f.id)
+      FROM refunds AS f WHERE f.order_pk = {o}.id), '[]'::json)"""
+
+# The wire form of an order (api.md), built by PostgreSQL so it can be stored for replay.
+ORDER_JSON = """(SELECT row_to_json(r) FROM (SELECT
+    {o}.order_id, {member} AS member_id, {o}.amount, {o}.currency, {o}.points_earned,
+    {o}.points_redeemed, {o}.status, {o}.available_at, {o}.occurred_at, {o}.breakdown,
+    {refunds} AS refunds, {o}.created_at) AS r)"""
+
+# Points moved into lots by one statement that takes the member's total (available + held)
+# from ``before`` to ``after`` while consuming ``consumed`` from existing lots: what is left
+# after repaying any debt (see docs/ledger.md).
+NEW_LOT_REMAINING = "greatest({after}, 0) - greatest(greatest({before}, 0) - {consumed}, 0)"
+
+_CREATE_SQL = """
+WITH prog AS (
+    SELECT p.id, p.points_expiry_days, p.timezone,
+           CAST(:occurred_at AS timestamptz) + make_interval(days => p.pending_days)
+               AS available_at
+      FROM programs AS p WHERE p.id = :program_id
+), ord AS (
+    INSERT INTO orders (program_id, order_id, member_id, amount, currency, items, occurred_at,
+                        points_earned, points_redeemed, breakdown, status, available_at,
+                        redeem_hold_id, request_hash, created_at, released_at)
+    SELECT prog.id, CAST(:order_id AS text), CAST(:member_id AS bigint),
+           CAST(:amount AS bigint), CAST(:currency AS text), CAST(:items AS jsonb),
+           CAST(:occurred_at AS timestamptz), CAST(:earned AS bigint),
+           CAST(:points AS bigint), CAST(:breakdown AS jsonb),
+           CASE WHEN prog.available_at <= :now THEN 'available' ELSE 'pending' END,
+           prog.available_at, CAST(:hold_id AS uuid), CAST(:request_hash AS bytea),
+           CAST(:now AS timestamptz),
+           CASE WHEN prog.available_at <= :now THEN CAST(:now AS timestamptz) END
+      FROM prog
+    ON CONFLICT (program_id, order_id) DO NOTHING
+ RETURNING *
+), gain AS (
+    SELECT ord.member_id,
+           CASE WHEN ord.status = 'available' THEN ord.points_earned ELSE 0 END AS available,
+           CASE WHEN ord.status = 'pending' THEN ord.points_earned ELSE 0 END AS pending
+      FROM ord
+), acc AS (
+    UPDATE accounts AS a
+       SET available = a.available + gain.available,
+           pending = a.pending + gain.pending,
+           held = a.held - CAST(:points AS bigint),
+           lifetime_earned = a.lifetime_earned + gain.available + gain.pending,
+           lifetime_redeemed = a.lifetime_redeemed + CAST(:points AS bigint),
+           version = a.version + 1,
+           updated_at = :now
+      FROM gain
+     WHERE a.member_id = gain.member_id
+ RETURNING a.member_id, a.available, a.pending, a.held, a.version,
+           a.available - gain.available + a.held + CAST(:points AS bigint) AS total_before
+), entry AS (
+    INSERT INTO point_entries (program_id, member_id, kind, points, status, actor, order_id,
+                               created_at, available_at, expires_at)
+    SELECT ord.program_id, ord.member_id, 'order', ord.points_earned, ord.status,
+           CAST(:actor AS text), ord.order_id, CAST(:now AS timestamptz),
+           ord.available_at,
+           CASE WHEN ord.status = 'available' THEN {expires_at} END
+      FROM ord CROSS JOIN programs AS p
+     WHERE p.id = ord.program_id AND ord.points_earned > 0
+ RETURNING *
+), lot AS (
+    INSERT INTO point_lots (program_id, member_id, entry_id, points, remaining, expires_at,
+                            created_at)
+    SELECT entry.program_id, entry.member_id, entry.id, entry.points, fresh.remaining,
+           entry.expires_at, entry.created_at
+      FROM entry JOIN acc USING (member_id)
+     CROSS JOIN LATERAL (SELECT {new_lot} AS remaining) AS fresh
+     WHERE entry.status = 'available' AND fresh.remaining > 0
+){capture}, body AS (
+    SELECT ord.program_id, ord.member_id,
+           {order_json}::text AS response
+      FROM ord
+), event AS (
+    INSERT INTO events (program_id, type, member_id, data, created_at)
+    SELECT body.program_id, 'order.created', body.member_id,
+           jsonb_build_object('member_id', CAST(:member AS text), 'sequence', acc.version,
+                              'order', body.response::jsonb,
+                              'balance', jsonb_build_object('available', acc.available,
+                                                            'pending', acc.pending,
+                                                            'held', acc.held)),
+           CAST(:now AS timestamptz)
+      FROM body JOIN acc USING (member_id)
+){remember}
+SELECT response FROM body
+"""
+
+# Only with redeem_hold_id: capture the whole hold as part of the order.
+_CAPTURE_CTES = f""", {CONSUME_LOTS_CTE}, captured AS (
+    UPDATE holds
+       SET status = 'captured', points_captured = points, closed_at = :now,
+           order_id = COALESCE(order_id, CAST(:order_id AS text))
+     WHERE id = CAST(:hold_id AS uuid) AND EXISTS (SELECT 1 FROM ord)
+ RETURNING *
+), redeem_entry AS (
+    INSERT INTO point_entries (program_id, member_id, kind, points, status, reason, actor,
+                               order_id, hold_id, created_at)
+    SELECT captured.program_id, captured.member_id, 'redeem', -captured.points, 'available',
+           'order', CAST(:actor AS text), CAST(:order_id AS text), captured.id,
+           CAST(:now AS timestamptz)
+      FROM captured
+ RETURNING *
+), hold_event AS (
+    INSERT INTO events (program_id, type, member_id, data, created_at)
+    SELECT captured.program_id, 'hold.captured', captured.member_id,
+           jsonb_build_object('member_id', CAST(:member AS text), 'sequence', acc.version,
+                              'hold', {
+    holds.HOLD_JSON.format(h="captured", status="captured.status", member="CAST(:member AS text)")
+}),
+           CAST(:now AS timestamptz)
+      FROM captured JOIN acc USING (member_id)
+), redeem_event AS (
+    INSERT INTO events (program_id, type, member_id, data, created_at)
+    SELECT redeem_entry.program_id, 'points.redeemed', redeem_entry.member_id,
+           jsonb_build_object('member_id', CAST(:member AS text), 'sequence', acc.version,
+                              'entry', {
+    ENTRY_JSON.format(e="redeem_entry", status="redeem_entry.status")
+}),
+           CAST(:now AS timestamptz)
+      FROM redeem_entry JOIN acc USING (member_id)
+)"""
+
+
+def _create_statement(*, capture: bool, remember: bool) -> Any:
+    return text(
+        _CREATE_SQL.format(
+            expires_at=EXPIRES_AT_SQL,
+            new_lot=NEW_LOT_REMAINING.format(
+                after="acc.available + acc.held",
+                before="acc.total_before",
+                consumed="CAST(:points AS bigint)",
+            ),
+            capture=_CAPTURE_CTES if capture else "",
+            order_json=ORDER_JSON.format(
+                o="ord", member="CAST(:member AS text)", refunds="'[]'::json"
+            ),
+            remember=REMEMBER_CTE if remember else "",
+        )
+    )
+
+
+_CREATE = {
+    (capture, remember): _create_statement(capture=capture, remember=remember)
+    for capture in (False, True)
+    for remember in (False, True)
+}
+
+_FIND_ORDER = text(
+    f"""
+SELECT o.request_hash,
+       {ORDER_JSON.format(o="o", member="m.external_id", refunds=_REFUNDS_JSON.format(o="o"))}
+           ::text AS response
+  FROM orders AS o JOIN members AS m ON m.id = o.member_id
+ WHERE o.program_id = :program_id AND o.order_id = :order_id
+"""
+)
+
+
+class _OrderExists(Exception):
+    """The order_id was taken between our read and our insert; answered from the stored one."""
+
+
+def order_fingerprint(body: OrderCreate) -> bytes:
+    return fingerprint("ORDER", "", body.model_dump(mode="json"))
+
+
+async def create_order(
+    program_id: int, actor: str, body: OrderCreate, request: IdempotencyRequest | None
+) -> StoredResponse:
+    now = clock.now()
+    occurred_at = body.occurred_at or now
+    async with db.read_only() as conn:
+        loaded = await earning.load_context(conn, program_id, body.member_id)
+    if loaded is None:
+        return await idempotency.replay_after_failure(
+            program_id, request, NotFoundError(f"No member {body.member_id!r} in this program.")
+        )
+    member_id, _, context = loaded
+    if body.currency != context.currency:
+        raise CurrencyMismatchError(
+            f"This program keeps {context.currency}; the order was in {body.currency}."
+        )
+    breakdown = earning.compute_breakdown(context, body.amount, body.items, occurred_at)
+    params: dict[str, Any] = {
+        "program_id": program_id,
+        "order_id": body.order_id,
+        "member": body.member_id,
+        "member_id": member_id,
+        "amount": body.amount,
+        "currency": body.currency,
+        "items": (
+            orjson.dumps([item.model_dump() for item in body.items]).decode()
+            if body.items is not None
+            else None
+        ),
+        "occurred_at": occurred_at,
+        "earned": earning.points_earned(breakdown),
+        "breakdown": orjson.dumps(
+            [{"source": source, "points": points} for source, points in breakdown]
+        ).decode(),
+        "hold_id": None,
+        "points": 0,
+        "request_hash": order_fingerprint(body),
+        "actor": actor,
+        "now": now,
+        **idem_params(request, 201),
+    }
+    statement = _CREATE[(body.redeem_hold_id is not None, request is not None)]
+    try:
+        if body.redeem_hold_id is None:
+            async with db.single_statement() as conn:
+                created = (await conn.execute(statement, params)).scalar()
+        else:
+            async with db.transaction() as conn:
+                created = await _create_with_hold(conn, program_id, body, params, statement)
+    except IntegrityError as exc:
+        if request is None or not idempotency.is_idempotency_conflict(exc):
+            raise
+        return await idempotency.replay_after_failure(program_id, request, exc)
+    except _OrderExists:
+        created = None
+    except PatronError as exc:
+        return await idempotency.replay_after_failure(program_id, request, exc)
+    if created is not None:
+        return StoredResponse(201, created)
+    return await _existing_order(program_id, body, request)
+
+
+async def _create_with_hold(
+    conn: AsyncConnection,
+    program_id: int,
+    body: OrderCreate,
+    params: dict[str, Any],
+    statement: Any,
+) -> str:
+    assert body.redeem_hold_id is not None
+    locked = await holds.lock_hold(conn, program_id, holds.parse_hold_id(body.redeem_hold_id))
+    hold = locked.row
+    if hold.member_id != params["member_id"]:
+        raise HoldNotActiveError("The hold belongs to another member.")
+    if hold.status != "active" or hold.expires_at <= params["now"]:
+        raise HoldNotActiveError(f"The hold is {hold.status}.")
+    params.update(hold_id=hold.id, points=hold.points)
+    created = (await conn.execute(statement, params)).scalar()
+    if created is None:
+        raise _OrderExists  # rolls back the transaction, the hold stays active
+    return str(created)
+
+
+async def _existing_order(
+    program_id: int, body: OrderCreate, request: IdempotencyRequest | None
+) -> StoredResponse:
+    async with db.read_only() as conn:
+        if request is not None:
+            stored = await idempotency.find_stored(conn, program_id, request)
+            if stored is not None:
+                return stored
+        row = (
+            await conn.execute(_FIND_ORDER, {"program_id": program_id, "order_id": body.order_id})
+        ).one()
+    if row.request_hash != order_fingerprint(body):
+        raise OrderConflictError(
+            f"Order {body.order_id!r} was already recorded with a different body."
+        )
+    return StoredResponse(200, row.response)
+
+
+async def get_order(program_id: int, order_id: str) -> str:
+    async with db.read_only() as conn:
+        row = (
+            await conn.execute(_FIND_ORDER, {"program_id": program_id, "order_id": order_id})
+        ).first()
+    if row is None:
+        raise NotFoundError(f"No order {order_id!r} in this program.")
+    return str(row.response)
+
+
+# --- Refunds -------------------------------------------------------------------------------
+
+_LOCK_ORDER_HOLDER = text(
+    """
+UPDATE accounts AS a SET version = a.version + 1
+  FROM orders AS o JOIN members AS m ON m.id = o.member_id
+ WHERE o.program_id = :program_id AND o.order_id = :order_id AND a.member_id = o.member_id
+RETURNING a.member_id, m.external_id
+"""
+)
+_READ_ORDER = text(
+    "SELECT * FROM orders WHERE program_id = :program_id AND order_id = :order_id FOR UPDATE"
+)
+_FIND_REFUND = text(
+    """
+SELECT f.amount, o.order_id,
+       json_build_object('refund_id', f.refund_id, 'amount', f.amount,
+                         'points_reversed', f.points_reversed,
+                         'points_restored', f.points_restored,
+                         'created_at', f.created_at)::text AS response
+  FROM refunds AS f JOIN orders AS o ON o.id = f.order_pk
+ WHERE f.program_id = :program_id AND f.refund_id = :refund_id
+"""
+)
+
+_REFUND_SQL = """
+WITH refund AS (
+    INSERT INTO refunds (program_id, order_pk, refund_id, amount, points_reversed,
+                         points_restored, created_at)
+    VALUES (:program_id, :order_pk, :refund_id, :amount, :reversed, :restored, :now)
+ RETURNING *
+), ord AS (
+    UPDATE orders
+       SET refunded_amount = refunded_amount + :amount,
+           points_reversed = points_reversed + :reversed,
+           points_restored = points_restored + :restored
+     WHERE id = :order_pk
+ RETURNING *
+), acc AS (
+    UPDATE accounts AS a
+       SET available = a.available - CAST(:reversed_available AS bigint) + :restored,
+           pending = a.pending - CAST(:reversed_pending AS bigint),
+           lifetime_earned = a.lifetime_earned - CAST(:reversed AS bigint),
+           lifetime_redeemed = a.lifetime_redeemed - CAST(:restored AS bigint),
+           updated_at = :now
+     WHERE a.member_id = :member_id
+ RETURNING a.member_id, a.available, a.pending, a.held, a.version,
+           a.available + CAST(:reversed_available AS bigint) - CAST(:restored AS bigint)
+               + a.held AS total_before
+), {consume}, reversal AS (
+    INSERT INTO point_entries (program_id, member_id, kind, points, status, reason, actor,
+                               order_id, created_at)
+    SELECT ord.program_id, ord.member_id, 'refund', -CAST(:reversed AS bigint), ord.status,
+           CAST(:reason AS text), CAST(:actor AS text), ord.order_id, CAST(:now AS timestamptz)
+      FROM ord
+     WHERE CAST(:reversed AS bigint) > 0
+ RETURNING *
+), restore AS (
+    INSERT INTO point_entries (program_id, member_id, kind, points, status, reason, actor,
+                               order_id, created_at, expires_at)
+    SELECT ord.program_id, ord.member_id, 'restore', CAST(:restored AS bigint), 'available',
+           CAST(:reason AS text), CAST(:actor AS text), ord.order_id,
+           CAST(:now AS timestamptz), {expires_at}
+      FROM ord JOIN programs AS p ON p.id = ord.program_id
+     WHERE CAST(:restored AS bigint) > 0
+ RETURNING *
+), lot AS (
+    INSERT INTO point_lots (program_id, member_id, entry_id, points, remaining, expires_at,
+                            created_at)
+    SELECT restore.program_id, restore.member_id, restore.id, restore.points, fresh.remaining,
+           restore.expires_at, restore.created_at
+      FROM restore JOIN acc USING (member_id)
+     CROSS JOIN LATERAL (SELECT {new_lot} AS remaining) AS fresh
+     WHERE fresh.remaining > 0
+), body AS (
+    SELECT refund.program_id,
+           json_build_object('refund_id', refund.refund_id, 'amount', refund.amount,
+                             'points_reversed', refund.points_reversed,
+                             'points_restored', refund.points_restored,
+                             'created_at', refund.created_at)::text AS response
+      FROM refund
+), event AS (
+    INSERT INTO events (program_id, type, member_id, data, created_at)
+    SELECT ord.program_id, 'order.refunded', ord.member_id,
+           jsonb_build_object('member_id', CAST(:member AS text), 'sequence', acc.version,
+                              'order_id', ord.order_id, 'refund', body.response::jsonb,
+                              'balance', jsonb_build_object('available', acc.available,
+                                                            'pending', acc.pending,
+                                                            'held', acc.held)),
+           CAST(:now AS timestamptz)
+      FROM body CROSS JOIN acc CROSS JOIN ord
+){remember}
+SELECT response FROM body
+"""
+
+_REFUND = {
+    remember: text(
+        _REFUND_SQL.format(
+            consume=CONSUME_LOTS_CTE,
+            expires_at=EXPIRES_AT_SQL,
+            new_lot=NEW_LOT_REMAINING.format(
+                after="acc.available + acc.held",
+                before="acc.total_before",
+                consumed="CAST(:reversed_available AS bigint)",
+            ),
+            remember=REMEMBER_CTE if remember else "",
+        )
+    )
+    for remember in (False, True)
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RefundShares:
+    """What one refund reverses and restores, given what earlier refunds already did."""
+
+    reversed: int
+    restored: int
+
+
+def refund_shares(
+    *,
+    amount: int,
+    points_earned: int,
+    points_redeemed: int,
+    refunded_before: int,
+    reversed_before: int,
+    restored_before: int,
+    refund_amount: int,
+) -> RefundShares:
+    """Proportional on the cumulative refunded amount, floored, as differences of totals, so
+    the sum over any series of refunds reaching ``amount`` is exactly earned and redeemed."""
+    refunded = refunded_before + refund_amount
+    if refund_amount <= 0 or refunded > amount:
+        raise ValueError("refund outside the order amount")
+    return RefundShares(
+        reversed=points_earned * refunded // amount - reversed_before,
+        restored=points_redeemed * refunded // amount - restored_before,
+    )
+
+
+async def create_refund(
+    program_id: int,
+    order_id: str,
+    refund_id: str,
+    amount: int,
+    actor: str,
+    request: IdempotencyRequest | None,
+) -> StoredResponse:
+    now = clock.now()
+    try:
+        async with db.transaction() as conn:
+            holder = (
+                await conn.execute(
+                    _LOCK_ORDER_HOLDER, {"program_id": program_id, "order_id": order_id}
+                )
+            ).first()
+            if holder is None:
+                raise NotFoundError(f"No order {order_id!r} in this program.")
+            existing = await _existing_refund(conn, program_id, order_id, refund_id, amount)
+            if existing is not None:
+                return existing
+            order = (
+                await conn.execute(_READ_ORDER, {"program_id": program_id, "order_id": order_id})
+            ).one()
+            if order.refunded_amount + amount > order.amount:
+                raise RefundExceedsOrderError(
+                    f"Order {order_id!r} is for {order.amount}; {order.refunded_amount} is "
+                    f"already refunded, so at most {order.amount - order.refunded_amount} more."
+                )
+            shares = refund_shares(
+                amount=order.amount,
+                points_earned=order.points_earned,
+                points_redeemed=order.points_redeemed,
+                refunded_before=order.refunded_amount,
+                reversed_before=order.points_reversed,
+                restored_before=order.points_restored,
+                refund_amount=amount,
+            )
+            # Points still pending are reversed from pending; released ones from available,
+            # which may go below zero (a debt later earnings repay) but never blocks a refund.
+            pending = order.status == "pending"
+            params: dict[str, Any] = {
+                "program_id": program_id,
+                "order_pk": order.id,
+                "refund_id": refund_id,
+                "amount": amount,
+                "reversed": shares.reversed,
+                "restored": shares.restored,
+                "reversed_pending": shares.reversed if pending else 0,
+                "reversed_available": 0 if pending else shares.reversed,
+                "points": 0 if pending else shares.reversed,
+                "member_id": holder.member_id,
+                "member": holder.external_id,
+                "reason": f"refund {refund_id}",
+                "actor": actor,
+                "now": now,
+                **idem_params(request, 201),
+            }
+            body: str = (await conn.execute(_REFUND[request is not None], params)).scalar_one()
+        return StoredResponse(201, body)
+    except IntegrityError as exc:
+        if request is not None and idempotency.is_idempotency_conflict(exc):
+            return await idempotency.replay_after_failure(program_id, request, exc)
+        if idempotency.constraint_name(exc) == "uq_refunds_program_id_refund_id":
+            # The same refund_id raced in on another order: answer as if it came second.
+            async with db.read_only() as conn:
+                existing = await _existing_refund(conn, program_id, order_id, refund_id, amount)
+            if existing is not None:
+                return existing
+        raise
+    except PatronError as exc:
+        return await idempotency.replay_after_failure(program_id, request, exc)
+
+
+async def _existing_refund(
+    conn: AsyncConnection, program_id: int, order_id: str, refund_id: str, amount: int
+) -> StoredResponse | None:
+    row = (
+        await conn.execute(_FIND_REFUND, {"program_id": program_id, "refund_id": refund_id})
+    ).first()
+    if row is None:
+        return None
+    if row.order_id != order_id or row.amount != amount:
+        raise RefundConflictError(
+            f"Refund {refund_id!r} was already recorded for order {row.order_id!r} "
+            f"with amount {row.amount}."
+        )
+    return StoredResponse(200, row.response)

@@ -1,0 +1,108 @@
+"""Worker job: pending order points become available when the return window has passed.
+
+The order's pending entries (its ``order`` entry and any pending ``refund`` entries) each get
+a release row, the net moves from ``pending`` to ``available``, and the net becomes a lot
+(after repaying any debt). Members are locked in ascending id order with SKIP LOCKED, so a
+member busy at checkout is simply left for the next batch.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import text
+
+from app import db
+from app.services.holds import LOCK_ACCOUNTS
+from app.services.ledger import EXPIRES_AT_SQL
+
+_DUE = text(
+    """
+SELECT member_id FROM orders
+ WHERE status = 'pending' AND available_at <= :now
+ ORDER BY available_at
+ LIMIT :batch
+"""
+)
+
+_RELEASE = text(
+    f"""
+WITH due AS (
+    UPDATE orders
+       SET status = 'available', released_at = :now
+     WHERE member_id = ANY(:member_ids) AND status = 'pending' AND available_at <= :now
+ RETURNING id, program_id, member_id, order_id
+), entries AS (
+    SELECT e.id, e.program_id, e.member_id, e.points, e.kind, due.id AS order_pk,
+           due.order_id
+      FROM due
+      JOIN point_entries AS e
+        ON e.program_id = due.program_id AND e.order_id = due.order_id
+       AND e.status = 'pending'
+), released AS (
+    INSERT INTO point_releases (entry_id, program_id, member_id, released_at)
+    SELECT id, program_id, member_id, CAST(:now AS timestamptz) FROM entries
+), per_order AS (
+    SELECT order_pk, order_id, program_id, member_id, sum(points) AS net,
+           min(id) FILTER (WHERE kind = 'order') AS entry_id
+      FROM entries
+     GROUP BY order_pk, order_id, program_id, member_id
+), per_member AS (
+    SELECT member_id, sum(net) AS net, count(*) AS orders FROM per_order GROUP BY member_id
+), acc AS (
+    UPDATE accounts AS a
+       SET pending = a.pending - pm.net,
+           available = a.available + pm.net,
+           version = a.version + pm.orders,
+           updated_at = :now
+      FROM per_member AS pm
+     WHERE a.member_id = pm.member_id
+ RETURNING a.member_id, a.available, a.pending, a.held, a.version, pm.net, pm.orders
+), sequenced AS (
+    -- Releases of one member apply one after another: the running total decides how much
+    -- of each repays a debt and how much becomes a spendable lot.
+    SELECT po.*, acc.version - acc.orders
+                 + row_number() OVER (PARTITION BY po.member_id ORDER BY po.order_pk)
+                 AS sequence,
+           acc.available + acc.held - acc.net
+                 + sum(po.net) OVER (PARTITION BY po.member_id ORDER BY po.order_pk)
+                 AS total_after,
+           m.external_id
+      FROM per_order AS po
+      JOIN acc USING (member_id)
+      JOIN members AS m ON m.id = po.member_id
+), lot AS (
+    INSERT INTO point_lots (program_id, member_id, entry_id, points, remaining, expires_at,
+                            created_at)
+    SELECT s.program_id, s.member_id, s.entry_id, s.net,
+           greatest(s.total_after, 0) - greatest(s.total_after - s.net, 0),
+           {EXPIRES_AT_SQL}, CAST(:now AS timestamptz)
+      FROM sequenced AS s JOIN programs AS p ON p.id = s.program_id
+     WHERE s.net > 0 AND greatest(s.total_after, 0) - greatest(s.total_after - s.net, 0) > 0
+), event AS (
+    INSERT INTO events (program_id, type, member_id, data, created_at)
+    SELECT s.program_id, 'points.released', s.member_id,
+           jsonb_build_object('member_id', s.external_id, 'sequence', s.sequence,
+                              'order_id', s.order_id, 'points', s.net),
+           CAST(:now AS timestamptz)
+      FROM sequenced AS s
+)
+SELECT count(*) FROM due
+"""
+)
+
+
+async def release_due_points(now: datetime, batch_size: int = 2000) -> int:
+    """Release the pending points of orders whose ``available_at`` has passed."""
+    async with db.transaction() as conn:
+        candidates = (await conn.execute(_DUE, {"now": now, "batch": batch_size})).scalars()
+        member_ids = sorted(set(candidates))
+        if not member_ids:
+            return 0
+        locked = (await conn.execute(LOCK_ACCOUNTS, {"member_ids": member_ids})).scalars().all()
+        if not locked:
+            return 0
+        released: int = (
+            await conn.execute(_RELEASE, {"member_ids": list(locked), "now": now})
+        ).scalar_one()
+    return released
