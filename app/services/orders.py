@@ -53,12 +53,13 @@ class RefundConflictError(ConflictError):
     title = "This refund_id was already used for another order or amount"
 
 
-_REFUNDS_JSON = """COALESCE((
-    SELECT json_agg(json_build_object(
-               'refund_id', f.refund_id, 'amount', f.amount,
-               'points_reversed', f.points_reversed, 'points_restored', f.points_restored,
-               'created_at', f.created_at) ORDER BY f.id)
-      FROM refunds AS f WHERE f.order_pk = {o}.id), '[]'::json)"""
+# The wire form of a refund (api.md).
+REFUND_JSON = """(SELECT row_to_json(r) FROM (SELECT
+    {f}.refund_id, {f}.amount, {f}.points_reversed, {f}.points_restored, {f}.created_at) AS r)"""
+
+_REFUNDS_JSON = f"""COALESCE((
+    SELECT json_agg({REFUND_JSON.format(f="f")} ORDER BY f.id)
+      FROM refunds AS f WHERE f.order_pk = {{o}}.id), '[]'::json)"""
 
 # The wire form of an order (api.md), built by PostgreSQL so it can be stored for replay.
 ORDER_JSON = """(SELECT row_to_json(r) FROM (SELECT
@@ -350,12 +351,8 @@ _READ_ORDER = text(
     "SELECT * FROM orders WHERE program_id = :program_id AND order_id = :order_id FOR UPDATE"
 )
 _FIND_REFUND = text(
-    """
-SELECT f.amount, o.order_id,
-       json_build_object('refund_id', f.refund_id, 'amount', f.amount,
-                         'points_reversed', f.points_reversed,
-                         'points_restored', f.points_restored,
-                         'created_at', f.created_at)::text AS response
+    f"""
+SELECT f.amount, o.order_id, {REFUND_JSON.format(f="f")}::text AS response
   FROM refunds AS f JOIN orders AS o ON o.id = f.order_pk
  WHERE f.program_id = :program_id AND f.refund_id = :refund_id
 """
@@ -411,11 +408,7 @@ WITH refund AS (
      CROSS JOIN LATERAL (SELECT {new_lot} AS remaining) AS fresh
      WHERE fresh.remaining > 0
 ), body AS (
-    SELECT refund.program_id,
-           json_build_object('refund_id', refund.refund_id, 'amount', refund.amount,
-                             'points_reversed', refund.points_reversed,
-                             'points_restored', refund.points_restored,
-                             'created_at', refund.created_at)::text AS response
+    SELECT refund.program_id, {refund_json}::text AS response
       FROM refund
 ), event AS (
     INSERT INTO events (program_id, type, member_id, data, created_at)
@@ -441,6 +434,7 @@ _REFUND = {
                 before="acc.total_before",
                 consumed="CAST(:reversed_available AS bigint)",
             ),
+            refund_json=REFUND_JSON.format(f="refund"),
             remember=REMEMBER_CTE if remember else "",
         )
     )

@@ -1,0 +1,141 @@
+"""The curl examples in docs/ run, as written, against a real server process."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def shell_blocks(document: Path) -> list[str]:
+    return re.findall(r"```sh\n(.*?)```", document.read_text(), flags=re.S)
+
+
+def json_documents(lines: list[str]) -> list[Any]:
+    """Every JSON document printed, even several on one line (curl adds no newline)."""
+    decoder = json.JSONDecoder()
+    found = []
+    text = "".join(lines)
+    index = 0
+    while index < len(text):
+        if text[index] in "{[":
+            document, index = decoder.raw_decode(text, index)
+            found.append(document)
+        else:
+            index += 1
+    return found
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="module")
+def server(database_url: str) -> Iterator[str]:
+    port = _free_port()
+    env = {**os.environ, "DATABASE_URL": database_url}
+    env.pop("PATRON_DATABASE_URL", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def new_program_key(database_url: str) -> str:
+    env = {**os.environ, "DATABASE_URL": database_url}
+    created = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "app.cli",
+            "program",
+            "create",
+            "--name",
+            "Docs",
+            "--currency",
+            "CNY",
+            "--json",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    key: str = json.loads(created.stdout)["api_key"]
+    return key
+
+
+def run_blocks(blocks: list[str], base: str, key: str) -> list[list[str]]:
+    """Run each block in bash; returns each block's output lines. Blocks share shell
+    variables (HOLD_ID), as when pasted into one terminal one after another."""
+    outputs = []
+    env = {**os.environ, "PATRON": base, "KEY": key}
+    carried = ""
+    for block in blocks:
+        script = (
+            f"set -euo pipefail\n{carried}\n{block}\necho\ndeclare -p HOLD_ID 2>/dev/null || true\n"
+        )
+        result = subprocess.run(
+            ["bash", "-c", script],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0, f"example failed:\n{block}\n{result.stdout}{result.stderr}"
+        lines = [line for line in result.stdout.splitlines() if line.strip()]
+        declared = [line for line in lines if line.startswith("declare ")]
+        if declared:
+            carried = declared[-1]
+        outputs.append([line for line in lines if not line.startswith("declare ")])
+    return outputs
+
+
+class TestCheckoutGuide:
+    def test_every_example_runs(self, server: str, database_url: str) -> None:
+        key = new_program_key(database_url)
+        blocks = shell_blocks(DOCS / "checkout.md")
+        assert len(blocks) == 5
+        outputs = run_blocks(blocks, server, key)
+        order = json_documents(outputs[4])[-1]
+        assert order["order_id"] == "A-1001"
+        assert order["points_redeemed"] == 500
+        assert order["points_earned"] == 259
+        assert order["refunds"][0]["refund_id"] == "R-1001-1"
+        points = httpx.get(
+            f"{server}/v1/members/cust-1001/points", headers={"Authorization": f"Bearer {key}"}
+        ).json()
+        # 1000 - 500 redeemed + 259 earned - floor(259 * 8800 / 25900) reversed
+        # + floor(500 * 8800 / 25900) restored
+        assert points["available"] == 1000 - 500 + 259 - 88 + 169
