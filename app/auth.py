@@ -4,6 +4,11 @@ A key is ``ptr_`` plus 32 random bytes (base64url). It is shown once; the databa
 SHA-256 and a short display prefix. Looking a key up costs a round trip, so each process caches
 lookups for ``api_key_cache_seconds``: revoking through a process clears that process's cache
 at once; other processes drop the key when their cache entry ages out.
+
+Member tokens (``mt_...``, app/member_tokens.py) are the other credential: they reach only the
+``/v1/me`` routes (``require_member_token``), and every other route refuses them with 403, as
+the ``/v1/me`` routes refuse API keys: the caller is known, but holds the wrong kind of
+credential.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from sqlalchemy import text
 from app import db
 from app.config import get_settings
 from app.errors import ForbiddenError, UnauthorizedError
+from app.member_tokens import TOKEN_PREFIX, MemberPrincipal, verify_member_token
 
 KEY_PREFIX = "ptr_"
 DISPLAY_PREFIX_LENGTH = 12
@@ -108,6 +114,9 @@ def require_scope(scope: str) -> Callable[[Request], Awaitable[Principal]]:
 
     async def dependency(request: Request) -> Principal:
         token = bearer_token(request)
+        if token.startswith(TOKEN_PREFIX):
+            await verify_member_token(token)
+            raise ForbiddenError("A member token may call only the /v1/me endpoints.")
         if not token.startswith(KEY_PREFIX):
             raise UnauthorizedError("Unknown or revoked API key.")
         principal = await principal_for_key(token)
@@ -117,3 +126,15 @@ def require_scope(scope: str) -> Callable[[Request], Awaitable[Principal]]:
 
     dependency.__name__ = f"require_{scope.replace(':', '_')}"
     return dependency
+
+
+async def require_member_token(request: Request) -> MemberPrincipal:
+    """A FastAPI dependency for the ``/v1/me`` routes: the caller must send a valid member
+    token; an API key, even a valid one, is the wrong credential here (403)."""
+    token = bearer_token(request)
+    if token.startswith(KEY_PREFIX):
+        await principal_for_key(token)
+        raise ForbiddenError("The /v1/me endpoints take a member token, not an API key.")
+    if not token.startswith(TOKEN_PREFIX):
+        raise UnauthorizedError("Send 'Authorization: Bearer <member token>'.")
+    return await verify_member_token(token)

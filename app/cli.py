@@ -1,4 +1,4 @@
-"""The ``patron`` command: serve, migrate, worker, program, api-key, audit, demo."""
+"""The ``patron`` command: serve, migrate, worker, program, api-key, token-key, audit, demo."""
 
 from __future__ import annotations
 
@@ -58,6 +58,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         http="httptools",
         access_log=False,
         log_level=get_settings().log_level,
+        # A worker still importing on a busy machine must not be killed as unresponsive.
+        timeout_worker_healthcheck=30,
     )
     return 0
 
@@ -69,11 +71,10 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    import logging
-
+    from app.logs import configure_logging
     from app.worker import run_forever
 
-    logging.basicConfig(level=get_settings().log_level.upper())
+    configure_logging(get_settings().log_level)
     _run(lambda: run_forever(args.interval))
     return 0
 
@@ -126,6 +127,48 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_token_key_rotate(args: argparse.Namespace) -> int:
+    from app.member_tokens import rotate_signing_keys
+
+    rotation = _run(lambda: rotate_signing_keys(retire_all_others=args.retire_all_others))
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "new_kid": rotation.new_kid,
+                    "retired": rotation.retired,
+                    "active": rotation.active,
+                }
+            )
+        )
+    else:
+        print(f"member token key {rotation.new_kid} added; it signs new tokens")
+        retired = ", ".join(map(str, rotation.retired)) or "none"
+        print(f"retired: {retired}; verifying: {', '.join(map(str, rotation.active))}")
+    return 0
+
+
+def cmd_token_key_list(args: argparse.Namespace) -> int:
+    from app.member_tokens import list_signing_keys
+
+    keys = _run(list_signing_keys)
+    rows = [
+        {
+            "kid": key.kid,
+            "created_at": key.created_at.isoformat(),
+            "retired_at": key.retired_at.isoformat() if key.retired_at else None,
+        }
+        for key in keys
+    ]
+    if args.json:
+        print(json.dumps(rows))
+    else:
+        for row in rows:
+            state = f"retired {row['retired_at']}" if row["retired_at"] else "active"
+            print(f"{row['kid']}\tcreated {row['created_at']}\t{state}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from app.services.demo import seed_demo
 
@@ -172,6 +215,24 @@ def build_parser() -> argparse.ArgumentParser:
     key_create.add_argument("--name", default="cli")
     key_create.add_argument("--json", action="store_true")
     key_create.set_defaults(func=cmd_api_key_create)
+
+    token_key = sub.add_parser(
+        "token-key", help="manage the keys that sign member tokens"
+    ).add_subparsers(dest="action", required=True)
+    rotate = token_key.add_parser(
+        "rotate",
+        help="add a signing key; retire keys replaced more than 24 h ago (docs/member-tokens.md)",
+    )
+    rotate.add_argument(
+        "--retire-all-others",
+        action="store_true",
+        help="also retire every older key now (a leaked key): every member app must log in again",
+    )
+    rotate.add_argument("--json", action="store_true")
+    rotate.set_defaults(func=cmd_token_key_rotate)
+    key_list = token_key.add_parser("list", help="list signing keys (never their secrets)")
+    key_list.add_argument("--json", action="store_true")
+    key_list.set_defaults(func=cmd_token_key_list)
 
     audit = sub.add_parser("audit", help="check the ledger invariants")
     audit.add_argument("--program", type=int, default=None)

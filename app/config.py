@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     api_key_cache_seconds: float = Field(default=5.0, ge=0, le=300)
     # Idempotency keys are kept at least this long (api.md promises at least 24 h).
     idempotency_retention_hours: int = Field(default=48, ge=24)
+    # Referral code lookups allowed per API key and minute (shared by all workers).
+    referral_lookups_per_minute: int = Field(default=60, ge=1, le=100_000)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     log_level: str = "info"
 

@@ -11,12 +11,31 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app import db
+from app import api_docs, db, metrics
 from app.config import get_settings
 from app.errors import PatronError, PayloadTooLargeError, RateLimitedError
-from app.routers import earn_rules, health, holds, members, points, programs, quotes
+from app.logs import configure_logging, request_id
+from app.observability import RequestObservability
+from app.routers import (
+    dashboard,
+    earn_rules,
+    events,
+    health,
+    holds,
+    insights,
+    me,
+    members,
+    monitoring,
+    orders,
+    points,
+    programs,
+    quotes,
+    referrals,
+    tiers,
+    webhooks,
+)
 
 log = logging.getLogger("patron")
 
@@ -85,36 +104,76 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return problem(
+    # The route template, not the path: paths carry member ids.
+    route = getattr(request.scope.get("route"), "path", "unmatched")
+    log.exception("unhandled error on %s %s", request.method, route)
+    response = problem(
         500,
         "internal_error",
         "Internal error",
         "Something went wrong on our side; the request had no effect unless a "
         "retry with the same Idempotency-Key says otherwise.",
     )
+    # This handler runs outside the middleware that adds the header to other responses.
+    current = request_id.get()
+    if current is not None:
+        response.headers["X-Request-ID"] = current
+    return response
 
 
 class BodySizeLimit:
-    """Refuse bodies over the configured size before reading them (413)."""
+    """Refuse bodies over the configured size with 413: at once when Content-Length says so,
+    and for a chunked body as soon as what arrived passes the limit (the body is buffered,
+    at most the limit, before the endpoint sees it)."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
 
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        error = PayloadTooLargeError(f"Bodies are limited to {self.max_bytes} bytes.")
+        response = problem(error.status, error.code, error.title, error.detail)
+        await response(scope, receive, send)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            for name, value in scope["headers"]:
-                if name == b"content-length":
-                    if not value.isdigit() or int(value) > self.max_bytes:
-                        error = PayloadTooLargeError(
-                            f"Bodies are limited to {self.max_bytes} bytes."
-                        )
-                        response = problem(error.status, error.code, error.title, error.detail)
-                        await response(scope, receive, send)
-                        return
-                    break
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+        if length is not None:
+            if not length.isdigit() or int(length) > self.max_bytes:
+                await self._refuse(scope, receive, send)
+                return
+            await self.app(scope, receive, send)
+            return
+        if scope.get("method") in ("GET", "HEAD", "DELETE", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._refuse(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        delivered = False
+
+        async def replay() -> Message:
+            nonlocal delivered
+            if delivered:
+                return await receive()
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
 
 
 @asynccontextmanager
@@ -134,6 +193,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def create_app() -> FastAPI:
     settings = get_settings()
+    configure_logging(settings.log_level)
+    metrics.set_pool_limit(settings.pool_size + settings.pool_max_overflow)
     app = FastAPI(
         title="Patron",
         version="1.0.0",
@@ -141,12 +202,35 @@ def create_app() -> FastAPI:
         lifespan=lifespan,
         # "JSON in and out": a body is read as JSON even when a client forgets the header.
         strict_content_type=False,
+        # Served from the package by app.api_docs instead (they must work offline).
+        docs_url=None,
+        redoc_url=None,
     )
+    api_docs.install(app)
     app.add_exception_handler(PatronError, _patron_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)
-    for module in (health, programs, members, points, holds, earn_rules, quotes):
+    for module in (
+        health,
+        programs,
+        members,
+        me,
+        points,
+        holds,
+        orders,
+        earn_rules,
+        quotes,
+        events,
+        webhooks,
+        monitoring,
+        tiers,
+        insights,
+        dashboard,
+        referrals,
+    ):
         app.include_router(module.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    # Outermost, so that every answer (413s included) has a request id and is counted.
+    app.add_middleware(RequestObservability)
     return app

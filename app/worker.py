@@ -17,7 +17,18 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from app.clock import clock
-from app.services import expiry, holds, idempotency, pending
+from app.services import (
+    birthdays,
+    expiry,
+    holds,
+    idempotency,
+    insights,
+    pending,
+    rate_limits,
+    referrals,
+    tier_evaluation,
+    webhook_delivery,
+)
 
 log = logging.getLogger("patron.worker")
 
@@ -27,8 +38,16 @@ Job = Callable[[datetime], Awaitable[int]]
 JOBS: list[tuple[str, Job]] = [
     ("expire_holds", holds.expire_overdue_holds),
     ("release_pending_points", pending.release_due_points),
+    ("pay_referrals", referrals.pay_due_referrals),
     ("expire_points", expiry.expire_due_points),
+    ("reevaluate_changed_tiers", tier_evaluation.continue_background_reevaluation),
+    ("check_tiered_members", tier_evaluation.check_tiered_members),
+    ("birthday_bonuses", birthdays.grant_birthday_bonuses),
     ("purge_idempotency_keys", idempotency.purge_expired_keys),
+    ("purge_rate_limit_windows", rate_limits.purge_old_windows),
+    ("webhooks_fan_out", webhook_delivery.fan_out_events),
+    ("webhooks_deliver", webhook_delivery.deliver_due),
+    ("refresh_insights", insights.refresh_due_insights),
 ]
 
 

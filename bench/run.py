@@ -7,14 +7,16 @@ One run, start to end:
    ``--members`` members (account, one seed ``earn`` entry and its lot each) in plain SQL;
 2. starts ``patron serve --workers N`` on a free port and waits for ``/readyz``;
 3. drives earn, redeem and GET points in turn with wrk (``bench/ledger.lua``), each for
-   ``--duration`` seconds, while sampling the service's memory;
+   ``--duration`` seconds, while sampling the memory and CPU of the service and the CPU of
+   its PostgreSQL backends;
 4. stops the service and runs pgbench (``bench/reference.sql``: one INSERT plus one
    ``UPDATE ... RETURNING`` in a transaction) on a reference schema in the same database;
 5. audits the ledger invariants, prints a table and writes ``bench/results/latest.json``;
 6. stops the service and drops the database, also on error or Ctrl-C.
 
-It prints figures; it asserts no timings. The exit status is 1 when the audit fails or any
-request got a non-2xx answer (the figures would then not describe the hot paths), else 0.
+It prints figures; it asserts no timings. The exit status is 1 when the audit fails or cannot
+run, or any request got a non-2xx answer or a socket error (the figures would then not describe
+the hot paths), else 0.
 
     uv run --extra embedded python bench/run.py [--duration 20] [--members 100000]
 """
@@ -28,6 +30,7 @@ import json
 import os
 import platform
 import re
+import resource
 import secrets
 import shutil
 import signal
@@ -37,6 +40,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -44,6 +48,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
+
+try:
+    import psutil
+except ImportError:  # pragma: no cover - depends on the install
+    sys.exit("psutil is missing: run with `uv run --extra embedded python bench/run.py`")
 
 # Imported once, up front: other people may be editing app/ while a run is under way, and the
 # migrations, the program setup and the audit should all come from the same snapshot.
@@ -59,7 +68,7 @@ LUA_SCRIPT = BENCH_DIR / "ledger.lua"
 PGBENCH_SCRIPT = BENCH_DIR / "reference.sql"
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1/postgres"
 
-# (wrk mode, label, what the request is); run in this order.
+# (wrk mode in ledger.lua, label, request body); measured in this order.
 ENDPOINTS = (
     ("earn", "POST /v1/members/{m}/points/earn", '{"points": 10, "reason": "bench"}'),
     ("redeem", "POST /v1/members/{m}/points/redeem", '{"points": 1}'),
@@ -87,6 +96,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=int, default=10, help="wrk request timeout, seconds")
     parser.add_argument(
         "--no-install", action="store_true", help="fail instead of apt-get installing wrk"
+    )
+    parser.add_argument(
+        "--server-log-level", default="warning", help="PATRON_LOG_LEVEL for the service"
     )
     parser.add_argument(
         "--keep-database", action="store_true", help="leave the bench database for inspection"
@@ -284,7 +296,9 @@ async def run_audit(url: str, program_id: int) -> list[str]:
 class Server:
     """``patron serve`` in its own session, so that it and its workers stop together."""
 
-    def __init__(self, url: str, port: int, workers: int, log_path: Path) -> None:
+    def __init__(
+        self, url: str, port: int, workers: int, log_path: Path, log_level: str = "warning"
+    ) -> None:
         patron = Path(sys.executable).with_name("patron")
         command = [str(patron)] if patron.exists() else [sys.executable, "-m", "app.cli"]
         command += ["serve", "--host", "127.0.0.1", "--port", str(port)]
@@ -293,8 +307,9 @@ class Server:
             **os.environ,
             "DATABASE_URL": url,
             "PATRON_DATABASE_URL": url,
-            "PATRON_LOG_LEVEL": "warning",
+            "PATRON_LOG_LEVEL": log_level,
         }
+        self.port = port
         self.base_url = f"http://127.0.0.1:{port}"
         self.log_path = log_path
         self.command = command
@@ -308,9 +323,10 @@ class Server:
             start_new_session=True,
         )
 
-    def wait_ready(self, limit_seconds: float = 90) -> None:
+    def wait_ready(self, url: str, limit_seconds: float = 90) -> None:
         deadline = time.monotonic() + limit_seconds
         last = "no answer yet"
+        migrated_for: set[str] = set()
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(
@@ -321,10 +337,47 @@ class Server:
                 if answer.status_code == 200:
                     return
                 last = f"{answer.status_code} {answer.text}"
-            except httpx.HTTPError as exc:
+                detail = str(answer.json().get("detail", ""))
+                if detail.startswith("migrations behind") and detail not in migrated_for:
+                    # A migration was added to the tree after `patron serve` migrated (people
+                    # edit app/ while benchmarks run): bring the database to the new head.
+                    migrated_for.add(detail)
+                    log(f"/readyz: {detail}; running the migrations again")
+                    upgrade(url)
+            except (httpx.HTTPError, ValueError) as exc:
                 last = type(exc).__name__
             time.sleep(0.25)
         raise RuntimeError(f"/readyz not ready after {limit_seconds}s ({last}):\n{self.log_tail()}")
+
+    def wait_workers_idle(self, workers: int, limit_seconds: float = 90) -> bool:
+        """Wait until ``workers`` workers exist, have not changed for 2 s and are all idle.
+
+        /readyz answers as soon as one worker serves. uvicorn kills and replaces a worker that
+        misses its 5 s health check, which a worker still importing the app can do on a busy
+        machine; a run that starts before the replacement is up has every wrk connection on the
+        other worker. Returns False when the workers do not settle in time."""
+        deadline = time.monotonic() + limit_seconds
+        previous: dict[int, float] = {}
+        stable_since = time.monotonic()
+        while time.monotonic() < deadline:
+            current: dict[int, float] = {}
+            for proc, role in _service_processes(self.process.pid):
+                if role == "worker":
+                    with contextlib.suppress(psutil.Error):
+                        times = proc.cpu_times()
+                        current[proc.pid] = times.user + times.system
+            now = time.monotonic()
+            if current.keys() != previous.keys():
+                stable_since = now
+            elif (
+                len(current) == workers
+                and now - stable_since >= 2
+                and all(current[pid] - previous[pid] < 0.05 for pid in current)
+            ):
+                return True
+            previous = current
+            time.sleep(1)
+        return False
 
     def log_tail(self, lines: int = 30) -> str:
         self._log.flush()
@@ -371,10 +424,7 @@ class RssSampler(threading.Thread):
         self.sample()
 
     def sample(self) -> None:
-        try:
-            tree = _process_tree(self.root_pid)
-        except OSError:
-            return
+        tree = _process_tree(self.root_pid)
         self.peak_total = max(self.peak_total, sum(rss for _, _, rss in tree))
         for pid, role, rss in tree:
             _, peak = self.peaks.get(pid, (role, 0))
@@ -392,31 +442,153 @@ class RssSampler(threading.Thread):
 
 def _process_tree(root_pid: int) -> list[tuple[int, str, int]]:
     """(pid, role, rss bytes) for the process and its descendants."""
-    import psutil
-
-    root = psutil.Process(root_pid)
     found: list[tuple[int, str, int]] = []
-    for proc in [root, *root.children(recursive=True)]:
+    for proc, role in _service_processes(root_pid):
+        try:
+            found.append((proc.pid, role, proc.memory_info().rss))
+        except psutil.Error:
+            continue
+    return found
+
+
+def _service_processes(root_pid: int) -> list[tuple[psutil.Process, str]]:
+    """The service's processes with their role: supervisor, worker, resource tracker."""
+    try:
+        root = psutil.Process(root_pid)
+        tree = [root, *root.children(recursive=True)]
+    except psutil.Error:  # the service has stopped
+        return []
+    found = []
+    for proc in tree:
         try:
             cmdline = " ".join(proc.cmdline())
-            rss = proc.memory_info().rss
         except psutil.Error:
             continue
         if proc.pid == root_pid:
             role = "supervisor"
-        elif "spawn_main" in cmdline or "multiprocessing" in cmdline:
-            role = "resource tracker" if "resource_tracker" in cmdline else "worker"
+        elif "resource_tracker" in cmdline:
+            role = "resource tracker"
+        elif "spawn_main" in cmdline:
+            role = "worker"
         else:
             role = proc.name()
-        found.append((proc.pid, role, rss))
+        found.append((proc, role))
     return found
+
+
+@dataclass(frozen=True)
+class ServiceProbe:
+    """What run_wrk needs to look at the service while wrk drives it."""
+
+    pid: int
+    port: int
+    database: str
+
+    def connections_per_worker(self) -> list[int]:
+        counts = []
+        for proc, role in _service_processes(self.pid):
+            if role != "worker":
+                continue
+            try:
+                connections = proc.net_connections(kind="tcp")
+            except psutil.Error:
+                continue
+            counts.append(
+                sum(
+                    1
+                    for c in connections
+                    if c.status == psutil.CONN_ESTABLISHED and c.laddr and c.laddr.port == self.port
+                )
+            )
+        return counts
+
+
+class CpuMeter(threading.Thread):
+    """CPU seconds used while it runs by the service's processes (when given) and by the bench
+    database's PostgreSQL backends. It samples every 0.25 s, so a backend that exits (pgbench's
+    do, at its end) keeps what it had used at its last sample: the figures are approximate."""
+
+    def __init__(self, database: str, service_pid: int | None = None) -> None:
+        super().__init__(daemon=True)
+        self.database = database
+        self.service_pid = service_pid
+        self._stopping = threading.Event()
+        self._began = time.monotonic()
+        self._machine = psutil.cpu_times()
+        self._children = _children_cpu()
+        self._baseline = self._snapshot()
+        self._latest = dict(self._baseline)
+
+    def _snapshot(self) -> dict[tuple[str, int], float]:
+        processes = _service_processes(self.service_pid) if self.service_pid else []
+        for proc in psutil.process_iter(["cmdline"]):
+            title = " ".join(proc.info["cmdline"] or ())
+            if title.startswith("postgres:") and f" {self.database} " in title:
+                processes.append((proc, "postgres"))
+        seconds: dict[tuple[str, int], float] = {}
+        for proc, role in processes:
+            try:
+                times = proc.cpu_times()
+            except psutil.Error:
+                continue
+            seconds[(role, proc.pid)] = times.user + times.system
+        return seconds
+
+    def run(self) -> None:
+        while not self._stopping.wait(0.25):
+            self._latest.update(self._snapshot())
+
+    def stop(self) -> dict[str, Any]:
+        """Seconds used: by the service in all, per worker, by PostgreSQL backends."""
+        self._stopping.set()
+        self.join()
+        self._latest.update(self._snapshot())
+        used = {key: value - self._baseline.get(key, 0.0) for key, value in self._latest.items()}
+        service = sum(v for (role, _), v in used.items() if role != "postgres")
+        backends = sum(v for (role, _), v in used.items() if role == "postgres")
+        load_generator = _children_cpu() - self._children
+        machine = psutil.cpu_times()
+        busy = _busy(machine) - _busy(self._machine)
+        return {
+            "service": round(service, 2),
+            "workers": [round(v, 2) for (role, _), v in sorted(used.items()) if role == "worker"],
+            "postgres_backends": round(backends, 2),
+            # wrk or pgbench: the child process that finished while this meter ran.
+            "load_generator": round(load_generator, 2),
+            "machine_available": round((time.monotonic() - self._began) * _cpus(), 2),
+            "machine_busy": round(busy, 2),
+            # Whatever else ran meanwhile (other people's tests, the system): noise.
+            "others": round(max(busy - service - backends - load_generator, 0.0), 2),
+        }
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _busy(times: Any) -> float:
+    idle = times.idle + getattr(times, "iowait", 0.0)
+    return (
+        float(sum(times)) - idle - getattr(times, "guest", 0.0) - getattr(times, "guest_nice", 0.0)
+    )
+
+
+def _cpus() -> int:
+    return psutil.cpu_count() or 1
 
 
 # --- load generators ---------------------------------------------------------------------
 
 
 def run_wrk(
-    wrk: str, args: argparse.Namespace, base_url: str, mode: str, key: str, seconds: int
+    wrk: str,
+    args: argparse.Namespace,
+    base_url: str,
+    mode: str,
+    key: str,
+    seconds: int,
+    probe: ServiceProbe | None = None,
 ) -> dict[str, Any]:
     env = {
         **os.environ,
@@ -434,25 +606,45 @@ def run_wrk(
         str(LUA_SCRIPT),
         base_url,
     ]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-    (RESULTS_DIR / f"wrk-{mode}.txt").write_text(done.stdout + done.stderr)
-    for line in done.stdout.splitlines():
+    meter = CpuMeter(probe.database, probe.pid) if probe else None
+    if meter:
+        meter.start()
+    wrk_process = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    spread = None
+    try:
+        if probe:
+            time.sleep(min(1.0, seconds / 4))
+            spread = probe.connections_per_worker()
+        stdout, stderr = wrk_process.communicate()
+    except BaseException:
+        wrk_process.kill()
+        wrk_process.wait()
+        raise
+    finally:
+        cpu = meter.stop() if meter else None
+    (RESULTS_DIR / f"wrk-{mode}.txt").write_text(stdout + stderr)
+    for line in stdout.splitlines():
         if line.startswith("BENCH_RESULT "):
             result: dict[str, Any] = json.loads(line.removeprefix("BENCH_RESULT "))
             break
     else:
         raise RuntimeError(
-            f"wrk ({mode}) printed no BENCH_RESULT line:\n{done.stdout}{done.stderr}"
+            f"wrk ({mode}) exited with {wrk_process.returncode} and printed no "
+            f"BENCH_RESULT line:\n{stdout}{stderr}"
         )
     statuses: Counter[str] = Counter()
     for part in filter(None, result["statuses"].split(",")):
         code, _, count = part.partition(":")
         statuses[code] += int(count)
     result["statuses"] = dict(sorted(statuses.items()))
+    result["cpu_seconds"] = cpu
+    result["connections_per_worker"] = spread
     return result
 
 
-def run_pgbench(pgbench: str, args: argparse.Namespace, url: str) -> dict[str, Any]:
+def run_pgbench(pgbench: str, args: argparse.Namespace, url: str, database: str) -> dict[str, Any]:
     command = [
         pgbench,
         "-M",
@@ -470,12 +662,26 @@ def run_pgbench(pgbench: str, args: argparse.Namespace, url: str) -> dict[str, A
         f"accounts={args.members}",
         url,
     ]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    meter = CpuMeter(database)
+    meter.start()
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+    finally:
+        cpu = meter.stop()
     output = done.stdout + done.stderr
     (RESULTS_DIR / "pgbench.txt").write_text(output)
     if done.returncode != 0:
         raise RuntimeError(f"pgbench failed ({done.returncode}):\n{output}")
-    return {"command": " ".join([*command[:-1], "<bench database>"]), **parse_pgbench(output)}
+    parsed = parse_pgbench(output)
+    transactions = parsed.get("transactions") or 0
+    return {
+        "command": " ".join([*command[:-1], "<bench database>"]),
+        **parsed,
+        "cpu_seconds": cpu,
+        "postgres_cpu_ms_per_txn": (
+            round(1000 * cpu["postgres_backends"] / transactions, 3) if transactions else None
+        ),
+    }
 
 
 def parse_pgbench(output: str) -> dict[str, Any]:
@@ -530,6 +736,31 @@ def print_report(report: dict[str, Any]) -> None:
         e = report["endpoints"][mode]
         if e["non_2xx"]:
             print(f"  {mode}: non-2xx by status {e['statuses']}; first: {e['first_error']}")
+    print(
+        f"CPU per request, ms (CPU seconds used in each {report['config']['duration_s']} s run "
+        "÷ requests):"
+    )
+    for mode, _, _ in ENDPOINTS:
+        e = report["endpoints"][mode]
+        cpu, per = e["cpu_seconds"], e["cpu_ms_per_request"]
+        workers = " + ".join(f"{w:.1f}" for w in cpu["workers"])
+        spread = "/".join(str(n) for n in e["connections_per_worker"] or [])
+        if len(cpu["workers"]) > report["config"]["workers"]:
+            spread += f"; {len(cpu['workers'])} worker processes: uvicorn replaced one"
+        print(
+            f"  {mode:<8} service {per['service']:6.3f}  PostgreSQL {per['postgres_backends']:6.3f}"
+            f"   (service {cpu['service']:.1f} s: workers {workers}; PostgreSQL "
+            f"{cpu['postgres_backends']:.1f} s; wrk connections per worker {spread})"
+        )
+    if pg.get("postgres_cpu_ms_per_txn") is not None:
+        print(
+            f"  {'pgbench':<8} {'':<14}  PostgreSQL {pg['postgres_cpu_ms_per_txn']:6.3f}"
+            f"   (PostgreSQL {pg['cpu_seconds']['postgres_backends']:.1f} s)"
+        )
+    print("CPU seconds on the machine during each run (others = work not part of the bench):")
+    for mode, _, _ in ENDPOINTS:
+        _print_machine(mode, "wrk", report["endpoints"][mode]["cpu_seconds"])
+    _print_machine("pgbench", "pgbench", pg["cpu_seconds"])
     rss = report["service_rss"]
     parts = ", ".join(f"{p['role']} {p['pid']}: {p['peak_rss_mib']:.1f}" for p in rss["processes"])
     print(f"service peak RSS: {rss['peak_total_mib']:.1f} MiB in all ({parts} MiB)")
@@ -556,9 +787,18 @@ def print_report(report: dict[str, Any]) -> None:
     )
 
 
+def _print_machine(name: str, generator: str, cpu: dict[str, Any]) -> None:
+    print(
+        f"  {name:<8} {cpu['machine_available']:5.1f} available, {cpu['machine_busy']:5.1f} busy: "
+        f"service {cpu['service']:.1f}, PostgreSQL {cpu['postgres_backends']:.1f}, "
+        f"{generator} {cpu['load_generator']:.1f}, others {cpu['others']:.1f}"
+    )
+
+
 def endpoint_figures(result: dict[str, Any], label: str, body: str, tps: float) -> dict[str, Any]:
     latency = result["latency_ms"]
     socket_errors = result["socket_errors"]
+    cpu, requests = result.get("cpu_seconds"), result["requests"]
     return {
         "request": label,
         "body": body or None,
@@ -576,6 +816,16 @@ def endpoint_figures(result: dict[str, Any], label: str, body: str, tps: float) 
         "socket_errors": socket_errors,
         "socket_errors_total": sum(socket_errors.values()),
         "ratio_to_pgbench": round(result["rps"] / tps, 4) if tps else None,
+        "cpu_seconds": cpu,
+        "cpu_ms_per_request": {
+            "service": round(1000 * cpu["service"] / requests, 3),
+            "postgres_backends": round(1000 * cpu["postgres_backends"] / requests, 3),
+        }
+        if cpu and requests
+        else None,
+        "connections_per_worker": result.get("connections_per_worker"),
+        # More workers than configured means uvicorn replaced one during the run.
+        "worker_processes_seen": len(cpu["workers"]) if cpu else None,
     }
 
 
@@ -609,11 +859,16 @@ def bench(args: argparse.Namespace) -> int:
         asyncio.run(seed_members(url, program_id, args.members, args.seed_points))
         log(f"members loaded in {time.monotonic() - began:.1f}s")
 
-        server = Server(url, free_port(), args.workers, RESULTS_DIR / "server.log")
+        server = Server(
+            url, free_port(), args.workers, RESULTS_DIR / "server.log", args.server_log_level
+        )
         shown = " ".join(server.command[server.command.index("serve") :])
         log(f"starting patron {shown} (log: {server.log_path.relative_to(ROOT)})")
-        server.wait_ready()
+        server.wait_ready(url)
+        if not server.wait_workers_idle(args.workers):
+            log(f"warning: the {args.workers} workers did not all settle; measuring anyway")
         sampler = RssSampler(server.process.pid)
+        probe = ServiceProbe(server.process.pid, server.port, name)
         sampler.start()
         if args.warmup:
             log(f"warming up for {args.warmup}s (GET points, not reported)")
@@ -621,7 +876,7 @@ def bench(args: argparse.Namespace) -> int:
         results: dict[str, dict[str, Any]] = {}
         for mode, label, _ in ENDPOINTS:
             log(f"wrk {label}: {args.connections} connections, {args.duration}s")
-            results[mode] = run_wrk(wrk, args, server.base_url, mode, key, args.duration)
+            results[mode] = run_wrk(wrk, args, server.base_url, mode, key, args.duration, probe)
             r = results[mode]
             log(
                 f"  {r['rps']:.1f} req/s, p50 {r['latency_ms']['p50']:.2f} ms, "
@@ -633,7 +888,7 @@ def bench(args: argparse.Namespace) -> int:
 
         log(f"pgbench reference: {args.connections} clients, {args.duration}s")
         asyncio.run(create_reference_schema(url, args.members))
-        pg = run_pgbench(pgbench, args, url)
+        pg = run_pgbench(pgbench, args, url, name)
         log(f"  {pg['tps']:.1f} tps")
 
         log("auditing the ledger")
@@ -685,7 +940,7 @@ def bench(args: argparse.Namespace) -> int:
         out.write_text(json.dumps(report, indent=2) + "\n")
         print(f"results written to {out.relative_to(ROOT)}")
         failed = bool(violations or audit_error) or any(
-            e["non_2xx"] for e in report["endpoints"].values()
+            e["non_2xx"] or e["socket_errors_total"] for e in report["endpoints"].values()
         )
         return 1 if failed else 0
     finally:

@@ -4,24 +4,41 @@ from app.models.base import Base
 from app.models.checkout import EarnRule, Hold, Order, PointRelease, Refund
 from app.models.events import Event
 from app.models.idempotency import IdempotencyKey
+from app.models.insights import InsightRefresh, MemberFeedback, MemberInsight
 from app.models.ledger import ENTRY_KINDS, PointEntry, PointLot
 from app.models.members import Account, Member
 from app.models.programs import ApiKey, Program
+from app.models.referrals import RateLimitWindow, Referral
+from app.models.tiers import BirthdayBonus, Tier, TierChange
+from app.models.tokens import MemberTokenKey
+from app.models.webhooks import WebhookDelivery, WebhookEndpoint, WebhookFanoutCursor
 
 __all__ = [
     "ENTRY_KINDS",
     "Account",
     "ApiKey",
     "Base",
+    "BirthdayBonus",
     "EarnRule",
     "Event",
     "Hold",
     "IdempotencyKey",
+    "InsightRefresh",
     "Member",
+    "MemberFeedback",
+    "MemberInsight",
+    "MemberTokenKey",
     "Order",
     "PointEntry",
     "PointLot",
     "PointRelease",
     "Program",
+    "RateLimitWindow",
+    "Referral",
     "Refund",
+    "Tier",
+    "TierChange",
+    "WebhookDelivery",
+    "WebhookEndpoint",
+    "WebhookFanoutCursor",
 ]

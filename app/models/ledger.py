@@ -63,6 +63,7 @@ class PointEntry(Base):
     actor: Mapped[str] = mapped_column(String(80))
     order_id: Mapped[str | None] = mapped_column(String(128))
     hold_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, ForeignKey("holds.id"))
+    referral_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("referrals.id"))
     created_at: Mapped[datetime]
     available_at: Mapped[datetime | None]
     expires_at: Mapped[datetime | None]

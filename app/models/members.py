@@ -10,6 +10,7 @@ from sqlalchemy import (
     CheckConstraint,
     Date,
     ForeignKey,
+    ForeignKeyConstraint,
     Identity,
     Index,
     String,
@@ -26,6 +27,7 @@ class Member(Base):
     __tablename__ = "members"
     __table_args__ = (
         UniqueConstraint("program_id", "external_id"),
+        UniqueConstraint("program_id", "referral_code"),
         Index("ix_members_program_id_id", "program_id", "id"),
     )
 
@@ -40,6 +42,8 @@ class Member(Base):
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     erased_at: Mapped[datetime | None]
+    # The member's own referral code (8 characters, Crockford base32), made on first request.
+    referral_code: Mapped[str | None] = mapped_column(String(8))
 
 
 class Account(Base):
@@ -49,6 +53,13 @@ class Account(Base):
     __table_args__ = (
         CheckConstraint("pending >= 0", name="pending_non_negative"),
         CheckConstraint("held >= 0", name="held_non_negative"),
+        ForeignKeyConstraint(
+            ["program_id", "tier_key"],
+            ["tiers.program_id", "tiers.key"],
+            name="fk_accounts_tier",
+            onupdate="CASCADE",
+        ),
+        Index("ix_accounts_program_id_tier_key", "program_id", "tier_key"),
     )
 
     member_id: Mapped[int] = mapped_column(
@@ -60,6 +71,11 @@ class Account(Base):
     held: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     lifetime_earned: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     lifetime_redeemed: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    # The member's VIP tier (key within the program), when it first fell below that tier's
+    # threshold (downgrades wait grace_days from then), and when it was last evaluated.
+    tier_key: Mapped[str | None] = mapped_column(String(32))
+    tier_below_since: Mapped[datetime | None]
+    tier_checked_at: Mapped[datetime | None]
     # Bumped by every change; doubles as the member's event sequence number.
     version: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     updated_at: Mapped[datetime]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -11,6 +11,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Date,
     ForeignKey,
     Identity,
     Index,
@@ -39,6 +40,19 @@ class Program(Base):
         CheckConstraint("hold_ttl_seconds BETWEEN 1 AND 86400", name="hold_ttl_range"),
         CheckConstraint("earn_rate >= 0", name="earn_rate_non_negative"),
         CheckConstraint("birthday_bonus_points >= 0", name="birthday_bonus_non_negative"),
+        CheckConstraint("lifecycle_mature_days BETWEEN 1 AND 3650", name="lifecycle_mature_range"),
+        CheckConstraint("lifecycle_churn_days BETWEEN 1 AND 3650", name="lifecycle_churn_range"),
+        CheckConstraint(
+            "lifecycle_churn_interval_multiple BETWEEN 1 AND 100",
+            name="lifecycle_churn_multiple_range",
+        ),
+        CheckConstraint("point_value_minor >= 0", name="point_value_non_negative"),
+        CheckConstraint("tier_metric IN ('points', 'spend')", name="tier_metric_known"),
+        CheckConstraint(
+            "tier_window_days IS NULL OR tier_window_days BETWEEN 1 AND 3650",
+            name="tier_window_range",
+        ),
+        CheckConstraint("tier_grace_days BETWEEN 0 AND 3650", name="tier_grace_range"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
@@ -54,6 +68,27 @@ class Program(Base):
         Boolean, server_default=text("false")
     )
     referral: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    # Insights (docs/insights.md): a repeat customer is "mature" once their first order is this
+    # many days old; "churned" after this many days without an order, or after this multiple
+    # of their own average interval between orders when that is longer.
+    lifecycle_mature_days: Mapped[int] = mapped_column(Integer, server_default=text("365"))
+    lifecycle_churn_days: Mapped[int] = mapped_column(Integer, server_default=text("180"))
+    lifecycle_churn_interval_multiple: Mapped[int] = mapped_column(
+        Integer, server_default=text("3")
+    )
+    # What one point is worth in minor currency units, for the points liability.
+    point_value_minor: Mapped[Decimal] = mapped_column(Numeric(18, 6), server_default=text("1"))
+    # Tier policy: what qualifies ('points' or 'spend'), over how many days (NULL: lifetime),
+    # and how long a member keeps a tier after falling below its threshold.
+    tier_metric: Mapped[str] = mapped_column(String(8), server_default=text("'points'"))
+    tier_window_days: Mapped[int | None] = mapped_column(Integer)
+    tier_grace_days: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    # Set when tiers or the policy changed and members still need re-evaluating (in the
+    # background for large programs); the cursor makes that work resumable.
+    tiers_dirty_since: Mapped[datetime | None]
+    tiers_reevaluated_through: Mapped[int | None] = mapped_column(BigInteger)
+    # The last local date whose birthdays have been given their bonus.
+    birthday_bonus_through: Mapped[date | None] = mapped_column(Date)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Query, Response
 
 from app.auth import Principal, require_scope
 from app.routers.deps import Cursor, Limit, MemberPath, problems
 from app.schemas.common import Page
+from app.schemas.insights import Lifecycle, Segment
 from app.schemas.members import MemberOut, MemberUpsert
 from app.services import members
 
@@ -43,10 +44,22 @@ async def get_member(member: MemberPath, principal: MembersReader) -> MemberOut:
 
 @router.get("", response_model=Page[MemberOut], responses=problems())
 async def list_members(
-    principal: MembersReader, limit: Limit = 20, cursor: Cursor = None
+    principal: MembersReader,
+    limit: Limit = 20,
+    cursor: Cursor = None,
+    tier: Annotated[
+        str | None, Query(max_length=32, description="Only members holding this tier (key).")
+    ] = None,
+    segment: Annotated[Segment | None, Query(description="RFM segment (insights).")] = None,
+    lifecycle: Annotated[Lifecycle | None, Query(description="Lifecycle stage.")] = None,
 ) -> Page[MemberOut]:
     """Members, newest first."""
-    data, next_cursor = await members.list_members(principal.program_id, limit, cursor)
+    data, next_cursor = await members.list_members(
+        principal.program_id,
+        limit,
+        cursor,
+        {"tier": tier, "segment": segment, "lifecycle": lifecycle},
+    )
     return Page[MemberOut](data=data, next_cursor=next_cursor)
 
 

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Depends, Request, Response
 
+from app import metrics
 from app.auth import Principal, require_scope
 from app.routers.deps import (
     Cursor,
@@ -27,6 +28,7 @@ from app.schemas.points import (
     RedeemRequest,
 )
 from app.services import ledger
+from app.services.idempotency import StoredResponse
 
 router = APIRouter(prefix="/v1/members/{member}/points", tags=["Points"])
 
@@ -36,6 +38,13 @@ Admin = Annotated[Principal, Depends(require_scope("admin"))]
 _ENTRY_RESPONSES: dict[int | str, dict[str, Any]] = {
     201: {"model": PointEntryOut, "description": "The new ledger entry."}
 }
+
+
+def _entry_written(stored: StoredResponse, kind: str) -> Response:
+    """The response, counting the entry unless this replays an earlier one."""
+    if not stored.replayed:
+        metrics.entry_written(kind)
+    return stored_json(stored)
 
 
 @router.get("", response_model=PointsOut, responses=problems((404, "not_found")))
@@ -83,7 +92,7 @@ async def earn(
         reason=body.reason,
     )
     stored = await ledger.credit(posting, idempotency_request(request, idempotency_key, body))
-    return stored_json(stored)
+    return _entry_written(stored, "earn")
 
 
 @router.post(
@@ -113,7 +122,7 @@ async def redeem(
         order_id=body.order_id,
     )
     stored = await ledger.debit(posting, idempotency_request(request, idempotency_key, body))
-    return stored_json(stored)
+    return _entry_written(stored, "redeem")
 
 
 @router.post(
@@ -146,4 +155,4 @@ async def adjust(
     stored = await (
         ledger.credit(posting, idem) if body.points > 0 else ledger.debit(posting, idem)
     )
-    return stored_json(stored)
+    return _entry_written(stored, "adjust")

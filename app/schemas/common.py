@@ -13,7 +13,9 @@ MAX_AMOUNT = 10**12
 # Strict: "10", 10.0 and true are refused, so a client can never send a point count by accident.
 Points = Annotated[int, Field(strict=True, ge=1, le=MAX_POINTS)]
 SignedPoints = Annotated[int, Field(strict=True, ge=-MAX_POINTS, le=MAX_POINTS)]
-Reason = Annotated[str, StringConstraints(min_length=1, max_length=500)]
+# PostgreSQL text cannot hold U+0000; refusing it here turns a 500 into a 422.
+NO_NUL = r"^[^\x00]*$"
+Reason = Annotated[str, StringConstraints(min_length=1, max_length=500, pattern=NO_NUL)]
 ExternalId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:@\-]{1,128}$")]
 EXTERNAL_ID_PATTERN = r"^[A-Za-z0-9_.:@\-]{1,128}$"
 

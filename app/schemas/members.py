@@ -9,7 +9,9 @@ import orjson
 from pydantic import BaseModel, Field, StringConstraints, field_validator
 
 from app.schemas.common import RequestModel, Timestamp
+from app.schemas.insights import Lifecycle, Segment
 from app.schemas.points import BalanceOut
+from app.schemas.referrals import Code
 
 # PostgreSQL cannot store U+0000 in text or jsonb, so no string may carry it.
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\x00]+$")]
@@ -41,6 +43,10 @@ class MemberUpsert(RequestModel):
     birthday: date | None = None
     metadata: dict[str, Any] | None = Field(
         default=None, description="Free-form, at most 50 keys and 16 KiB as JSON."
+    )
+    referral_code: Code | None = Field(
+        default=None,
+        description="A referrer's code; counts only when this call creates the member.",
     )
 
     model_config = {
@@ -90,6 +96,11 @@ class TierRef(BaseModel):
     name: str
 
 
+class FeedbackRef(BaseModel):
+    score: int
+    created_at: Timestamp
+
+
 class MemberOut(BaseModel):
     external_id: str
     name: str | None
@@ -102,3 +113,7 @@ class MemberOut(BaseModel):
     referral_code: str | None
     referred_by: str | None
     created_at: Timestamp
+    # Insights (docs/insights.md): as of the last refresh.
+    segment: Segment
+    lifecycle: Lifecycle
+    latest_feedback: FeedbackRef | None

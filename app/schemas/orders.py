@@ -6,19 +6,21 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, StringConstraints, field_validator
 
-from app.schemas.common import MAX_AMOUNT, ExternalId, RequestModel, Timestamp
+from app.schemas.common import MAX_AMOUNT, NO_NUL, ExternalId, RequestModel, Timestamp
 
 Amount = Annotated[int, Field(strict=True, ge=0, le=MAX_AMOUNT, description="Minor units.")]
 Currency = Annotated[
     str, StringConstraints(pattern=r"^[A-Z]{3}$"), Field(description="ISO 4217, e.g. CNY.")
 ]
-OrderId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+OrderId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=NO_NUL)]
 MAX_ITEMS = 200
 
 
 class OrderItem(RequestModel):
-    sku: Annotated[str, StringConstraints(min_length=1, max_length=128)]
-    category: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+    sku: Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=NO_NUL)]
+    category: (
+        Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=NO_NUL)] | None
+    ) = None
     quantity: int = Field(strict=True, ge=1, le=1_000_000)
     unit_price: Amount
 

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from app.schemas.common import Points, Reason, RequestModel, SignedPoints, Timestamp
+from app.schemas.common import NO_NUL, Points, Reason, RequestModel, SignedPoints, Timestamp
 
 EntryKind = Literal[
     "earn", "order", "redeem", "refund", "restore", "adjust", "expire", "referral", "bonus"
@@ -23,7 +23,7 @@ class EarnRequest(RequestModel):
 class RedeemRequest(RequestModel):
     points: Points
     reason: Reason | None = None
-    order_id: str | None = Field(default=None, min_length=1, max_length=128)
+    order_id: str | None = Field(default=None, min_length=1, max_length=128, pattern=NO_NUL)
 
     model_config = {"json_schema_extra": {"examples": [{"points": 50, "order_id": "A-1001"}]}}
 

@@ -30,6 +30,11 @@ EarnRate = Annotated[
     Field(ge=0, le=1_000_000, max_digits=18, decimal_places=6, description="Decimal string."),
 ]
 
+PointValue = Annotated[
+    Decimal,
+    Field(ge=0, le=1_000_000, max_digits=18, decimal_places=6, description="Decimal string."),
+]
+
 
 class ReferralSettings(BaseModel):
     referrer_points: int = Field(default=0, ge=0, le=1_000_000_000, strict=True)
@@ -62,6 +67,19 @@ class ProgramOut(BaseModel):
     referral: ReferralSettings
     created_at: Timestamp
     updated_at: Timestamp
+    # Insights (docs/insights.md).
+    lifecycle_mature_days: int = Field(
+        default=365, description="A repeat customer is mature once their first order is this old."
+    )
+    lifecycle_churn_days: int = Field(
+        default=180, description="Churned after this many days without an order..."
+    )
+    lifecycle_churn_interval_multiple: int = Field(
+        default=3, description="...or this multiple of their average order interval, if longer."
+    )
+    point_value_minor: str = Field(
+        default="1", description="What one point is worth in minor units, a decimal string."
+    )
 
 
 # A setting left out of a PATCH is kept; only points_expiry_days may be sent as null (never
@@ -80,6 +98,13 @@ class ProgramPatch(RequestModel):
     birthday_bonus_points: Annotated[int, Field(ge=0, le=1_000_000_000, strict=True)] | Unset = None
     webhooks_allow_private_hosts: bool | Unset = None
     referral: ReferralSettingsPatch | Unset = None
+    # Insights (docs/insights.md).
+    lifecycle_mature_days: Annotated[int, Field(ge=1, le=3650, strict=True)] | Unset = None
+    lifecycle_churn_days: Annotated[int, Field(ge=1, le=3650, strict=True)] | Unset = None
+    lifecycle_churn_interval_multiple: Annotated[int, Field(ge=1, le=100, strict=True)] | Unset = (
+        None
+    )
+    point_value_minor: PointValue | Unset = None
 
     model_config = {
         "json_schema_extra": {
@@ -104,6 +129,21 @@ class ProgramPatch(RequestModel):
     def _not_null(cls, value: object) -> object:
         if value is None:
             raise ValueError("may be left out, but not null")
+        return value
+
+    @field_validator(
+        "lifecycle_mature_days",
+        "lifecycle_churn_days",
+        "lifecycle_churn_interval_multiple",
+        "point_value_minor",
+        mode="before",
+    )
+    @classmethod
+    def _insights_not_null(cls, value: object) -> object:
+        if value is None:
+            raise ValueError("may be left out, but not null")
+        if isinstance(value, float):
+            raise ValueError('must be an integer or a decimal string such as "0.5"')
         return value
 
     @field_validator("earn_rate", mode="before")

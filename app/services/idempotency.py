@@ -128,7 +128,9 @@ async def run_once(
                 await remember(conn, program_id, request, status_code, body, clock.now())
         return StoredResponse(status_code, body)
     except IntegrityError as exc:
-        if request is None or not is_idempotency_conflict(exc):
+        # The key's own conflict, or a natural key taken by this very request's first
+        # attempt: either way a stored response means "already done".
+        if request is None:
             raise
         return await replay_after_failure(program_id, request, exc)
     except PatronError as exc:

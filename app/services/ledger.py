@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from app import db
 from app.clock import clock
 from app.errors import InsufficientPointsError, NotFoundError, PatronError
-from app.services import idempotency
+from app.services import idempotency, tier_evaluation
 from app.services.idempotency import IdempotencyRequest, StoredResponse
 from app.services.pagination import decode_cursor, encode_cursor
 
@@ -109,7 +109,7 @@ WITH acc AS (
            body.created_at
       FROM body JOIN acc USING (member_id)
 ){remember}
-SELECT response FROM body
+SELECT response, member_id FROM body
 """
 
 _LOCK_FOR_DEBIT_SQL = """
@@ -170,6 +170,10 @@ _MEMBER_EXISTS = text(
 )
 
 
+# Entry kinds a manual credit can have that count towards tiers (orders count too).
+QUALIFYING_KINDS = frozenset({"earn", "bonus"})
+
+
 @dataclass(frozen=True, slots=True)
 class Posting:
     """One ledger change requested through the API."""
@@ -211,12 +215,20 @@ async def credit(posting: Posting, request: IdempotencyRequest | None) -> Stored
         "now": now,
         **idem_params(request),
     }
+    # Earned points count towards tiers: for a program with tiers the credit runs in a
+    # transaction that also settles the member's tier; otherwise it is one statement.
+    qualifies = posting.kind in QUALIFYING_KINDS and await tier_evaluation.program_has_tiers(
+        posting.program_id
+    )
+    unit_of_work = db.transaction() if qualifies else db.single_statement()
     try:
-        async with db.single_statement() as conn:
-            body = (await conn.execute(_CREDIT[request is not None], params)).scalar()
-            if body is None:
+        async with unit_of_work as conn:
+            row = (await conn.execute(_CREDIT[request is not None], params)).first()
+            if row is None:
                 raise NotFoundError(f"No member {posting.member!r} in this program.")
-        return StoredResponse(201, body)
+            if qualifies:
+                await tier_evaluation.evaluate_locked(conn, [row.member_id], now)
+        return StoredResponse(201, row.response)
     except IntegrityError as exc:
         if request is None or not idempotency.is_idempotency_conflict(exc):
             raise

@@ -12,16 +12,47 @@ from app import db
 from app.clock import clock
 from app.errors import NotFoundError
 from app.schemas.members import MemberOut
+from app.services import referrals
 from app.services.events import write_event
 from app.services.pagination import decode_cursor, encode_cursor
 
 PERSONAL_FIELDS = ("name", "email", "phone", "birthday", "metadata")
 
-_MEMBER_SELECT = """
+# Insights (app/services/insights.py): segment and lifecycle as of the last refresh, and the
+# latest feedback score. A member gets a prospect row when created, so the filters below are
+# index lookups; one without a row (bulk-loaded, not refreshed yet) shows as a prospect.
+_INSIGHTS_COLUMNS = """,
+       mi.segment, mi.lifecycle, fb.score AS feedback_score, fb.created_at AS feedback_at"""
+_INSIGHTS_JOINS = """
+  LEFT JOIN member_insights AS mi ON mi.member_id = m.id
+  LEFT JOIN LATERAL (
+      SELECT f.score, f.created_at FROM member_feedback AS f WHERE f.member_id = m.id
+       ORDER BY f.created_at DESC, f.id DESC LIMIT 1) AS fb ON true"""
+_NEW_MEMBER_INSIGHTS = text(
+    "INSERT INTO member_insights (member_id, program_id, segment, lifecycle, orders_count, "
+    "net_spend, changed_at) VALUES (:member_id, :program_id, 'prospects', 'prospect', 0, 0, :now)"
+)
+
+_MEMBER_SELECT = f"""
 SELECT m.id, m.external_id, m.name, m.email, m.phone, m.birthday, m.metadata, m.created_at,
-       a.available, a.pending, a.held, a.lifetime_earned, a.lifetime_redeemed
-  FROM members AS m JOIN accounts AS a ON a.member_id = m.id
+       a.available, a.pending, a.held, a.lifetime_earned, a.lifetime_redeemed,
+       a.tier_key, t.name AS tier_name{_INSIGHTS_COLUMNS},
+       CASE WHEN m.erased_at IS NULL THEN m.referral_code END AS referral_code,
+       referrer.external_id AS referred_by
+  FROM members AS m
+  JOIN accounts AS a ON a.member_id = m.id
+  LEFT JOIN tiers AS t ON t.program_id = a.program_id AND t.key = a.tier_key{_INSIGHTS_JOINS}
+  LEFT JOIN referrals AS referral
+         ON referral.program_id = m.program_id AND referral.referee_id = m.id
+  LEFT JOIN members AS referrer ON referrer.id = referral.referrer_id
 """
+
+# Optional list filters: name -> SQL condition on the query above (bound as :name).
+_LIST_FILTERS = {
+    "tier": "a.tier_key = :tier",
+    "segment": "mi.segment = :segment",
+    "lifecycle": "mi.lifecycle = :lifecycle",
+}
 
 
 def member_out(row: Any) -> MemberOut:
@@ -33,7 +64,7 @@ def member_out(row: Any) -> MemberOut:
             "phone": row.phone,
             "birthday": row.birthday,
             "metadata": row.metadata,
-            "tier": None,
+            "tier": {"key": row.tier_key, "name": row.tier_name} if row.tier_key else None,
             "points": {
                 "available": row.available,
                 "pending": row.pending,
@@ -41,9 +72,16 @@ def member_out(row: Any) -> MemberOut:
                 "lifetime_earned": row.lifetime_earned,
                 "lifetime_redeemed": row.lifetime_redeemed,
             },
-            "referral_code": None,
-            "referred_by": None,
+            "referral_code": row.referral_code,
+            "referred_by": row.referred_by,
             "created_at": row.created_at,
+            "segment": row.segment or "prospects",
+            "lifecycle": row.lifecycle or "prospect",
+            "latest_feedback": (
+                {"score": row.feedback_score, "created_at": row.feedback_at}
+                if row.feedback_score is not None
+                else None
+            ),
         }
     )
 
@@ -62,6 +100,8 @@ async def upsert_member(
 ) -> tuple[MemberOut, bool]:
     """Create the member, or update only the fields sent. Returns (member, created)."""
     now = clock.now()
+    fields = dict(fields)
+    referral_code = fields.pop("referral_code", None)
     values = {
         key: (orjson.dumps(value).decode() if key == "metadata" and value is not None else value)
         for key, value in fields.items()
@@ -95,9 +135,16 @@ async def upsert_member(
                 ),
                 {"member_id": row.id, "program_id": program_id, "now": now},
             )
+            await conn.execute(
+                _NEW_MEMBER_INSIGHTS, {"member_id": row.id, "program_id": program_id, "now": now}
+            )
             await write_event(
                 conn, program_id, "member.created", row.id, {"member_id": member}, now
             )
+            if referral_code is not None:
+                # Signing up with a code: attributed in the same transaction, or nothing is
+                # created and the error says why.
+                await referrals.attribute_in(conn, program_id, referral_code, member, now)
         result = await _fetch(conn, program_id, member)
     return member_out(result), bool(row.created)
 
@@ -111,17 +158,25 @@ async def get_member(program_id: int, member: str) -> MemberOut:
 
 
 async def list_members(
-    program_id: int, limit: int, cursor: str | None
+    program_id: int,
+    limit: int,
+    cursor: str | None,
+    filters: dict[str, str | None] | None = None,
 ) -> tuple[list[MemberOut], str | None]:
+    """Members, newest first, optionally filtered (see ``_LIST_FILTERS``)."""
     before = decode_cursor(cursor) if cursor else 2**63 - 1
+    chosen = {name: value for name, value in (filters or {}).items() if value is not None}
+    conditions = "".join(f" AND {_LIST_FILTERS[name]}" for name in chosen)
     async with db.read_only() as conn:
         rows = (
             await conn.execute(
                 text(
-                    _MEMBER_SELECT + " WHERE m.program_id = :program_id AND m.id < :before"
-                    " ORDER BY m.id DESC LIMIT :limit"
+                    _MEMBER_SELECT
+                    + " WHERE m.program_id = :program_id AND m.id < :before"
+                    + conditions
+                    + " ORDER BY m.id DESC LIMIT :limit"
                 ),
-                {"program_id": program_id, "before": before, "limit": limit + 1},
+                {"program_id": program_id, "before": before, "limit": limit + 1, **chosen},
             )
         ).all()
     page = rows[:limit]
@@ -155,6 +210,11 @@ async def erase_member(program_id: int, member: str) -> None:
                 "metadata = NULL, erased_at = :now, updated_at = :now WHERE id = :id"
             ),
             {"id": locked.member_id, "now": now},
+        )
+        # Feedback comments are personal data too; the scores stay for NPS.
+        await conn.execute(
+            text("UPDATE member_feedback SET comment = NULL WHERE member_id = :id"),
+            {"id": locked.member_id},
         )
         await write_event(
             conn, program_id, "member.erased", locked.member_id, {"member_id": member}, now

@@ -37,7 +37,7 @@ from app.errors import (
     RefundExceedsOrderError,
 )
 from app.schemas.orders import OrderCreate
-from app.services import earning, holds, idempotency
+from app.services import earning, holds, idempotency, referrals, tier_evaluation
 from app.services.idempotency import IdempotencyRequest, StoredResponse, fingerprint
 from app.services.ledger import (
     CONSUME_LOTS_CTE,
@@ -45,6 +45,11 @@ from app.services.ledger import (
     EXPIRES_AT_SQL,
     REMEMBER_CTE,
     idem_params,
+)
+
+LOCK_IN_ORDER = text(
+    "SELECT member_id FROM accounts WHERE member_id = ANY(:member_ids) "
+    "ORDER BY member_id FOR UPDATE"
 )
 
 
@@ -237,7 +242,8 @@ async def create_order(
         return await idempotency.replay_after_failure(
             program_id, request, NotFoundError(f"No member {body.member_id!r} in this program.")
         )
-    member_id, _, context = loaded
+    member_id, context = loaded.member_id, loaded.context
+    referrer_id = loaded.pending_referrer_id
     if body.currency != context.currency:
         raise CurrencyMismatchError(
             f"This program keeps {context.currency}; the order was in {body.currency}."
@@ -268,13 +274,31 @@ async def create_order(
         **idem_params(request, 201),
     }
     statement = _CREATE[(body.redeem_hold_id is not None, request is not None)]
+    # For a program with tiers the order also settles the member's tier, in one transaction;
+    # otherwise an order without a hold is a single statement.
+    tiered = await tier_evaluation.program_has_tiers(program_id)
     try:
-        if body.redeem_hold_id is None:
+        if body.redeem_hold_id is None and not tiered and referrer_id is None:
             async with db.single_statement() as conn:
                 created = (await conn.execute(statement, params)).scalar()
         else:
             async with db.transaction() as conn:
-                created = await _create_with_hold(conn, program_id, body, params, statement)
+                if referrer_id is not None:
+                    # The referee's order may pay the referral: lock both members in id order
+                    # before anything else.
+                    await conn.execute(
+                        LOCK_IN_ORDER, {"member_ids": sorted({member_id, referrer_id})}
+                    )
+                if body.redeem_hold_id is None:
+                    created = (await conn.execute(statement, params)).scalar()
+                else:
+                    created = await _create_with_hold(conn, program_id, body, params, statement)
+                if created is not None and referrer_id is not None:
+                    await referrals.on_order_created_in(
+                        conn, program_id, member_id, body.order_id, now
+                    )
+                if created is not None and tiered:
+                    await tier_evaluation.evaluate_locked(conn, [member_id], now)
     except IntegrityError as exc:
         if request is None or not idempotency.is_idempotency_conflict(exc):
             raise
@@ -480,6 +504,12 @@ async def create_refund(
     request: IdempotencyRequest | None,
 ) -> StoredResponse:
     now = clock.now()
+    if request is not None:
+        # A retry with the key replays the first answer (201) before anything else.
+        async with db.read_only() as conn:
+            stored = await idempotency.find_stored(conn, program_id, request)
+        if stored is not None:
+            return stored
     try:
         async with db.transaction() as conn:
             holder = (
@@ -491,6 +521,12 @@ async def create_refund(
                 raise NotFoundError(f"No order {order_id!r} in this program.")
             existing = await _existing_refund(conn, program_id, order_id, refund_id, amount)
             if existing is not None:
+                if request is not None:
+                    # A concurrent duplicate with the key: now that the first has committed,
+                    # its stored answer (201) is the one to replay.
+                    stored = await idempotency.find_stored(conn, program_id, request)
+                    if stored is not None:
+                        return stored
                 return existing
             order = (
                 await conn.execute(_READ_ORDER, {"program_id": program_id, "order_id": order_id})
@@ -530,6 +566,9 @@ async def create_refund(
                 **idem_params(request, 201),
             }
             body: str = (await conn.execute(_REFUND[request is not None], params)).scalar_one()
+            await referrals.on_refund_in(conn, program_id, order.id, holder.external_id, now)
+            if await tier_evaluation.program_has_tiers(program_id):
+                await tier_evaluation.evaluate_locked(conn, [holder.member_id], now, "refund")
         return StoredResponse(201, body)
     except IntegrityError as exc:
         if request is not None and idempotency.is_idempotency_conflict(exc):
@@ -539,6 +578,12 @@ async def create_refund(
             async with db.read_only() as conn:
                 existing = await _existing_refund(conn, program_id, order_id, refund_id, amount)
             if existing is not None:
+                if request is not None:
+                    # A concurrent duplicate with the key: now that the first has committed,
+                    # its stored answer (201) is the one to replay.
+                    stored = await idempotency.find_stored(conn, program_id, request)
+                    if stored is not None:
+                        return stored
                 return existing
         raise
     except PatronError as exc:

@@ -20,7 +20,8 @@ from app.services.money import CURRENCY_MINOR_UNITS
 _PROGRAM_COLUMNS = (
     "id, name, currency, earn_rate, pending_days, points_expiry_days, hold_ttl_seconds, "
     "timezone, birthday_bonus_points, webhooks_allow_private_hosts, referral, created_at, "
-    "updated_at"
+    "updated_at, lifecycle_mature_days, lifecycle_churn_days, "
+    "lifecycle_churn_interval_multiple, point_value_minor"
 )
 
 
@@ -39,6 +40,10 @@ def _program_out(row: Any) -> ProgramOut:
         referral=ReferralSettings.model_validate(row.referral or {}),
         created_at=row.created_at,
         updated_at=row.updated_at,
+        lifecycle_mature_days=row.lifecycle_mature_days,
+        lifecycle_churn_days=row.lifecycle_churn_days,
+        lifecycle_churn_interval_multiple=row.lifecycle_churn_interval_multiple,
+        point_value_minor=_decimal_text(row.point_value_minor),
     )
 
 

@@ -462,15 +462,11 @@ class TestErase:
     async def test_member_still_earns_after_erasure(self, program: Program) -> None:
         await program.member("m1", points=10, **PERSONAL)
         await program.delete("/v1/members/m1")
-        earned = await program.post(
-            "/v1/members/m1/points/earn", json={"points": 5, "reason": "x"}
-        )
+        earned = await program.post("/v1/members/m1/points/earn", json={"points": 5, "reason": "x"})
         assert earned.status_code == 201
         assert (await program.balance("m1"))["available"] == 15
 
-    async def test_erased_member_still_listed_without_personal_data(
-        self, program: Program
-    ) -> None:
+    async def test_erased_member_still_listed_without_personal_data(self, program: Program) -> None:
         await program.member("m1", **PERSONAL)
         await program.delete("/v1/members/m1")
         listed = (await program.get("/v1/members")).json()["data"]

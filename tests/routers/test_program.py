@@ -52,9 +52,7 @@ async def settings(program: Program) -> dict[str, Any]:
 
 
 async def create_key(program: Program, name: str, *scopes: str, **kwargs: Any) -> httpx.Response:
-    return await program.post(
-        "/v1/api-keys", json={"name": name, "scopes": list(scopes)}, **kwargs
-    )
+    return await program.post("/v1/api-keys", json={"name": name, "scopes": list(scopes)}, **kwargs)
 
 
 class TestGetProgram:
@@ -267,9 +265,7 @@ class TestEarnRate:
         assert_invalid(await program.patch("/v1/program", json={"earn_rate": rate}))
         assert (await settings(program))["earn_rate"] == "1"
 
-    async def test_manual_earn_ignores_the_rate(
-        self, program: Program
-    ) -> None:
+    async def test_manual_earn_ignores_the_rate(self, program: Program) -> None:
         # A manual earn credits exactly the points sent whatever the rate.
         await program.patch("/v1/program", json={"earn_rate": "2.5"})
         await program.member("m1", points=10)
@@ -322,7 +318,9 @@ class TestReferralSettings:
             "/v1/program",
             json={"referral": {"max_rewards_per_referrer_30d": 5, "referrer_points": 10}},
         )
-        await program.patch("/v1/program", json={"referral": {"max_rewards_per_referrer_30d": None}})
+        await program.patch(
+            "/v1/program", json={"referral": {"max_rewards_per_referrer_30d": None}}
+        )
         referral = (await settings(program))["referral"]
         assert referral["max_rewards_per_referrer_30d"] is None
         assert referral["referrer_points"] == 10
@@ -491,9 +489,7 @@ class TestListApiKeys:
         assert created["key"] not in response.text
         assert program.admin_key not in response.text
 
-    async def test_only_this_programs_keys(
-        self, program: Program, other_program: Program
-    ) -> None:
+    async def test_only_this_programs_keys(self, program: Program, other_program: Program) -> None:
         theirs = (await create_key(other_program, "Theirs", "points:read")).json()
         listed = (await program.get("/v1/api-keys")).json()
         assert theirs["id"] not in {k["id"] for k in listed}

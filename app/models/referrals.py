@@ -1,0 +1,63 @@
+"""Referrals: who brought whom, what the referee's qualifying order was, and the payout; and
+the fixed-window counters behind per-key rate limits."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.models.base import Base
+
+REFERRAL_STATUSES = ("pending", "qualified", "rewarded", "rejected", "capped")
+
+
+class Referral(Base):
+    __tablename__ = "referrals"
+    __table_args__ = (
+        # A member is referred at most once.
+        UniqueConstraint("program_id", "referee_id"),
+        CheckConstraint(
+            "status IN ('pending', 'qualified', 'rewarded', 'rejected', 'capped')",
+            name="status_known",
+        ),
+        CheckConstraint("referrer_id <> referee_id", name="not_self"),
+        Index("ix_referrals_referrer_id_id", "referrer_id", "id"),
+        Index("ix_referrals_program_id_id", "program_id", "id"),
+        Index("ix_referrals_order_pk", "order_pk"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id", ondelete="CASCADE"))
+    referrer_id: Mapped[int] = mapped_column(ForeignKey("members.id", ondelete="CASCADE"))
+    referee_id: Mapped[int] = mapped_column(ForeignKey("members.id", ondelete="CASCADE"))
+    code: Mapped[str] = mapped_column(String(8))
+    status: Mapped[str] = mapped_column(String(16))
+    order_pk: Mapped[int | None] = mapped_column(ForeignKey("orders.id", ondelete="SET NULL"))
+    referrer_points: Mapped[int | None] = mapped_column(BigInteger)
+    referee_points: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime]
+    qualified_at: Mapped[datetime | None]
+    closed_at: Mapped[datetime | None]
+
+
+class RateLimitWindow(Base):
+    """Requests counted per subject (e.g. an API key and a route) and fixed window; shared by
+    every worker of a deployment because it lives in the database."""
+
+    __tablename__ = "rate_limit_windows"
+    __table_args__ = (Index("ix_rate_limit_windows_window_start", "window_start"),)
+
+    subject: Mapped[str] = mapped_column(String(120), primary_key=True)
+    window_start: Mapped[datetime] = mapped_column(primary_key=True)
+    count: Mapped[int] = mapped_column(Integer)

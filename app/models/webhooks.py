@@ -1,0 +1,110 @@
+"""Webhooks: the endpoints shops register, one delivery row per endpoint and event, and the
+fan-out job's position in the events table."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+    Uuid,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.models.base import Base
+
+
+class WebhookEndpoint(Base):
+    """A URL that receives signed POSTs of the events it subscribed to.
+
+    The signing secret is stored as is: the service needs it to sign every delivery, so it
+    cannot be a one-way hash like an API key (docs/webhooks.md explains the trade-off).
+    """
+
+    __tablename__ = "webhook_endpoints"
+    __table_args__ = (
+        CheckConstraint("status IN ('active', 'paused')", name="status_known"),
+        Index("ix_webhook_endpoints_program_id_created_at", "program_id", "created_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id", ondelete="CASCADE"))
+    url: Mapped[str] = mapped_column(String(2048))
+    # Event types, or ["*"] for every type.
+    events: Mapped[list[str]] = mapped_column(ARRAY(Text))
+    description: Mapped[str | None] = mapped_column(String(500))
+    secret: Mapped[str] = mapped_column(String(100))
+    # After a rotation the old secret still signs (as a second v1 value) until this time.
+    previous_secret: Mapped[str | None] = mapped_column(String(100))
+    previous_secret_expires_at: Mapped[datetime | None]
+    status: Mapped[str] = mapped_column(String(16), server_default=text("'active'"))
+    paused_reason: Mapped[str | None] = mapped_column(Text)
+    paused_at: Mapped[datetime | None]
+    # Since when every attempt has failed (null after a success), and how many in a row.
+    failing_since: Mapped[datetime | None]
+    consecutive_failures: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    # Events of transactions with this id or later are delivered here: the events that were
+    # not yet settled when the endpoint was registered, and every later one.
+    starts_at_txid: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class WebhookDelivery(Base):
+    """One event for one endpoint: pending until a 2xx (delivered) or the retry horizon
+    (failed). ``attempts`` counts the attempts started; an attempt is claimed by bumping it."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        UniqueConstraint("endpoint_id", "event_id"),
+        CheckConstraint("status IN ('pending', 'delivered', 'failed')", name="status_known"),
+        Index(
+            "ix_webhook_deliveries_pending",
+            "endpoint_id",
+            "next_attempt_at",
+            postgresql_where=text("status = 'pending'"),
+        ),
+        Index("ix_webhook_deliveries_endpoint_id_id", "endpoint_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id", ondelete="CASCADE"))
+    endpoint_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("webhook_endpoints.id", ondelete="CASCADE")
+    )
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16), server_default=text("'pending'"))
+    attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    next_attempt_at: Mapped[datetime]
+    # A failed attempt at or after this time gives up (status failed).
+    retry_until: Mapped[datetime]
+    last_attempt_at: Mapped[datetime | None]
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(String(500))
+    delivered_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+
+
+class WebhookFanoutCursor(Base):
+    """Where the fan-out job is in the events table, as (txid, event id). One row, locked by
+    the job that advances it, so replicas never fan out the same events twice at once."""
+
+    __tablename__ = "webhook_fanout_cursor"
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+    id: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    txid: Mapped[int] = mapped_column(BigInteger)
+    event_id: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime]

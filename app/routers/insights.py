@@ -1,0 +1,123 @@
+"""Insights (admin): overview, RFM segments, on-demand refresh, the dashboard's chart data,
+and member feedback (members:write)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+
+from app.auth import Principal, require_scope
+from app.routers.deps import (
+    IdempotencyKeyHeader,
+    MemberPath,
+    idempotency_request,
+    problems,
+    stored_json,
+)
+from app.schemas.insights import (
+    ChartData,
+    ExpiryMonth,
+    FeedbackCreate,
+    FeedbackOut,
+    FunnelStage,
+    OverviewOut,
+    RefreshOut,
+    SegmentOut,
+    TierCount,
+)
+from app.services import insights
+
+router = APIRouter(tags=["Insights"])
+
+Admin = Annotated[Principal, Depends(require_scope("admin"))]
+MembersWriter = Annotated[Principal, Depends(require_scope("members:write"))]
+PeriodStart = Annotated[
+    datetime | None,
+    Query(alias="from", description="Start of the period, inclusive (default: `to` - 30 days)."),
+]
+PeriodEnd = Annotated[
+    datetime | None, Query(alias="to", description="End of the period, exclusive (default: now).")
+]
+
+
+@router.get(
+    "/v1/insights/overview",
+    response_model=OverviewOut,
+    response_model_by_alias=True,
+    responses=problems(),
+)
+async def get_overview(
+    principal: Admin, start: PeriodStart = None, end: PeriodEnd = None
+) -> OverviewOut:
+    """The returning-customer figures for the period `[from, to)`. Period figures: new and
+    active members, repeat purchase rate, churn rate, average order value, NPS. Point-in-time
+    figures (now): points outstanding and their value, points expiring in 30 days, redemption
+    rate; customer lifetime value as of the last insights refresh. docs/insights.md defines
+    each."""
+    period_start, period_end = insights.resolve_period(start, end)
+    return await insights.overview(principal.program_id, period_start, period_end)
+
+
+@router.get("/v1/insights/segments", response_model=list[SegmentOut], responses=problems())
+async def get_segments(principal: Admin) -> list[SegmentOut]:
+    """Members and net revenue per RFM segment, as of the last refresh."""
+    return await insights.segments(principal.program_id)
+
+
+@router.post("/v1/insights/refresh", response_model=RefreshOut, responses=problems())
+async def refresh(principal: Admin) -> RefreshOut:
+    """Recompute segments and lifecycle stages now (the worker also does it every hour).
+    Safe to repeat: a refresh computes the same result from the same orders."""
+    return await insights.refresh_program(principal.program_id)
+
+
+@router.get(
+    "/v1/insights/points-expiry",
+    response_model=ChartData[ExpiryMonth],
+    responses=problems(),
+)
+async def get_points_expiry(principal: Admin) -> ChartData[ExpiryMonth]:
+    """Points outstanding by the month they expire in (program time zone), then "never"."""
+    return await insights.points_by_expiry_month(principal.program_id)
+
+
+@router.get("/v1/insights/tiers", response_model=ChartData[TierCount], responses=problems())
+async def get_tiers(principal: Admin) -> ChartData[TierCount]:
+    """Members per VIP tier (empty until tiers exist)."""
+    return await insights.members_per_tier(principal.program_id)
+
+
+@router.get(
+    "/v1/insights/referral-funnel",
+    response_model=ChartData[FunnelStage],
+    responses=problems(),
+)
+async def get_referral_funnel(
+    principal: Admin, start: PeriodStart = None, end: PeriodEnd = None
+) -> ChartData[FunnelStage]:
+    """Referrals created in the period by stage (empty until referrals exist)."""
+    period_start, period_end = insights.resolve_period(start, end)
+    return await insights.referral_funnel(principal.program_id, period_start, period_end)
+
+
+@router.post(
+    "/v1/members/{member}/feedback",
+    status_code=201,
+    tags=["Members"],
+    responses={201: {"model": FeedbackOut}, **problems((404, "not_found"))},
+)
+async def give_feedback(
+    member: MemberPath,
+    body: FeedbackCreate,
+    request: Request,
+    principal: MembersWriter,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> Response:
+    """Record a satisfaction score (0-10, "how likely are you to recommend us?"). NPS counts
+    each member's latest score in a period; the member shows their latest one."""
+    stored = await insights.record_feedback(
+        principal.program_id, member, body, idempotency_request(request, idempotency_key, body)
+    )
+    return stored_json(stored)

@@ -1,0 +1,442 @@
+"""Webhook delivery: two worker jobs, fan-out and send.
+
+**Fan-out** (``fan_out_events``) turns events into delivery rows, one per matching endpoint
+and event. It follows the events table by (txid, id), like the feed (app/services/events.py),
+from a single cursor row that it locks with ``FOR UPDATE SKIP LOCKED``: one replica advances
+it at a time, the others skip the job for that round. Reading the batch, inserting the
+deliveries and moving the cursor happen in that one short transaction, so a crash leaves
+nothing half done, and the unique (endpoint, event) pair makes a repeat harmless. An endpoint
+receives the events of transactions from the oldest one running when it was registered: a
+registration holds the cursor row FOR SHARE, so the job either ran entirely before it (and
+stopped below that point) or sees the new endpoint. Checkout traffic never waits for
+it: events are written exactly as before, and the job only reads them.
+
+**Send** (``deliver_due``) claims due deliveries with ``FOR UPDATE SKIP LOCKED`` in one
+short statement that counts the attempt and leases the row (its next attempt moves past the
+time a send can take), then sends with no transaction open. Two replicas can therefore never
+send the same attempt; a replica that dies mid-send leaves a lease that expires, and the
+attempt is made again (at-least-once: receivers dedupe on the event id). Sends run
+concurrently, at most ``MAX_CONCURRENT_SENDS`` in all and ``MAX_SENDS_PER_ENDPOINT`` per
+endpoint, and each is cut off after ``REQUEST_TIMEOUT_SECONDS``, so a slow or dead receiver
+holds a few slots for ten seconds while other endpoints keep flowing through the rest.
+
+A failed attempt is retried after an exponential backoff with jitter (30 s doubling to at
+most an hour, each ±20 %). The first failed attempt at or after the delivery's
+``retry_until`` (24 h after it was created) marks it failed. When that happens and the
+endpoint has had no success at all for the whole horizon, the endpoint is paused with the
+reason; deliveries of a paused endpoint wait until an admin resumes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+from sqlalchemy import text
+
+from app import db, metrics
+from app.clock import clock
+from app.services.events import EVENT_JSON, settled_txid
+from app.services.webhook_urls import UnsafeDestinationError, target_for
+from app.services.webhooks import RETRY_HORIZON
+from app.webhook_signature import signature_header
+
+log = logging.getLogger("patron.webhooks")
+
+REQUEST_TIMEOUT_SECONDS = 10.0
+MAX_CONCURRENT_SENDS = 32
+MAX_SENDS_PER_ENDPOINT = 4
+# Longer than a send can take, so a claimed attempt is not claimed again while in flight.
+LEASE = timedelta(seconds=REQUEST_TIMEOUT_SECONDS * 3 + 30)
+BACKOFF_BASE_SECONDS = 30.0
+BACKOFF_CAP_SECONDS = 3600.0
+BACKOFF_JITTER = 0.2
+FANOUT_BATCH = 500
+USER_AGENT = "Patron-Webhooks/1"
+
+_LOCK_CURSOR = text(
+    "SELECT txid, event_id FROM webhook_fanout_cursor WHERE id = 1 FOR UPDATE SKIP LOCKED"
+)
+_FAN_OUT = text(
+    """
+WITH batch AS (
+    SELECT e.id, e.txid, e.program_id, e.type
+      FROM events AS e
+     WHERE (e.txid, e.id) > (:txid, :event_id) AND e.txid < :horizon
+     ORDER BY e.txid, e.id
+     LIMIT :batch
+), created AS (
+    INSERT INTO webhook_deliveries (program_id, endpoint_id, event_id, next_attempt_at,
+                                    retry_until, created_at)
+    SELECT b.program_id, w.id, b.id, :now, :retry_until, :now
+      FROM batch AS b
+      JOIN webhook_endpoints AS w
+        ON w.program_id = b.program_id AND b.txid >= w.starts_at_txid
+       AND (b.type = ANY (w.events) OR '*' = ANY (w.events))
+    ON CONFLICT (endpoint_id, event_id) DO NOTHING
+    RETURNING 1
+), last AS (
+    SELECT txid, id FROM batch ORDER BY txid DESC, id DESC LIMIT 1
+), moved AS (
+    UPDATE webhook_fanout_cursor AS c
+       SET txid = last.txid, event_id = last.id, updated_at = :now
+      FROM last
+     WHERE c.id = 1
+)
+SELECT (SELECT count(*) FROM batch) AS events, (SELECT count(*) FROM created) AS deliveries
+"""
+)
+
+
+async def fan_out_events(now: datetime) -> int:
+    """Create the deliveries of the next batch of settled events; returns how many events."""
+    async with db.transaction() as conn:
+        position = (await conn.execute(_LOCK_CURSOR)).first()
+        if position is None:  # another replica is at it
+            return 0
+        # Statements of their own, after the lock: their snapshots then see every endpoint
+        # registered before (registration holds the cursor row FOR SHARE until it commits).
+        horizon = await settled_txid(conn)
+        row = (
+            await conn.execute(
+                _FAN_OUT,
+                {
+                    "horizon": horizon,
+                    "txid": position.txid,
+                    "event_id": position.event_id,
+                    "batch": FANOUT_BATCH,
+                    "now": now,
+                    "retry_until": now + RETRY_HORIZON,
+                },
+            )
+        ).one()
+    if row.deliveries:
+        log.info(
+            "webhooks fanned out",
+            extra={"fields": {"events": row.events, "deliveries": row.deliveries}},
+        )
+    return int(row.events)
+
+
+# Candidates: the oldest due deliveries, at most a few per endpoint, skipping endpoints this
+# process already keeps busy. Then lock what no other replica holds, re-checking that it is
+# still due, count the attempt and lease it, and return what the send needs.
+_CLAIM = text(
+    f"""
+WITH candidates AS (
+    SELECT d.id, d.next_attempt_at
+      FROM webhook_endpoints AS w
+     CROSS JOIN LATERAL (
+           SELECT id, next_attempt_at
+             FROM webhook_deliveries
+            WHERE endpoint_id = w.id AND status = 'pending' AND next_attempt_at <= :now
+            ORDER BY next_attempt_at
+            LIMIT :per_endpoint) AS d
+     WHERE w.status = 'active' AND NOT (w.id = ANY (CAST(:busy AS uuid[])))
+     ORDER BY d.next_attempt_at
+     LIMIT :limit
+), claimed AS (
+    SELECT d.id
+      FROM webhook_deliveries AS d
+     WHERE d.id IN (SELECT id FROM candidates)
+       AND d.status = 'pending' AND d.next_attempt_at <= :now
+       FOR UPDATE SKIP LOCKED
+), taken AS (
+    UPDATE webhook_deliveries AS d
+       SET attempts = d.attempts + 1, next_attempt_at = :lease_until
+      FROM claimed
+     WHERE d.id = claimed.id
+ RETURNING d.id, d.program_id, d.endpoint_id, d.event_id, d.attempts, d.retry_until
+)
+SELECT t.id, t.endpoint_id, t.event_id, t.attempts, t.retry_until,
+       w.url, w.secret, w.previous_secret, w.previous_secret_expires_at,
+       p.webhooks_allow_private_hosts AS allow_private,
+       {EVENT_JSON} AS body
+  FROM taken AS t
+  JOIN webhook_endpoints AS w ON w.id = t.endpoint_id
+  JOIN programs AS p ON p.id = t.program_id
+  JOIN events AS e ON e.id = t.event_id
+  LEFT JOIN members AS m ON m.id = e.member_id
+"""
+)
+
+_RECORD_DELIVERED = text(
+    """
+WITH delivered AS (
+    UPDATE webhook_deliveries
+       SET status = 'delivered', delivered_at = :at, last_attempt_at = :at,
+           last_status_code = :status_code, last_error = NULL
+     WHERE id = :id AND attempts = :attempt AND status = 'pending'
+ RETURNING endpoint_id
+)
+UPDATE webhook_endpoints AS w
+   SET consecutive_failures = 0, failing_since = NULL, updated_at = :at
+  FROM delivered
+ WHERE w.id = delivered.endpoint_id
+   AND (w.consecutive_failures > 0 OR w.failing_since IS NOT NULL)
+"""
+)
+_RECORD_FAILED_DELIVERY = text(
+    """
+UPDATE webhook_deliveries
+   SET status = :status, next_attempt_at = :next_attempt_at, last_attempt_at = :at,
+       last_status_code = :status_code, last_error = :error
+ WHERE id = :id AND attempts = :attempt AND status = 'pending'
+RETURNING id
+"""
+)
+_RECORD_FAILED_ENDPOINT = text(
+    """
+UPDATE webhook_endpoints
+   SET consecutive_failures = consecutive_failures + 1,
+       failing_since = COALESCE(failing_since, :at), updated_at = :at
+ WHERE id = :endpoint_id
+RETURNING status, failing_since, consecutive_failures
+"""
+)
+_PAUSE = text(
+    """
+UPDATE webhook_endpoints SET status = 'paused', paused_at = :at, paused_reason = :reason
+ WHERE id = :endpoint_id AND status = 'active'
+"""
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """One attempt this worker holds the lease of."""
+
+    id: int
+    endpoint_id: uuid.UUID
+    event_id: int
+    attempt: int
+    retry_until: datetime
+    url: str
+    secrets: tuple[str, ...]
+    allow_private: bool
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    delivered: bool
+    status_code: int | None = None
+    error: str | None = None
+
+
+def backoff(attempt: int) -> timedelta:
+    """The wait after failed attempt number ``attempt`` (1, 2, ...): doubling, capped, and
+    spread by ±20 % so that receivers recovering from an outage are not hit all at once."""
+    seconds = min(BACKOFF_BASE_SECONDS * 2 ** min(attempt - 1, 30), BACKOFF_CAP_SECONDS)
+    return timedelta(seconds=seconds * random.uniform(1 - BACKOFF_JITTER, 1 + BACKOFF_JITTER))
+
+
+def _attempt_time(now: datetime) -> datetime:
+    # ``now`` is when the job run started; sends happen during it. Never earlier than now,
+    # so that nothing claimed or rescheduled in a run is due again in the same run.
+    return max(now, clock.now())
+
+
+async def _claim(now: datetime, limit: int, busy: list[uuid.UUID]) -> list[Claimed]:
+    async with db.single_statement() as conn:
+        rows = (
+            await conn.execute(
+                _CLAIM,
+                {
+                    "now": now,
+                    "limit": limit,
+                    "per_endpoint": MAX_SENDS_PER_ENDPOINT,
+                    "busy": busy,
+                    "lease_until": _attempt_time(now) + LEASE,
+                },
+            )
+        ).all()
+    return [_claimed(row, _attempt_time(now)) for row in rows]
+
+
+def _claimed(row: Any, at: datetime) -> Claimed:
+    keys = [row.secret]
+    if (
+        row.previous_secret
+        and row.previous_secret_expires_at
+        and row.previous_secret_expires_at > at
+    ):
+        keys.append(row.previous_secret)
+    return Claimed(
+        id=row.id,
+        endpoint_id=row.endpoint_id,
+        event_id=row.event_id,
+        attempt=row.attempts,
+        retry_until=row.retry_until,
+        url=row.url,
+        secrets=tuple(keys),
+        allow_private=row.allow_private,
+        body=row.body.encode(),
+    )
+
+
+async def send(client: httpx.AsyncClient, claimed: Claimed, at: datetime) -> Outcome:
+    """POST the event; a 2xx within the timeout is delivered, anything else is a failure."""
+    try:
+        # Checked again at every attempt: the host may resolve elsewhere by now.
+        target = await target_for(claimed.url, claimed.allow_private)
+    except UnsafeDestinationError as exc:
+        return Outcome(False, error=str(exc))
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+        "Patron-Event-Id": str(claimed.event_id),
+        "Patron-Signature": signature_header(claimed.secrets, int(at.timestamp()), claimed.body),
+        **target.headers,
+    }
+    try:
+        async with (
+            asyncio.timeout(REQUEST_TIMEOUT_SECONDS),
+            client.stream(
+                "POST",
+                target.url,
+                content=claimed.body,
+                headers=headers,
+                extensions=target.extensions,
+            ) as response,
+        ):
+            # The body is never read: a receiver cannot make us download anything.
+            status_code = response.status_code
+    except TimeoutError:
+        return Outcome(False, error=f"No response within {REQUEST_TIMEOUT_SECONDS:g} s.")
+    except httpx.HTTPError as exc:
+        detail = str(exc) or "connection failed"
+        return Outcome(False, error=f"{type(exc).__name__}: {detail}"[:300])
+    if 200 <= status_code < 300:
+        return Outcome(True, status_code=status_code)
+    return Outcome(False, status_code=status_code, error=f"HTTP {status_code}")
+
+
+async def record(claimed: Claimed, outcome: Outcome, at: datetime) -> str | None:
+    """Store the attempt's result; returns the delivery outcome for the metrics, or None when
+    the lease was lost (the delivery was deleted, or retried elsewhere after a long stall)."""
+    common = {"id": claimed.id, "attempt": claimed.attempt, "at": at}
+    if outcome.delivered:
+        async with db.single_statement() as conn:
+            await conn.execute(_RECORD_DELIVERED, {**common, "status_code": outcome.status_code})
+        return "delivered"
+    gives_up = at >= claimed.retry_until
+    async with db.transaction() as conn:
+        updated = (
+            await conn.execute(
+                _RECORD_FAILED_DELIVERY,
+                {
+                    **common,
+                    "status": "failed" if gives_up else "pending",
+                    "next_attempt_at": at if gives_up else at + backoff(claimed.attempt),
+                    "status_code": outcome.status_code,
+                    "error": (outcome.error or "")[:500] or None,
+                },
+            )
+        ).first()
+        if updated is None:
+            return None
+        endpoint = (
+            await conn.execute(
+                _RECORD_FAILED_ENDPOINT, {"endpoint_id": claimed.endpoint_id, "at": at}
+            )
+        ).one()
+        if (
+            gives_up
+            and endpoint.status == "active"
+            and endpoint.failing_since <= at - RETRY_HORIZON
+        ):
+            reason = (
+                f"Every delivery attempt since {endpoint.failing_since.isoformat()} failed "
+                f"({endpoint.consecutive_failures} in a row), and event {claimed.event_id} was "
+                f"given up after {claimed.attempt} attempts. Last error: {outcome.error}. "
+                f"Fix the receiver, then POST /v1/webhook-endpoints/{claimed.endpoint_id}/resume."
+            )
+            await conn.execute(
+                _PAUSE, {"endpoint_id": claimed.endpoint_id, "at": at, "reason": reason}
+            )
+            log.warning(
+                "webhook endpoint paused",
+                extra={"fields": {"endpoint_id": str(claimed.endpoint_id)}},
+            )
+    return "failed" if gives_up else "retrying"
+
+
+async def _attempt(client: httpx.AsyncClient, claimed: Claimed, now: datetime) -> None:
+    outcome = await send(client, claimed, _attempt_time(now))
+    result = await record(claimed, outcome, _attempt_time(now))
+    if result is not None:
+        metrics.delivery_attempted(result)
+
+
+def http_client() -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(REQUEST_TIMEOUT_SECONDS),
+        follow_redirects=False,  # a redirect is a failure: it could point anywhere
+        trust_env=False,  # no proxy from the environment: the address check must hold
+        limits=httpx.Limits(max_connections=MAX_CONCURRENT_SENDS),
+    )
+
+
+async def deliver_due(now: datetime) -> int:
+    """Send every delivery due at ``now``, concurrently; returns how many attempts were made.
+
+    Claims refill the free send slots as sends finish, so one slow endpoint does not hold up a
+    whole batch. Each delivery is attempted at most once per run (a claim or a retry always
+    moves its next attempt past ``now``).
+    """
+    in_flight: dict[asyncio.Task[None], uuid.UUID] = {}
+    async with http_client() as client:
+        try:
+            return await _deliver_loop(client, now, in_flight)
+        finally:
+            # Stopped (worker shutdown): the attempts in flight are abandoned; their leases
+            # expire and another run makes them again.
+            for task in in_flight:
+                task.cancel()
+            if in_flight:
+                await asyncio.gather(*in_flight, return_exceptions=True)
+
+
+async def _deliver_loop(
+    client: httpx.AsyncClient, now: datetime, in_flight: dict[asyncio.Task[None], uuid.UUID]
+) -> int:
+    per_endpoint: Counter[uuid.UUID] = Counter()
+    attempts = 0
+    nothing_due = False
+    while True:
+        free = MAX_CONCURRENT_SENDS - len(in_flight)
+        if free > 0 and not nothing_due:
+            busy = [e for e, n in per_endpoint.items() if n >= MAX_SENDS_PER_ENDPOINT]
+            claimed = await _claim(now, free, busy)
+            for item in claimed:
+                task = asyncio.create_task(_attempt(client, item, now))
+                in_flight[task] = item.endpoint_id
+                per_endpoint[item.endpoint_id] += 1
+            attempts += len(claimed)
+            # Fewer than asked for: nothing else is due, except perhaps for the busy
+            # endpoints, which are claimed again once one of their sends finishes.
+            nothing_due = len(claimed) < free
+        if not in_flight:
+            return attempts
+        done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            endpoint_id = in_flight.pop(task)
+            if per_endpoint[endpoint_id] >= MAX_SENDS_PER_ENDPOINT:
+                nothing_due = False
+            per_endpoint[endpoint_id] -= 1
+            if not per_endpoint[endpoint_id]:
+                del per_endpoint[endpoint_id]
+            if not task.cancelled() and task.exception() is not None:
+                log.error(
+                    "webhook attempt failed unexpectedly",
+                    exc_info=task.exception(),
+                    extra={"fields": {"endpoint_id": str(endpoint_id)}},
+                )
