@@ -34,7 +34,22 @@ TAGS: list[dict[str, str]] = [
         "description": "Tiers, their thresholds and multipliers, the tier policy, and previews "
         "of a change before you save it.",
     },
-    {"name": "Events", "description": "The feed of every change, and signed webhooks."},
+    {
+        "name": "Referrals",
+        "description": "Share links, code lookups for sign-up pages, attribution, the funnel.",
+    },
+    {
+        "name": "Member app",
+        "description": "Member tokens, and the /v1/me routes a mobile app calls with one.",
+    },
+    {
+        "name": "Events and webhooks",
+        "description": "The feed of every change, and signed webhooks.",
+    },
+    {
+        "name": "Insights",
+        "description": "Segments, lifecycle, NPS and the returning-customer figures.",
+    },
     {"name": "Operations", "description": "Health, readiness and metrics."},
 ]
 

@@ -78,6 +78,9 @@ def make_engine(url: str, settings: Settings | None = None) -> AsyncEngine:
                 "application_name": "patron",
                 # The hot statements are short; JIT compilation only adds latency to them.
                 "jit": "off",
+                # Statements are prepared once per connection (asyncpg); a generic plan
+                # saves re-planning the multi-CTE ledger statements on every execution.
+                "plan_cache_mode": "force_generic_plan",
                 "statement_timeout": str(settings.statement_timeout_ms),
                 "lock_timeout": str(settings.statement_timeout_ms),
             }

@@ -295,7 +295,8 @@ async def rotate_signing_keys(
         await conn.execute(_LOCK)
         keys = [_key(row) for row in (await conn.execute(_ACTIVE_KEYS)).all()]
         new = await _new_key(conn, now)
-        successors = [*keys[1:], new]
+        # Each key's successor: the next key, and the new one for the newest.
+        successors = [*keys[1:], new] if keys else []
         retired = [
             key.kid
             for key, successor in zip(keys, successors, strict=True)

@@ -6,9 +6,11 @@ One run, start to end:
    creates a program and its admin key with the app's own service function, and bulk-loads
    ``--members`` members (account, one seed ``earn`` entry and its lot each) in plain SQL;
 2. starts ``patron serve --workers N`` on a free port and waits for ``/readyz``;
-3. drives earn, redeem and GET points in turn with wrk (``bench/ledger.lua``), each for
-   ``--duration`` seconds, while sampling the memory and CPU of the service and the CPU of
-   its PostgreSQL backends;
+3. drives earn, redeem and GET points (``bench/ledger.lua``), then ``POST /v1/orders`` with a
+   3-item basket under one active earn rule and the hold -> capture pair
+   (``bench/checkout.lua``) in turn with wrk, each for ``--duration`` seconds (``--only``
+   picks some), while sampling the memory and CPU of the service and the CPU of its
+   PostgreSQL backends;
 4. stops the service and runs pgbench (``bench/reference.sql``: one INSERT plus one
    ``UPDATE ... RETURNING`` in a transaction) on a reference schema in the same database;
 5. audits the ledger invariants, prints a table and writes ``bench/results/latest.json``;
@@ -19,6 +21,7 @@ run, or any request got a non-2xx answer or a socket error (the figures would th
 the hot paths), else 0.
 
     uv run --extra embedded python bench/run.py [--duration 20] [--members 100000]
+        [--only earn,redeem,points,orders,holds]
 """
 
 from __future__ import annotations
@@ -65,15 +68,55 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = ROOT / "bench"
 RESULTS_DIR = BENCH_DIR / "results"
 LUA_SCRIPT = BENCH_DIR / "ledger.lua"
+CHECKOUT_SCRIPT = BENCH_DIR / "checkout.lua"
 PGBENCH_SCRIPT = BENCH_DIR / "reference.sql"
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1/postgres"
 
-# (wrk mode in ledger.lua, label, request body); measured in this order.
-ENDPOINTS = (
-    ("earn", "POST /v1/members/{m}/points/earn", '{"points": 10, "reason": "bench"}'),
-    ("redeem", "POST /v1/members/{m}/points/redeem", '{"points": 1}'),
-    ("points", "GET  /v1/members/{m}/points", ""),
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One wrk run: ``mode`` selects the request in ``script``; ``unit`` is what req/s counts
+    ("pair" for the hold -> capture pair, which is two requests)."""
+
+    mode: str
+    label: str
+    body: str
+    script: Path = LUA_SCRIPT
+    unit: str = "request"
+
+
+# The basket every order sends (checkout.lua builds it with a fresh order_id and member), and
+# the earn rule created before the orders run: double points on the "tea" items.
+ORDER_BODY = (
+    '{"order_id": "<tag>-<thread>-<n>", "member_id": "m<random>", "amount": 7400, '
+    '"currency": "USD", "items": [{"sku": "TEA-01", "category": "tea", "quantity": 2, '
+    '"unit_price": 1250}, {"sku": "CUP-02", "category": "ware", "quantity": 1, '
+    '"unit_price": 3400}, {"sku": "BAG-03", "category": "gift", "quantity": 3, '
+    '"unit_price": 500}]}'
 )
+EARN_RULE = {
+    "name": "bench: double points on tea",
+    "active": True,
+    "conditions": {"categories": ["tea"]},
+    "effect": {"multiplier": "2"},
+}
+
+# Measured in this order.
+ENDPOINTS = (
+    Endpoint("earn", "POST /v1/members/{m}/points/earn", '{"points": 10, "reason": "bench"}'),
+    Endpoint("redeem", "POST /v1/members/{m}/points/redeem", '{"points": 1}'),
+    Endpoint("points", "GET  /v1/members/{m}/points", ""),
+    Endpoint("orders", "POST /v1/orders (3 items, 1 rule)", ORDER_BODY, CHECKOUT_SCRIPT),
+    Endpoint(
+        "holds",
+        "hold -> capture pair",
+        'POST /v1/members/m<random>/holds {"points": <--hold-points>}, then '
+        "POST /v1/holds/<hold_id>/capture {}",
+        CHECKOUT_SCRIPT,
+        unit="pair",
+    ),
+)
+MODES = tuple(e.mode for e in ENDPOINTS)
 SEED_ACTOR = "bench:seed"
 MIB = 1024 * 1024
 
@@ -95,6 +138,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=3, help="seconds of unreported GETs")
     parser.add_argument("--timeout", type=int, default=10, help="wrk request timeout, seconds")
     parser.add_argument(
+        "--only",
+        type=_modes,
+        default=MODES,
+        metavar="MODES",
+        help=f"comma-separated endpoints to measure, of {','.join(MODES)} (default: all)",
+    )
+    parser.add_argument(
+        "--hold-points", type=int, default=5, help="points per hold in the hold -> capture pair"
+    )
+    parser.add_argument(
         "--no-install", action="store_true", help="fail instead of apt-get installing wrk"
     )
     parser.add_argument(
@@ -106,7 +159,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.members < 1 or args.duration < 1 or args.connections < args.threads:
         parser.error("need --members >= 1, --duration >= 1 and --connections >= --threads")
+    if args.hold_points < 1:
+        parser.error("need --hold-points >= 1")
     return args
+
+
+def _modes(value: str) -> tuple[str, ...]:
+    chosen = {part.strip() for part in value.split(",") if part.strip()}
+    unknown = chosen - set(MODES)
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(
+            f"unknown endpoint(s) {', '.join(sorted(unknown)) or '(none)'}; "
+            f"choose from {','.join(MODES)}"
+        )
+    return tuple(mode for mode in MODES if mode in chosen)
+
+
+def selected(args: argparse.Namespace) -> list[Endpoint]:
+    return [e for e in ENDPOINTS if e.mode in args.only]
 
 
 # --- tools -------------------------------------------------------------------------------
@@ -271,7 +341,18 @@ async def ledger_counts(url: str) -> dict[str, int]:
         row = await conn.fetchrow(
             """
             SELECT count(*) FILTER (WHERE kind = 'earn' AND actor <> $1) AS earn_entries,
-                   count(*) FILTER (WHERE kind = 'redeem') AS redeem_entries,
+                   count(*) FILTER (WHERE kind = 'redeem' AND hold_id IS NULL)
+                       AS redeem_entries,
+                   count(*) FILTER (WHERE kind = 'order') AS order_entries,
+                   count(*) FILTER (WHERE kind = 'redeem' AND hold_id IS NOT NULL)
+                       AS capture_entries,
+                   (SELECT count(*) FROM orders) AS orders,
+                   -- orders whose breakdown has a rule:<id> line (the earn rule applied)
+                   (SELECT count(*) FROM orders
+                     WHERE jsonb_path_exists(breakdown, '$[*] ? (@.source like_regex "^rule:")'))
+                       AS orders_with_rule,
+                   (SELECT count(*) FROM holds) AS holds,
+                   (SELECT count(*) FROM holds WHERE status = 'captured') AS holds_captured,
                    (SELECT count(*) FROM events) AS events
               FROM point_entries
             """,
@@ -280,6 +361,20 @@ async def ledger_counts(url: str) -> dict[str, int]:
     finally:
         await conn.close()
     return dict(row)
+
+
+def create_earn_rule(base_url: str, key: str) -> int:
+    """The one active earn rule the orders run goes against, through the API."""
+    answer = httpx.post(
+        f"{base_url}/v1/earn-rules",
+        json=EARN_RULE,
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=30,
+    )
+    if answer.status_code != 201:
+        raise RuntimeError(f"POST /v1/earn-rules answered {answer.status_code}: {answer.text}")
+    rule_id: int = answer.json()["id"]
+    return rule_id
 
 
 async def run_audit(url: str, program_id: int) -> list[str]:
@@ -581,57 +676,81 @@ def _cpus() -> int:
 # --- load generators ---------------------------------------------------------------------
 
 
-def run_wrk(
+@dataclass
+class WrkLoad:
+    """A wrk run under way (see ``start_wrk``)."""
+
+    process: subprocess.Popen[str]
+    mode: str
+    output_name: str
+    meter: CpuMeter | None
+
+
+def start_wrk(
     wrk: str,
-    args: argparse.Namespace,
-    base_url: str,
+    *,
+    script: Path,
     mode: str,
+    base_url: str,
     key: str,
+    members: int,
+    connections: int,
+    threads: int,
     seconds: int,
+    timeout: int,
+    output_name: str,
+    extra_env: dict[str, str] | None = None,
     probe: ServiceProbe | None = None,
-) -> dict[str, Any]:
+) -> WrkLoad:
+    """Start wrk in the background; ``finish_wrk`` collects its BENCH_RESULT, either when the
+    ``seconds`` are over or at once (it then stops wrk with SIGINT, after which wrk still
+    reports what it measured until then)."""
     env = {
         **os.environ,
         "BENCH_MODE": mode,
-        "BENCH_MEMBERS": str(args.members),
+        "BENCH_MEMBERS": str(members),
         "BENCH_API_KEY": key,
+        **(extra_env or {}),
     }
     command = [
         wrk,
-        f"-t{args.threads}",
-        f"-c{args.connections}",
+        f"-t{threads}",
+        f"-c{connections}",
         f"-d{seconds}s",
-        f"--timeout={args.timeout}s",
+        f"--timeout={timeout}s",
         "-s",
-        str(LUA_SCRIPT),
+        str(script),
         base_url,
     ]
     meter = CpuMeter(probe.database, probe.pid) if probe else None
     if meter:
         meter.start()
-    wrk_process = subprocess.Popen(
+    process = subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    spread = None
+    return WrkLoad(process, mode, output_name, meter)
+
+
+def finish_wrk(load: WrkLoad, *, interrupt: bool = False) -> dict[str, Any]:
+    process = load.process
     try:
-        if probe:
-            time.sleep(min(1.0, seconds / 4))
-            spread = probe.connections_per_worker()
-        stdout, stderr = wrk_process.communicate()
+        if interrupt and process.poll() is None:
+            process.send_signal(signal.SIGINT)  # wrk stops and still prints its summary
+        stdout, stderr = process.communicate(timeout=None if not interrupt else 60)
     except BaseException:
-        wrk_process.kill()
-        wrk_process.wait()
+        process.kill()
+        process.wait()
         raise
     finally:
-        cpu = meter.stop() if meter else None
-    (RESULTS_DIR / f"wrk-{mode}.txt").write_text(stdout + stderr)
+        cpu = load.meter.stop() if load.meter else None
+    (RESULTS_DIR / f"{load.output_name}.txt").write_text(stdout + stderr)
     for line in stdout.splitlines():
         if line.startswith("BENCH_RESULT "):
             result: dict[str, Any] = json.loads(line.removeprefix("BENCH_RESULT "))
             break
     else:
         raise RuntimeError(
-            f"wrk ({mode}) exited with {wrk_process.returncode} and printed no "
+            f"wrk ({load.mode}) exited with {process.returncode} and printed no "
             f"BENCH_RESULT line:\n{stdout}{stderr}"
         )
     statuses: Counter[str] = Counter()
@@ -640,7 +759,56 @@ def run_wrk(
         statuses[code] += int(count)
     result["statuses"] = dict(sorted(statuses.items()))
     result["cpu_seconds"] = cpu
+    return result
+
+
+def abort_wrk(load: WrkLoad) -> None:
+    """Stop a wrk run whose figures are not wanted (on errors)."""
+    if load.process.poll() is None:
+        load.process.kill()
+    load.process.communicate()
+    if load.meter:
+        load.meter.stop()
+
+
+def run_wrk(
+    wrk: str,
+    args: argparse.Namespace,
+    base_url: str,
+    endpoint: Endpoint,
+    key: str,
+    seconds: int,
+    probe: ServiceProbe | None = None,
+    run_tag: str = "bench",
+) -> dict[str, Any]:
+    # The hold -> capture pair needs one connection per wrk thread (see checkout.lua).
+    threads = args.connections if endpoint.mode == "holds" else args.threads
+    load = start_wrk(
+        wrk,
+        script=endpoint.script,
+        mode=endpoint.mode,
+        base_url=base_url,
+        key=key,
+        members=args.members,
+        connections=args.connections,
+        threads=threads,
+        seconds=seconds,
+        timeout=args.timeout,
+        output_name=f"wrk-{endpoint.mode}",
+        extra_env={"BENCH_RUN_TAG": run_tag, "BENCH_HOLD_POINTS": str(args.hold_points)},
+        probe=probe,
+    )
+    spread = None
+    try:
+        if probe:
+            time.sleep(min(1.0, seconds / 4))
+            spread = probe.connections_per_worker()
+    except BaseException:
+        abort_wrk(load)
+        raise
+    result = finish_wrk(load)
     result["connections_per_worker"] = spread
+    result["wrk_threads"] = threads
     return result
 
 
@@ -712,6 +880,7 @@ def parse_pgbench(output: str) -> dict[str, Any]:
 
 def print_report(report: dict[str, Any]) -> None:
     tps = report["pgbench"]["tps"]
+    endpoints: dict[str, dict[str, Any]] = report["endpoints"]
     header = (
         f"{'endpoint':<36} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} "
         f"{'sock err':>8} {'÷ pgbench':>9}"
@@ -719,12 +888,18 @@ def print_report(report: dict[str, Any]) -> None:
     print()
     print(header)
     print("-" * len(header))
-    for mode, label, _ in ENDPOINTS:
-        e = report["endpoints"][mode]
+    for e in endpoints.values():
+        label = e["request"] if e["unit"] == "request" else f"{e['request']} ({e['unit']}s/s)"
         print(
             f"{label:<36} {e['rps']:>9.1f} {e['p50_ms']:>8.2f} {e['p99_ms']:>8.2f} "
             f"{e['non_2xx']:>8} {e['socket_errors_total']:>8} {e['ratio_to_pgbench']:>9.3f}"
         )
+        for call, figures in (e.get("calls_ms") or {}).items():
+            if figures:
+                print(
+                    f"  {call + ' call (of ' + str(figures['count']) + ')':<34} "
+                    f"{'':>9} {figures['p50']:>8.2f} {figures['p99']:>8.2f}"
+                )
     pg = report["pgbench"]
     print("-" * len(header))
     latency = f", latency avg {pg['latency_avg_ms']:.2f} ms" if "latency_avg_ms" in pg else ""
@@ -732,17 +907,25 @@ def print_report(report: dict[str, Any]) -> None:
         f"{'pgbench reference (INSERT + UPDATE)':<36} {tps:>9.1f} tps "
         f"(without connection time{latency})"
     )
-    for mode, _, _ in ENDPOINTS:
-        e = report["endpoints"][mode]
+    if "holds" in endpoints:
+        e = endpoints["holds"]
+        print(
+            f"  holds: a pair is one hold and its capture; {e['requests']} requests "
+            f"({e['requests_per_s']:.1f}/s), p50/p99 in the row above are over both calls, "
+            f"per call below it (wrk with {e['wrk_threads']} threads, one connection each)"
+        )
+    if "orders" in endpoints:
+        print(f"  orders: earn rule {report.get('earn_rule_id')} active ({EARN_RULE['name']})")
+    for mode, e in endpoints.items():
         if e["non_2xx"]:
             print(f"  {mode}: non-2xx by status {e['statuses']}; first: {e['first_error']}")
     print(
         f"CPU per request, ms (CPU seconds used in each {report['config']['duration_s']} s run "
-        "÷ requests):"
+        "÷ requests; per pair for holds):"
     )
-    for mode, _, _ in ENDPOINTS:
-        e = report["endpoints"][mode]
+    for mode, e in endpoints.items():
         cpu, per = e["cpu_seconds"], e["cpu_ms_per_request"]
+        per = per or {"service": float("nan"), "postgres_backends": float("nan")}
         workers = " + ".join(f"{w:.1f}" for w in cpu["workers"])
         spread = "/".join(str(n) for n in e["connections_per_worker"] or [])
         if len(cpu["workers"]) > report["config"]["workers"]:
@@ -758,17 +941,22 @@ def print_report(report: dict[str, Any]) -> None:
             f"   (PostgreSQL {pg['cpu_seconds']['postgres_backends']:.1f} s)"
         )
     print("CPU seconds on the machine during each run (others = work not part of the bench):")
-    for mode, _, _ in ENDPOINTS:
-        _print_machine(mode, "wrk", report["endpoints"][mode]["cpu_seconds"])
+    for mode, e in endpoints.items():
+        _print_machine(mode, "wrk", e["cpu_seconds"])
     _print_machine("pgbench", "pgbench", pg["cpu_seconds"])
     rss = report["service_rss"]
     parts = ", ".join(f"{p['role']} {p['pid']}: {p['peak_rss_mib']:.1f}" for p in rss["processes"])
     print(f"service peak RSS: {rss['peak_total_mib']:.1f} MiB in all ({parts} MiB)")
     counts = report["ledger_rows"]
+    ok = {mode: e["ok"] for mode, e in endpoints.items()}
     print(
-        f"ledger rows written: {counts['earn_entries']} earn, {counts['redeem_entries']} redeem "
-        f"entries, {counts['events']} events (wrk counted "
-        f"{report['endpoints']['earn']['ok']} + {report['endpoints']['redeem']['ok']} 2xx)"
+        f"ledger rows written: {counts['earn_entries']} earn (wrk 2xx {ok.get('earn', 0)}), "
+        f"{counts['redeem_entries']} redeem ({ok.get('redeem', 0)}), "
+        f"{counts['orders']} orders ({ok.get('orders', 0)}; {counts['orders_with_rule']} "
+        f"with the rule's line) with {counts['order_entries']} order entries, "
+        f"{counts['holds']} holds of which {counts['holds_captured']} captured "
+        f"({counts['capture_entries']} capture entries; wrk pairs "
+        f"{endpoints.get('holds', {}).get('pairs', 0)}), {counts['events']} events"
     )
     audit = report["audit"]
     if audit["error"]:
@@ -795,35 +983,45 @@ def _print_machine(name: str, generator: str, cpu: dict[str, Any]) -> None:
     )
 
 
-def endpoint_figures(result: dict[str, Any], label: str, body: str, tps: float) -> dict[str, Any]:
+def endpoint_figures(result: dict[str, Any], endpoint: Endpoint, tps: float) -> dict[str, Any]:
+    """The report's figures for one wrk run. For the hold -> capture pair the rate is pairs/s
+    (captures answered 2xx per second) and the ratio and CPU are per pair."""
     latency = result["latency_ms"]
     socket_errors = result["socket_errors"]
     cpu, requests = result.get("cpu_seconds"), result["requests"]
+    pairs = endpoint.unit == "pair"
+    rate = result["pairs_per_s"] if pairs else result["rps"]
+    units = result["pairs"] if pairs else requests
     return {
-        "request": label,
-        "body": body or None,
-        "rps": round(result["rps"], 1),
+        "request": endpoint.label,
+        "body": endpoint.body or None,
+        "unit": endpoint.unit,
+        "rps": round(rate, 1),
+        "requests_per_s": round(result["rps"], 1),
         "p50_ms": latency["p50"],
         "p90_ms": latency["p90"],
         "p99_ms": latency["p99"],
         "mean_ms": latency["mean"],
         "max_ms": latency["max"],
-        "requests": result["requests"],
-        "ok": result["requests"] - result["non_2xx"],
+        "calls_ms": result.get("calls_ms"),
+        "requests": requests,
+        "pairs": result.get("pairs") if pairs else None,
+        "ok": requests - result["non_2xx"],
         "non_2xx": result["non_2xx"],
         "statuses": result["statuses"],
         "first_error": result["first_error"] or None,
         "socket_errors": socket_errors,
         "socket_errors_total": sum(socket_errors.values()),
-        "ratio_to_pgbench": round(result["rps"] / tps, 4) if tps else None,
+        "ratio_to_pgbench": round(rate / tps, 4) if tps else None,
         "cpu_seconds": cpu,
         "cpu_ms_per_request": {
-            "service": round(1000 * cpu["service"] / requests, 3),
-            "postgres_backends": round(1000 * cpu["postgres_backends"] / requests, 3),
+            "service": round(1000 * cpu["service"] / units, 3),
+            "postgres_backends": round(1000 * cpu["postgres_backends"] / units, 3),
         }
-        if cpu and requests
+        if cpu and units
         else None,
         "connections_per_worker": result.get("connections_per_worker"),
+        "wrk_threads": result.get("wrk_threads"),
         # More workers than configured means uvicorn replaced one during the run.
         "worker_processes_seen": len(cpu["workers"]) if cpu else None,
     }
@@ -870,16 +1068,24 @@ def bench(args: argparse.Namespace) -> int:
         sampler = RssSampler(server.process.pid)
         probe = ServiceProbe(server.process.pid, server.port, name)
         sampler.start()
+        endpoints = selected(args)
+        rule_id = None
+        if any(e.mode == "orders" for e in endpoints):
+            rule_id = create_earn_rule(server.base_url, key)
+            log(f"earn rule {rule_id} created: {json.dumps(EARN_RULE)}")
         if args.warmup:
             log(f"warming up for {args.warmup}s (GET points, not reported)")
-            run_wrk(wrk, args, server.base_url, "points", key, args.warmup)
+            warmup = next(e for e in ENDPOINTS if e.mode == "points")
+            run_wrk(wrk, args, server.base_url, warmup, key, args.warmup)
         results: dict[str, dict[str, Any]] = {}
-        for mode, label, _ in ENDPOINTS:
-            log(f"wrk {label}: {args.connections} connections, {args.duration}s")
-            results[mode] = run_wrk(wrk, args, server.base_url, mode, key, args.duration, probe)
-            r = results[mode]
+        run_tag = name.removeprefix("patron_bench_")
+        for endpoint in endpoints:
+            log(f"wrk {endpoint.label}: {args.connections} connections, {args.duration}s")
+            r = run_wrk(wrk, args, server.base_url, endpoint, key, args.duration, probe, run_tag)
+            results[endpoint.mode] = r
+            pairs = f"{r['pairs_per_s']:.1f} pairs/s, " if endpoint.unit == "pair" else ""
             log(
-                f"  {r['rps']:.1f} req/s, p50 {r['latency_ms']['p50']:.2f} ms, "
+                f"  {pairs}{r['rps']:.1f} req/s, p50 {r['latency_ms']['p50']:.2f} ms, "
                 f"p99 {r['latency_ms']['p99']:.2f} ms, non-2xx {r['non_2xx']}"
             )
         sampler.stop()
@@ -905,6 +1111,7 @@ def bench(args: argparse.Namespace) -> int:
             "finished_at": datetime.now(UTC).isoformat(),
             "git_commit": git_commit(),
             "program_id": program_id,
+            "earn_rule_id": rule_id,
             "machine": {
                 "cpus": os.cpu_count(),
                 "python": platform.python_version(),
@@ -919,12 +1126,11 @@ def bench(args: argparse.Namespace) -> int:
                 "threads": args.threads,
                 "workers": args.workers,
                 "seed_points": args.seed_points,
+                "hold_points": args.hold_points,
                 "wrk_timeout_s": args.timeout,
+                "only": list(args.only),
             },
-            "endpoints": {
-                mode: endpoint_figures(results[mode], label, body, tps)
-                for mode, label, body in ENDPOINTS
-            },
+            "endpoints": {e.mode: endpoint_figures(results[e.mode], e, tps) for e in endpoints},
             "pgbench": pg,
             "service_rss": sampler.summary(),
             "ledger_rows": counts,

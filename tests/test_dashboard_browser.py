@@ -13,22 +13,42 @@ from playwright.async_api import ConsoleMessage, Page, async_playwright
 from app.services.programs import create_program
 from tests.live import CHROMIUM_FLAGS, chromium_path, running_server
 
-CHARTS_WITH_DATA = ("chart-segments", "chart-revenue", "chart-expiry")
-# No tiers or referrals exist yet: these charts show why they are empty.
-CHARTS_EMPTY_FOR_NOW = {"chart-tiers": "No tiers yet.", "chart-funnel": "No referrals yet."}
+CHARTS_WITH_DATA = (
+    "chart-segments",
+    "chart-revenue",
+    "chart-expiry",
+    "chart-tiers",
+    "chart-funnel",
+)
 
 
 async def seed(api: httpx.AsyncClient) -> None:
-    """Twelve members with varied histories, points with and without expiry, feedback."""
+    """Twelve members with varied histories, points with and without expiry, feedback, two
+    tiers, and one referral (c0 brought c1)."""
     now = datetime.now(UTC)
 
     async def ok(response: Any) -> None:
         assert response.status_code in (200, 201), response.text
 
     await ok(await api.patch("/v1/program", json={"points_expiry_days": 60}))
+    await ok(await api.post("/v1/tiers", json={"key": "silver", "name": "Silver", "threshold": 50}))
+    await ok(await api.post("/v1/tiers", json={"key": "gold", "name": "Gold", "threshold": 150}))
+    await ok(
+        await api.patch(
+            "/v1/program", json={"referral": {"referrer_points": 10, "referee_points": 5}}
+        )
+    )
+    code = None
     for index in range(12):
         name = f"c{index}"
-        await ok(await api.put(f"/v1/members/{name}", json={"name": f"Customer {index}"}))
+        fields: dict[str, Any] = {"name": f"Customer {index}"}
+        if code is not None and index == 1:
+            fields["referral_code"] = code
+        await ok(await api.put(f"/v1/members/{name}", json=fields))
+        if index == 0:
+            link = await api.post("/v1/members/c0/referral-link")
+            await ok(link)
+            code = link.json()["code"]
         for k in range(index % 4):
             when = now - timedelta(days=2 + index * 20 + k * 9)
             await ok(
@@ -116,7 +136,7 @@ class TestDashboard:
                 cards = await page.locator("#cards .card").count()
                 states = {
                     chart: await page.get_attribute(f"#{chart}", "data-state")
-                    for chart in (*CHARTS_WITH_DATA, *CHARTS_EMPTY_FOR_NOW)
+                    for chart in CHARTS_WITH_DATA
                 }
                 bars = {
                     chart: await page.locator(f"#{chart} svg rect.bar").count()
@@ -127,10 +147,6 @@ class TestDashboard:
                     for chart in CHARTS_WITH_DATA
                 }
                 table_rows = await page.locator("#chart-segments table tbody tr").count()
-                empty_notes = {
-                    chart: (await page.locator(f"#{chart} .empty").inner_text()).strip()
-                    for chart in CHARTS_EMPTY_FOR_NOW
-                }
                 members_card = await page.locator("#cards .card").first.inner_text()
                 stored_key = await page.evaluate("sessionStorage.getItem('patron.adminKey')")
 
@@ -143,15 +159,13 @@ class TestDashboard:
         assert outside == []
         assert cards == 13
         assert "12" in members_card
-        assert states == {
-            **dict.fromkeys(CHARTS_WITH_DATA, "ready"),
-            **dict.fromkeys(CHARTS_EMPTY_FOR_NOW, "empty"),
-        }
+        assert states == dict.fromkeys(CHARTS_WITH_DATA, "ready")
         assert bars["chart-segments"] == bars["chart-revenue"] == len(segments) == 11
         assert bars["chart-expiry"] == len(expiry) >= 2
+        assert bars["chart-tiers"] == 2
+        assert bars["chart-funnel"] == 3
         assert all(labels.values())
         assert table_rows == 11
-        assert empty_notes == CHARTS_EMPTY_FOR_NOW
         assert stored_key == key
         for shot in ("dashboard-key.png", "dashboard.png"):
             assert (tmp_path / shot).stat().st_size > 0

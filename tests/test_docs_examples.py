@@ -68,15 +68,19 @@ def new_program_key(database_url: str) -> str:
     return key
 
 
+SHARED = "HOLD_ID TOKEN CODE"
+
+
 def run_blocks(blocks: list[str], base: str, key: str) -> list[list[str]]:
     """Run each block in bash; returns each block's output lines. Blocks share shell
-    variables (HOLD_ID), as when pasted into one terminal one after another."""
+    variables (HOLD_ID, TOKEN, CODE), as when pasted into one terminal one after another."""
     outputs = []
     env = {**os.environ, "PATRON": base, "KEY": key}
     carried = ""
     for block in blocks:
         script = (
-            f"set -euo pipefail\n{carried}\n{block}\necho\ndeclare -p HOLD_ID 2>/dev/null || true\n"
+            f"set -euo pipefail\n{carried}\n{block}\n"
+            f"echo\ndeclare -p {SHARED} 2>/dev/null || true\n"
         )
         result = subprocess.run(
             ["bash", "-c", script],
@@ -90,7 +94,7 @@ def run_blocks(blocks: list[str], base: str, key: str) -> list[list[str]]:
         lines = [line for line in result.stdout.splitlines() if line.strip()]
         declared = [line for line in lines if line.startswith("declare ")]
         if declared:
-            carried = declared[-1]
+            carried = "\n".join(declared)
         outputs.append([line for line in lines if not line.startswith("declare ")])
     return outputs
 
@@ -112,3 +116,26 @@ class TestCheckoutGuide:
         # 1000 - 500 redeemed + 259 earned - floor(259 * 8800 / 25900) reversed
         # + floor(500 * 8800 / 25900) restored
         assert points["available"] == 1000 - 500 + 259 - 88 + 169
+
+
+class TestReferralGuide:
+    def test_every_example_runs(self, server: str, database_url: str) -> None:
+        key = new_program_key(database_url)
+        blocks = shell_blocks(DOCS / "referrals.md")
+        assert len(blocks) == 7
+        outputs = run_blocks(blocks, server, key)
+        code = outputs[2][-1]
+        looked_up = json_documents(outputs[3])[-1]
+        assert looked_up == {"code": code, "valid": True, "referee_points": 200}
+        friend = json_documents(outputs[4])[-1]
+        assert friend["referred_by"] == "cust-1001"
+        funnel, points = json_documents(outputs[6])
+        assert funnel == {
+            "code": code,
+            "url": f"https://shop.example/invite/{code}",
+            "invited": 1,
+            "qualified": 1,
+            "rewarded": 1,
+            "points_earned": 500,
+        }
+        assert points["available"] == 500

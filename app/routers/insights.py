@@ -27,7 +27,7 @@ from app.schemas.insights import (
     SegmentOut,
     TierCount,
 )
-from app.services import insights
+from app.services import idempotency, insights
 
 router = APIRouter(tags=["Insights"])
 
@@ -66,11 +66,20 @@ async def get_segments(principal: Admin) -> list[SegmentOut]:
     return await insights.segments(principal.program_id)
 
 
-@router.post("/v1/insights/refresh", response_model=RefreshOut, responses=problems())
-async def refresh(principal: Admin) -> RefreshOut:
+@router.post("/v1/insights/refresh", responses={200: {"model": RefreshOut}, **problems()})
+async def refresh(
+    request: Request, principal: Admin, idempotency_key: IdempotencyKeyHeader = None
+) -> Response:
     """Recompute segments and lifecycle stages now (the worker also does it every hour).
     Safe to repeat: a refresh computes the same result from the same orders."""
-    return await insights.refresh_program(principal.program_id)
+
+    async def compute() -> tuple[int, str]:
+        return 200, (await insights.refresh_program(principal.program_id)).model_dump_json()
+
+    stored = await idempotency.run_recomputation(
+        principal.program_id, idempotency_request(request, idempotency_key, None), compute
+    )
+    return stored_json(stored)
 
 
 @router.get(

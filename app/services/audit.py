@@ -3,7 +3,9 @@
 1. ``available + held`` = sum of available entries; ``pending`` = sum of pending entries;
 2. ``held`` = sum of active holds;
 3. ``max(available + held, 0)`` = sum of remaining lot amounts;
-4. ``available >= 0``, except after a refund clawback.
+4. ``available >= 0``, except after a refund clawback;
+5. every entry, lot and event points at an existing member of its own program (these tables
+   carry no foreign keys; see docs/ledger.md).
 
 ``patron audit`` and the tests run this; it only reads.
 """
@@ -80,9 +82,25 @@ class Violation:
         )
 
 
+_STRAYS = text(
+    """
+SELECT t.program_id, t.member_id, t.what, count(*) AS rows
+  FROM (SELECT program_id, member_id, 'entries' AS what FROM point_entries
+        UNION ALL SELECT program_id, member_id, 'lots' FROM point_lots
+        UNION ALL SELECT program_id, member_id, 'events' FROM events
+                   WHERE member_id IS NOT NULL) AS t
+  LEFT JOIN members AS m ON m.id = t.member_id AND m.program_id = t.program_id
+ WHERE m.id IS NULL
+   AND (CAST(:program_id AS bigint) IS NULL OR t.program_id = :program_id)
+ GROUP BY 1, 2, 3
+"""
+)
+
+
 async def audit(program_id: int | None = None) -> list[Violation]:
     async with db.read_only() as conn:
         rows = (await conn.execute(_AUDIT, {"program_id": program_id})).all()
+        strays = (await conn.execute(_STRAYS, {"program_id": program_id})).all()
     violations: list[Violation] = []
     for r in rows:
         total = r.available + r.held
@@ -98,4 +116,13 @@ async def audit(program_id: int | None = None) -> list[Violation]:
         if r.available < 0 and not r.had_refund:
             found.append((4, f"available={r.available} is negative without a refund clawback"))
         violations.extend(Violation(r.program_id, r.external_id, n, d) for n, d in found)
+    for stray in strays:
+        violations.append(
+            Violation(
+                stray.program_id,
+                f"#{stray.member_id}",
+                5,
+                f"{stray.rows} {stray.what} row(s) point at no member of this program",
+            )
+        )
     return violations

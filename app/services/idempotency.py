@@ -150,3 +150,28 @@ async def purge_expired_keys(now: datetime, batch_size: int = 5000) -> int:
             {"cutoff": cutoff, "batch": batch_size},
         )
     return deleted.rowcount or 0
+
+
+Compute = Callable[[], Awaitable[tuple[int, str]]]
+
+
+async def run_recomputation(
+    program_id: int, request: IdempotencyRequest | None, compute: Compute
+) -> StoredResponse:
+    """For a POST whose effect is a recomputation (idempotent by nature, in transactions of
+    its own): with a key, the first answer is stored and a repeat replays it."""
+    if request is None:
+        return StoredResponse(*await compute())
+    async with db.read_only() as conn:
+        stored = await find_stored(conn, program_id, request)
+    if stored is not None:
+        return stored
+    status_code, body = await compute()
+    try:
+        async with db.transaction() as conn:
+            await remember(conn, program_id, request, status_code, body, clock.now())
+    except IntegrityError as exc:
+        if not is_idempotency_conflict(exc):
+            raise
+        return await replay_after_failure(program_id, request, exc)
+    return StoredResponse(status_code, body)

@@ -90,6 +90,7 @@ def upgrade() -> None:
         sa.Column("net_spend", sa.BigInteger(), nullable=False),
         sa.Column("first_order_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("last_order_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("churns_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("changed_at", sa.DateTime(timezone=True), nullable=False),
         sa.CheckConstraint(
             "lifecycle IN ('prospect', 'new', 'growing', 'mature', 'churned')",
@@ -136,6 +137,13 @@ def upgrade() -> None:
         unique=False,
         postgresql_include=["member_id", "amount", "refunded_amount"],
     )
+    op.create_index(
+        "ix_orders_program_id_member_id",
+        "orders",
+        ["program_id", "member_id"],
+        unique=False,
+        postgresql_include=["occurred_at", "amount", "refunded_amount"],
+    )
     op.add_column(
         "programs",
         sa.Column(
@@ -177,6 +185,11 @@ def downgrade() -> None:
     op.drop_column("programs", "lifecycle_churn_interval_multiple")
     op.drop_column("programs", "lifecycle_churn_days")
     op.drop_column("programs", "lifecycle_mature_days")
+    op.drop_index(
+        "ix_orders_program_id_member_id",
+        table_name="orders",
+        postgresql_include=["occurred_at", "amount", "refunded_amount"],
+    )
     op.drop_index(
         "ix_orders_program_id_occurred_at",
         table_name="orders",

@@ -37,9 +37,7 @@ class TestConcurrentIdempotentRequests:
             response = await program.post(
                 "/v1/members/m1/points/redeem", json={"points": 30}, headers=headers
             )
-            return response.status_code, response.text, response.headers.get(
-                "Idempotency-Replayed"
-            )
+            return response.status_code, response.text, response.headers.get("Idempotency-Replayed")
 
         results = await asyncio.gather(*(redeem() for _ in range(50)))
         assert {status for status, _, _ in results} == {201}

@@ -24,6 +24,10 @@ from tests.conftest import Program
 # Public routes: probes, Prometheus metrics (api.md lists /metrics beside the probes, and
 # scrapers send no key) and the API documentation.
 UNAUTHENTICATED = {
+    # The dashboard page and its assets are public; the page asks for an admin key and
+    # sends it to the JSON API itself.
+    "/dashboard",
+    "/dashboard/{asset}",
     "/healthz",
     "/readyz",
     "/metrics",
@@ -148,6 +152,13 @@ ENDPOINTS: dict[tuple[str, str], Endpoint] = {
         not_found_code="referral_code_invalid",
     ),
     ("GET", "/v1/referrals"): Endpoint("referrals:read"),
+    ("GET", "/v1/insights/overview"): Endpoint("admin"),
+    ("GET", "/v1/insights/segments"): Endpoint("admin"),
+    ("GET", "/v1/insights/points-expiry"): Endpoint("admin"),
+    ("GET", "/v1/insights/tiers"): Endpoint("admin"),
+    ("GET", "/v1/insights/referral-funnel"): Endpoint("admin"),
+    ("POST", "/v1/insights/refresh"): Endpoint("admin"),
+    ("POST", MEMBER + "/feedback"): Endpoint("members:write", {"score": 9}),
 }
 ROUTES = [pytest.param(method, path, id=f"{method} {path}") for method, path in ENDPOINTS]
 

@@ -119,8 +119,8 @@ async def expected_overview(program: Program, start: datetime, end: datetime) ->
     pid = program.id
     settings = (
         await rows(
-            "SELECT currency, point_value_minor, lifecycle_churn_days FROM programs "
-            "WHERE id = :pid",
+            "SELECT currency, point_value_minor, lifecycle_churn_days, "
+            "lifecycle_churn_interval_multiple FROM programs WHERE id = :pid",
             pid=pid,
         )
     )[0]
@@ -142,9 +142,22 @@ async def expected_overview(program: Program, start: datetime, end: datetime) ->
     counted = [o for o in orders if o.refunded_amount < o.amount]
     in_period = [o for o in counted if start <= o.occurred_at < end]
     per_member = Counter(o.member_id for o in in_period)
-    window = timedelta(days=settings.lifecycle_churn_days)
-    at_start = {o.member_id for o in counted if start - window <= o.occurred_at < start}
-    retained = {o.member_id for o in counted if end - window <= o.occurred_at < end}
+    # Churn: when each customer lapses under the lifecycle rule, from their whole history.
+    history: dict[int, list[datetime]] = defaultdict(list)
+    for o in counted:
+        history[o.member_id].append(o.occurred_at)
+    at_start, churned = set(), set()
+    for member_id, times in history.items():
+        first, last, count = min(times), max(times), len(times)
+        threshold = timedelta(days=settings.lifecycle_churn_days)
+        if count > 1:
+            usual = (last - first) / (count - 1)
+            threshold = max(threshold, usual * settings.lifecycle_churn_interval_multiple)
+        lapse = last + threshold
+        if first < start and lapse >= start:
+            at_start.add(member_id)
+            if lapse < end:
+                churned.add(member_id)
     revenue = sum(o.amount - o.refunded_amount for o in in_period)
     customers = {o.member_id for o in counted}
     lifetime_spend = sum(o.amount - o.refunded_amount for o in counted)
@@ -170,7 +183,7 @@ async def expected_overview(program: Program, start: datetime, end: datetime) ->
         "repeat_purchase_rate": share(
             sum(1 for n in per_member.values() if n > 1), len(per_member)
         ),
-        "churn_rate": share(len(at_start - retained), len(at_start)),
+        "churn_rate": share(len(churned), len(at_start)),
         "average_order_value": revenue // len(in_period) if in_period else 0,
         "customer_lifetime_value": lifetime_spend // len(customers) if customers else 0,
         "points_outstanding": outstanding,
@@ -210,7 +223,8 @@ class TestOverview:
         assert datetime.fromisoformat(body["to"]) == TO
         assert datetime.fromisoformat(body["insights_refreshed_at"]) == NOW
         # The seed is built so that no figure is trivially zero.
-        assert body["churn_rate"] == "0.5"
+        # Churned: bob and hank lapsed in May; alice, carol and gina did not (of 5 at start).
+        assert body["churn_rate"] == "0.4"
         assert body["repeat_purchase_rate"] == "0.3333"
         assert body["nps"] == "20"
         assert (body["members"], body["new_members"], body["active_members"]) == (7, 2, 3)

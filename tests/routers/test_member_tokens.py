@@ -541,6 +541,18 @@ class TestKeyRotation:
         active = [key for key in (await keys_by_kid()).values() if key.retired_at is None]
         assert [key.kid for key in active] == [claims_of(tokens[0])["kid"]]
 
+    async def test_rotate_with_no_key_yet(self, program: Program) -> None:
+        await program.member("m1")
+        async with db.transaction() as conn:
+            await conn.execute(
+                text("UPDATE member_token_keys SET retired_at = :now WHERE retired_at IS NULL"),
+                {"now": clock.now()},
+            )
+        rotation = await rotate_signing_keys()
+        assert (rotation.retired, rotation.active) == ([], [rotation.new_kid])
+        token = await issue(program, "m1")
+        assert claims_of(token)["kid"] == rotation.new_kid
+
     async def test_cli_rotate_and_list(self, program: Program, database_url: str) -> None:
         await program.member("m1")
         before = await issue(program, "m1")

@@ -37,3 +37,29 @@ class TestLedgerIsAppendOnly:
                 async with db.transaction() as conn:
                     await conn.execute(text(statement), {"p": program.id})
         assert (await program.balance("m1"))["available"] == 10
+
+
+class TestAuditFindsStrayRows:
+    async def test_row_pointing_at_another_programs_member(
+        self, program: Program, other_program: Program
+    ) -> None:
+        from app.services.audit import audit
+
+        await program.member("m1", points=5)
+        stray = text(
+            "INSERT INTO events (program_id, type, member_id, data, created_at) "
+            "SELECT :other, 'points.earned', m.id, '{}'::jsonb, now() FROM members AS m "
+            "WHERE m.program_id = :mine RETURNING id"
+        )
+        async with db.transaction() as conn:
+            event_id = (
+                await conn.execute(stray, {"other": other_program.id, "mine": program.id})
+            ).scalar_one()
+        try:
+            found = await audit(other_program.id)
+            assert [(v.invariant, v.detail) for v in found] == [
+                (5, "1 events row(s) point at no member of this program")
+            ]
+        finally:
+            async with db.transaction() as conn:
+                await conn.execute(text("DELETE FROM events WHERE id = :id"), {"id": event_id})

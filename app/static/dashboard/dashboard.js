@@ -2,8 +2,7 @@
 // charts, each with a data table beside it. No dependencies, nothing from another origin.
 "use strict";
 
-// Where each chart reads from. Members per tier: when VIP tiers exist, point `tiers` at
-// "/v1/tiers" and adapt `tierBars` below to its response; nothing else needs to change.
+// Where each chart reads from.
 const ENDPOINTS = {
   overview: "/v1/insights/overview",
   segments: "/v1/insights/segments",
