@@ -643,7 +643,7 @@ def print_report(report: dict[str, Any]) -> None:
         b = job["batch_ms"]
         print(
             f"  {name:<22} {job['seconds']:7.1f} s (target < {job['target_s']:.0f} s: {verdict}); "
-            f"{job['handled']:,} handled in {job['batches']} batches of batch_size="
+            f"{job['handled']:,} {job['handled_unit']} in {job['batches']} batches of batch_size="
             f"{job['batch_size'] or 'default'}; batch p50 {b['p50']:.0f} ms, max "
             f"{b['max']:.0f} ms, mean first/last quarter {b['first_quarter_mean']} / "
             f"{b['last_quarter_mean']} ms; left: {job['left']}; load {job['loadavg']}"
@@ -756,6 +756,10 @@ def bench(args: argparse.Namespace) -> int:
                 figures = asyncio.run(time_job(url, job_name, job, batch, now))
                 result, running = finish_wrk(running, interrupt=True), None
                 figures["left"] = asyncio.run(fetch_one(url, left_sql, jobs_program, now))
+                # What one "handled" is: the job functions' own return values.
+                figures["handled_unit"] = (
+                    "orders released" if label == "release" else "members with an expire entry"
+                )
                 figures["loadavg"] = {"before": before, "after": loadavg()}
                 jobs[job_name] = figures
                 checkout[f"during {job_name}"] = checkout_figures(result)

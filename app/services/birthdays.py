@@ -17,7 +17,7 @@ from sqlalchemy import text
 
 from app import db
 from app.services import tier_evaluation
-from app.services.ledger import ENTRY_JSON, EXPIRES_AT_SQL
+from app.services.ledger import credit_many_ctes
 
 CATCH_UP_DAYS = 7
 
@@ -61,48 +61,12 @@ _LOCK = text(
 _GRANT = text(
     f"""
 WITH due AS (
-    SELECT * FROM unnest(CAST(:member_ids AS bigint[]), CAST(:years AS int[]))
-        AS d(member_id, year)
-), acc AS (
-    UPDATE accounts AS a
-       SET available = a.available + :points,
-           lifetime_earned = a.lifetime_earned + :points,
-           version = a.version + 1,
-           updated_at = :now
-      FROM due
-     WHERE a.member_id = due.member_id
- RETURNING a.member_id, a.program_id, a.available, a.pending, a.held, a.version
-), entry AS (
-    INSERT INTO point_entries (program_id, member_id, kind, points, status, reason, actor,
-                               created_at, expires_at)
-    SELECT acc.program_id, acc.member_id, 'bonus', CAST(:points AS bigint), 'available',
-           'birthday', 'job:birthday_bonus', CAST(:now AS timestamptz), {EXPIRES_AT_SQL}
-      FROM acc JOIN programs AS p ON p.id = acc.program_id
- RETURNING *
-), granted AS (
+    SELECT d.member_id, d.year, CAST(:points AS bigint) AS points
+      FROM unnest(CAST(:member_ids AS bigint[]), CAST(:years AS int[])) AS d(member_id, year)
+), {credit_many_ctes("'bonus'", "'birthday'", "'job:birthday_bonus'")}, granted AS (
     INSERT INTO birthday_bonuses (member_id, year, program_id, entry_id, granted_at)
     SELECT entry.member_id, due.year, entry.program_id, entry.id, CAST(:now AS timestamptz)
       FROM entry JOIN due USING (member_id)
-), lot AS (
-    INSERT INTO point_lots (program_id, member_id, entry_id, points, remaining, expires_at,
-                            created_at)
-    SELECT entry.program_id, entry.member_id, entry.id, entry.points, fresh.remaining,
-           entry.expires_at, entry.created_at
-      FROM entry JOIN acc USING (member_id)
-     CROSS JOIN LATERAL (
-           SELECT greatest(acc.available + acc.held, 0)
-                - greatest(acc.available + acc.held - entry.points, 0) AS remaining) AS fresh
-     WHERE fresh.remaining > 0
-), event AS (
-    INSERT INTO events (program_id, type, member_id, data, created_at)
-    SELECT entry.program_id, 'points.earned', entry.member_id,
-           jsonb_build_object('member_id', m.external_id, 'sequence', acc.version,
-                              'entry', {ENTRY_JSON.format(e="entry", status="entry.status")},
-                              'balance', jsonb_build_object('available', acc.available,
-                                                            'pending', acc.pending,
-                                                            'held', acc.held)),
-           entry.created_at
-      FROM entry JOIN acc USING (member_id) JOIN members AS m ON m.id = entry.member_id
 )
 SELECT count(*) FROM entry
 """

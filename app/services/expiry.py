@@ -12,8 +12,7 @@ from datetime import datetime
 
 from sqlalchemy import text
 
-from app import db
-from app.services.holds import LOCK_ACCOUNTS
+from app.services import member_batches
 from app.services.ledger import ENTRY_JSON
 
 _DUE = text(
@@ -81,15 +80,4 @@ SELECT count(*) FROM entry
 
 async def expire_due_points(now: datetime, batch_size: int = 2000) -> int:
     """Expire what is left of lots past ``expires_at``; returns how many members changed."""
-    async with db.transaction() as conn:
-        candidates = (await conn.execute(_DUE, {"now": now, "batch": batch_size})).scalars()
-        member_ids = sorted(set(candidates))
-        if not member_ids:
-            return 0
-        locked = (await conn.execute(LOCK_ACCOUNTS, {"member_ids": member_ids})).scalars().all()
-        if not locked:
-            return 0
-        expired: int = (
-            await conn.execute(_EXPIRE, {"member_ids": list(locked), "now": now})
-        ).scalar_one()
-    return expired
+    return await member_batches.run_batch(_DUE, _EXPIRE, now, batch_size)

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from app import db
 from app.clock import clock
 from app.errors import HoldNotActiveError, InsufficientPointsError, NotFoundError, PatronError
-from app.services import idempotency
+from app.services import idempotency, member_batches
 from app.services.idempotency import IdempotencyRequest, StoredResponse
 from app.services.ledger import (
     CONSUME_LOTS_CTE,
@@ -345,15 +345,6 @@ SELECT DISTINCT member_id FROM holds
  LIMIT :batch
 """
 )
-# Account locks in ascending member id; a member busy at checkout is skipped this time.
-LOCK_ACCOUNTS = text(
-    """
-SELECT member_id FROM accounts
- WHERE member_id = ANY(:member_ids)
- ORDER BY member_id
-   FOR UPDATE SKIP LOCKED
-"""
-)
 _EXPIRE_DUE = text(
     f"""
 WITH due AS (
@@ -392,18 +383,4 @@ SELECT count(*) FROM due
 
 async def expire_overdue_holds(now: datetime, batch_size: int = 1000) -> int:
     """Worker job: expire active holds past ``expires_at`` and give their points back."""
-    async with db.transaction() as conn:
-        candidates = (
-            (await conn.execute(_DUE_HOLDERS, {"now": now, "batch": batch_size})).scalars().all()
-        )
-        if not candidates:
-            return 0
-        locked = (
-            (await conn.execute(LOCK_ACCOUNTS, {"member_ids": list(candidates)})).scalars().all()
-        )
-        if not locked:
-            return 0
-        expired: int = (
-            await conn.execute(_EXPIRE_DUE, {"member_ids": list(locked), "now": now})
-        ).scalar_one()
-    return expired
+    return await member_batches.run_batch(_DUE_HOLDERS, _EXPIRE_DUE, now, batch_size)

@@ -65,6 +65,52 @@ CONSUME_LOTS_CTE = """spendable AS (
      WHERE l.id = s.id AND s.running - s.remaining < :points
 )"""
 
+
+def credit_many_ctes(kind: str, reason: str, actor: str, referral_id: str = "NULL") -> str:
+    """CTEs that credit every row of a ``due(member_id, points)`` CTE defined before them,
+    whose account rows the transaction already holds: the accounts, one available entry
+    each (of SQL expressions ``kind``, ``reason``, ``actor``, ``referral_id``), the lots
+    after any debt is repaid, and a ``points.earned`` event each. They define ``acc`` and
+    ``entry`` for what follows."""
+    return f"""acc AS (
+    UPDATE accounts AS a
+       SET available = a.available + due.points,
+           lifetime_earned = a.lifetime_earned + due.points,
+           version = a.version + 1,
+           updated_at = :now
+      FROM due
+     WHERE a.member_id = due.member_id
+ RETURNING a.member_id, a.program_id, a.available, a.pending, a.held, a.version
+), entry AS (
+    INSERT INTO point_entries (program_id, member_id, kind, points, status, reason, actor,
+                               referral_id, created_at, expires_at)
+    SELECT acc.program_id, acc.member_id, {kind}, due.points, 'available', {reason},
+           {actor}, {referral_id}, CAST(:now AS timestamptz), {EXPIRES_AT_SQL}
+      FROM acc JOIN due USING (member_id) JOIN programs AS p ON p.id = acc.program_id
+ RETURNING *
+), lot AS (
+    INSERT INTO point_lots (program_id, member_id, entry_id, points, remaining, expires_at,
+                            created_at)
+    SELECT entry.program_id, entry.member_id, entry.id, entry.points, fresh.remaining,
+           entry.expires_at, entry.created_at
+      FROM entry JOIN acc USING (member_id)
+     CROSS JOIN LATERAL (
+           SELECT greatest(acc.available + acc.held, 0)
+                - greatest(acc.available + acc.held - entry.points, 0) AS remaining) AS fresh
+     WHERE fresh.remaining > 0
+), earned_event AS (
+    INSERT INTO events (program_id, type, member_id, data, created_at)
+    SELECT entry.program_id, 'points.earned', entry.member_id,
+           jsonb_build_object('member_id', m.external_id, 'sequence', acc.version,
+                              'entry', {ENTRY_JSON.format(e="entry", status="entry.status")},
+                              'balance', jsonb_build_object('available', acc.available,
+                                                            'pending', acc.pending,
+                                                            'held', acc.held)),
+           entry.created_at
+      FROM entry JOIN acc USING (member_id) JOIN members AS m ON m.id = entry.member_id
+)"""
+
+
 _CREDIT_SQL = """
 WITH acc AS (
     UPDATE accounts AS a

@@ -12,8 +12,7 @@ from datetime import datetime
 
 from sqlalchemy import text
 
-from app import db
-from app.services.holds import LOCK_ACCOUNTS
+from app.services import member_batches
 from app.services.ledger import EXPIRES_AT_SQL
 
 _DUE = text(
@@ -94,15 +93,4 @@ SELECT count(*) FROM due
 
 async def release_due_points(now: datetime, batch_size: int = 2000) -> int:
     """Release the pending points of orders whose ``available_at`` has passed."""
-    async with db.transaction() as conn:
-        candidates = (await conn.execute(_DUE, {"now": now, "batch": batch_size})).scalars()
-        member_ids = sorted(set(candidates))
-        if not member_ids:
-            return 0
-        locked = (await conn.execute(LOCK_ACCOUNTS, {"member_ids": member_ids})).scalars().all()
-        if not locked:
-            return 0
-        released: int = (
-            await conn.execute(_RELEASE, {"member_ids": list(locked), "now": now})
-        ).scalar_one()
-    return released
+    return await member_batches.run_batch(_DUE, _RELEASE, now, batch_size)

@@ -40,7 +40,7 @@ from app.schemas.referrals import (
 from app.services import rate_limits
 from app.services.events import write_event
 from app.services.idempotency import IdempotencyRequest, StoredResponse, constraint_name, run_once
-from app.services.ledger import ENTRY_JSON, EXPIRES_AT_SQL
+from app.services.ledger import credit_many_ctes
 from app.services.pagination import decode_cursor, encode_cursor
 
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -357,48 +357,13 @@ WITH due AS (
     SELECT * FROM unnest(CAST(:member_ids AS bigint[]), CAST(:points AS bigint[]))
         AS d(member_id, points)
      WHERE d.points > 0
-), acc AS (
-    UPDATE accounts AS a
-       SET available = a.available + due.points,
-           lifetime_earned = a.lifetime_earned + due.points,
-           version = a.version + 1,
-           updated_at = :now
-      FROM due
-     WHERE a.member_id = due.member_id
- RETURNING a.member_id, a.program_id, a.available, a.pending, a.held, a.version
-), entry AS (
-    INSERT INTO point_entries (program_id, member_id, kind, points, status, reason, actor,
-                               referral_id, created_at, expires_at)
-    SELECT acc.program_id, acc.member_id, 'referral', due.points, 'available', 'referral',
-           'referrals', CAST(:referral_id AS bigint), CAST(:now AS timestamptz), {EXPIRES_AT_SQL}
-      FROM acc JOIN due USING (member_id) JOIN programs AS p ON p.id = acc.program_id
- RETURNING *
-), lot AS (
-    INSERT INTO point_lots (program_id, member_id, entry_id, points, remaining, expires_at,
-                            created_at)
-    SELECT entry.program_id, entry.member_id, entry.id, entry.points, fresh.remaining,
-           entry.expires_at, entry.created_at
-      FROM entry JOIN acc USING (member_id)
-     CROSS JOIN LATERAL (
-           SELECT greatest(acc.available + acc.held, 0)
-                - greatest(acc.available + acc.held - entry.points, 0) AS remaining) AS fresh
-     WHERE fresh.remaining > 0
-), closed AS (
+), {credit_many_ctes("'referral'", "'referral'", "'referrals'", "CAST(:referral_id AS bigint)")},
+closed AS (
     UPDATE referrals
        SET status = :status, referrer_points = :referrer_points,
            referee_points = :referee_points, closed_at = :now
      WHERE id = :referral_id
  RETURNING id
-), event AS (
-    INSERT INTO events (program_id, type, member_id, data, created_at)
-    SELECT entry.program_id, 'points.earned', entry.member_id,
-           jsonb_build_object('member_id', m.external_id, 'sequence', acc.version,
-                              'entry', {ENTRY_JSON.format(e="entry", status="entry.status")},
-                              'balance', jsonb_build_object('available', acc.available,
-                                                            'pending', acc.pending,
-                                                            'held', acc.held)),
-           entry.created_at
-      FROM entry JOIN acc USING (member_id) JOIN members AS m ON m.id = entry.member_id
 )
 SELECT count(*) FROM closed
 """
