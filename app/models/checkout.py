@@ -118,11 +118,11 @@ class PointRelease(Base):
 
     __tablename__ = "point_releases"
 
-    entry_id: Mapped[int] = mapped_column(
-        ForeignKey("point_entries.id", ondelete="CASCADE"), primary_key=True
-    )
-    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id", ondelete="CASCADE"))
-    member_id: Mapped[int] = mapped_column(ForeignKey("members.id", ondelete="CASCADE"))
+    # No foreign keys, like the other append-only ledger tables (docs/ledger.md): rows are
+    # written by the release job from the entries it has just read under the member's lock.
+    entry_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    program_id: Mapped[int] = mapped_column(BigInteger)
+    member_id: Mapped[int] = mapped_column(BigInteger)
     released_at: Mapped[datetime]
 
 

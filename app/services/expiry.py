@@ -78,6 +78,6 @@ SELECT count(*) FROM entry
 )
 
 
-async def expire_due_points(now: datetime, batch_size: int = 2000) -> int:
+async def expire_due_points(now: datetime, batch_size: int = 1000) -> int:
     """Expire what is left of lots past ``expires_at``; returns how many members changed."""
     return await member_batches.run_batch(_DUE, _EXPIRE, now, batch_size)

@@ -91,6 +91,6 @@ SELECT count(*) FROM due
 )
 
 
-async def release_due_points(now: datetime, batch_size: int = 2000) -> int:
+async def release_due_points(now: datetime, batch_size: int = 250) -> int:
     """Release the pending points of orders whose ``available_at`` has passed."""
     return await member_batches.run_batch(_DUE, _RELEASE, now, batch_size)
