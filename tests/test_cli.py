@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 from sqlalchemy import text
@@ -30,6 +31,24 @@ def patron(database_url: str, *args: str, timeout: float = 120) -> subprocess.Co
     )
 
 
+async def program_by_cli(database_url: str, currency: str = "CNY") -> dict[str, Any]:
+    """`patron program create --json`, run as a process; its parsed output."""
+    result = await asyncio.to_thread(
+        patron,
+        database_url,
+        "program",
+        "create",
+        "--name",
+        "CLI",
+        "--currency",
+        currency,
+        "--json",
+    )
+    assert result.returncode == 0, result.stderr
+    printed: dict[str, Any] = json.loads(result.stdout)
+    return printed
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -39,19 +58,7 @@ def _free_port() -> int:
 
 class TestProgramCreate:
     async def test_json_output_is_exactly_id_and_key(self, database_url: str) -> None:
-        result = await asyncio.to_thread(
-            patron,
-            database_url,
-            "program",
-            "create",
-            "--name",
-            "CLI",
-            "--currency",
-            "CNY",
-            "--json",
-        )
-        assert result.returncode == 0, result.stderr
-        printed = json.loads(result.stdout)
+        printed = await program_by_cli(database_url)
         assert set(printed) == {"program_id", "api_key"}
         async with db.read_only() as conn:
             currency = (
@@ -71,18 +78,7 @@ class TestProgramCreate:
 
 class TestApiKeyCreate:
     async def test_json_output_and_scopes(self, database_url: str) -> None:
-        created = await asyncio.to_thread(
-            patron,
-            database_url,
-            "program",
-            "create",
-            "--name",
-            "K",
-            "--currency",
-            "JPY",
-            "--json",
-        )
-        program_id = json.loads(created.stdout)["program_id"]
+        program_id = (await program_by_cli(database_url, "JPY"))["program_id"]
         result = await asyncio.to_thread(
             patron,
             database_url,
@@ -117,18 +113,7 @@ class TestApiKeyCreate:
 
 class TestAudit:
     async def test_exit_code_follows_the_invariants(self, database_url: str) -> None:
-        created = await asyncio.to_thread(
-            patron,
-            database_url,
-            "program",
-            "create",
-            "--name",
-            "A",
-            "--currency",
-            "CNY",
-            "--json",
-        )
-        program_id = json.loads(created.stdout)["program_id"]
+        program_id = (await program_by_cli(database_url))["program_id"]
         from app.services import ledger
         from app.services.members import upsert_member
 

@@ -7,7 +7,6 @@ program are active at once, because every checkout evaluates all of them.
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -27,6 +26,7 @@ from app.schemas.earn_rules import (
     EarnRulePatch,
 )
 from app.services.idempotency import IdempotencyRequest, StoredResponse, run_once
+from app.services.money import decimal_text
 from app.services.pagination import decode_cursor, encode_cursor
 
 MAX_ACTIVE_RULES = 100
@@ -63,18 +63,13 @@ _LIST = text(
 _DELETE = text("DELETE FROM earn_rules WHERE program_id = :program_id AND id = :id RETURNING id")
 
 
-def _decimal_text(value: Decimal) -> str:
-    """Plain notation without trailing zeros: 1.50 -> "1.5", 1E+1 -> "10"."""
-    return format(value.normalize(), "f")
-
-
 def _stored_conditions(conditions: EarnRuleConditions) -> dict[str, Any]:
     return conditions.model_dump(exclude_none=True)
 
 
 def _stored_effect(effect: EarnRuleEffect) -> dict[str, Any]:
     if effect.multiplier is not None:
-        return {"multiplier": _decimal_text(effect.multiplier)}
+        return {"multiplier": decimal_text(effect.multiplier)}
     return {"bonus_points": effect.bonus_points}
 
 

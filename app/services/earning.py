@@ -29,7 +29,7 @@ from app import db
 from app.clock import clock
 from app.errors import CurrencyMismatchError, NotFoundError
 from app.schemas.orders import BreakdownLine, OrderItem, QuoteOut, QuoteRequest
-from app.services.idempotency import IdempotencyRequest, StoredResponse, run_once
+from app.services.idempotency import IdempotencyRequest, StoredResponse, run_recomputation
 from app.services.money import CURRENCY_MINOR_UNITS
 
 
@@ -283,10 +283,8 @@ async def quote_once(
 ) -> StoredResponse:
     """A quote that honours Idempotency-Key like every POST: with a key, the first answer is
     stored and a repeat replays it (the ledger itself is never touched)."""
-    if request is None:
-        return StoredResponse(200, (await quote(program_id, body)).model_dump_json())
 
-    async def work(conn: AsyncConnection) -> tuple[int, str]:
+    async def compute() -> tuple[int, str]:
         return 200, (await quote(program_id, body)).model_dump_json()
 
-    return await run_once(program_id, request, work)
+    return await run_recomputation(program_id, request, compute)

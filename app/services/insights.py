@@ -43,6 +43,7 @@ from app.schemas.insights import (
     TierCount,
 )
 from app.services.idempotency import IdempotencyRequest, StoredResponse, run_once
+from app.services.money import decimal_text
 
 log = logging.getLogger("patron.insights")
 
@@ -430,12 +431,6 @@ def _fraction(numerator: int, denominator: int, places: str = "0.0001") -> Decim
     return (Decimal(numerator) / Decimal(denominator)).quantize(
         Decimal(places), rounding=ROUND_HALF_UP
     )
-
-
-def decimal_text(value: Decimal) -> str:
-    """0.2500 -> "0.25", 1.0000 -> "1", 0 -> "0"."""
-    normalized = value.normalize()
-    return format(normalized, "f") if normalized == normalized.to_integral() else str(normalized)
 
 
 def rate(numerator: int, denominator: int) -> str:

@@ -30,3 +30,9 @@ CURRENCY_MINOR_UNITS: dict[str, int] = {code: _NOT_TWO.get(code, 2) for code in 
 def major_units(amount: int, currency: str) -> Decimal:
     """An integer amount of minor units as an exact Decimal of major units."""
     return Decimal(amount).scaleb(-CURRENCY_MINOR_UNITS[currency])
+
+
+def decimal_text(value: Decimal) -> str:
+    """A Decimal on the wire: plain notation, no trailing zeros (1.500000 -> "1.5",
+    1E+1 -> "10", 0.2500 -> "0.25"), as an admin would write it."""
+    return format(value.normalize(), "f")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -15,7 +14,7 @@ from app.clock import clock
 from app.errors import NotFoundError, ValidationError
 from app.schemas.programs import ApiKeyCreated, ApiKeyOut, ProgramOut, ReferralSettings
 from app.services.idempotency import IdempotencyRequest, StoredResponse, run_once
-from app.services.money import CURRENCY_MINOR_UNITS
+from app.services.money import CURRENCY_MINOR_UNITS, decimal_text
 
 _PROGRAM_COLUMNS = (
     "id, name, currency, earn_rate, pending_days, points_expiry_days, hold_ttl_seconds, "
@@ -30,7 +29,7 @@ def _program_out(row: Any) -> ProgramOut:
         id=row.id,
         name=row.name,
         currency=row.currency,
-        earn_rate=_decimal_text(row.earn_rate),
+        earn_rate=decimal_text(row.earn_rate),
         pending_days=row.pending_days,
         points_expiry_days=row.points_expiry_days,
         hold_ttl_seconds=row.hold_ttl_seconds,
@@ -43,14 +42,8 @@ def _program_out(row: Any) -> ProgramOut:
         lifecycle_mature_days=row.lifecycle_mature_days,
         lifecycle_churn_days=row.lifecycle_churn_days,
         lifecycle_churn_interval_multiple=row.lifecycle_churn_interval_multiple,
-        point_value_minor=_decimal_text(row.point_value_minor),
+        point_value_minor=decimal_text(row.point_value_minor),
     )
-
-
-def _decimal_text(value: Decimal) -> str:
-    """1.500000 -> "1.5", 2.000000 -> "2": the rate as an admin wrote it."""
-    normalized = value.normalize()
-    return format(normalized, "f") if normalized == normalized.to_integral() else str(normalized)
 
 
 async def create_program(name: str, currency: str) -> tuple[int, str]:

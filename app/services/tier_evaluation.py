@@ -71,13 +71,6 @@ class Outcome:
     downgraded: int = 0
     grace_started: int = 0
 
-    def __add__(self, other: Outcome) -> Outcome:
-        return Outcome(
-            self.upgraded + other.upgraded,
-            self.downgraded + other.downgraded,
-            self.grace_started + other.grace_started,
-        )
-
 
 async def evaluate_locked(
     conn: AsyncConnection, member_ids: list[int], now: datetime, reason: str = "qualified"

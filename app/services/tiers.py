@@ -9,7 +9,6 @@ in batches, resumable.
 from __future__ import annotations
 
 from datetime import timedelta
-from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -38,7 +37,9 @@ from app.services.idempotency import (
     StoredResponse,
     constraint_name,
     run_once,
+    run_recomputation,
 )
+from app.services.money import decimal_text
 from app.services.tier_rules import QUALIFYING_CTES, dry_run_sql
 
 # Programs up to this size are re-evaluated before the response; larger ones in the worker.
@@ -67,17 +68,12 @@ SELECT t.key, t.name, t.threshold, t.earn_multiplier, t.benefits, t.created_at, 
 )
 
 
-def _multiplier_text(value: Decimal) -> str:
-    normalized = value.normalize()
-    return format(normalized, "f")
-
-
 def _tier_out(row: Any) -> TierOut:
     return TierOut(
         key=row.key,
         name=row.name,
         threshold=row.threshold,
-        earn_multiplier=_multiplier_text(row.earn_multiplier),
+        earn_multiplier=decimal_text(row.earn_multiplier),
         benefits=list(row.benefits),
         members=row.members,
         created_at=row.created_at,
@@ -309,13 +305,11 @@ async def preview_once(
     program_id: int, body: TierPreviewRequest, request: IdempotencyRequest | None
 ) -> StoredResponse:
     """The preview, honouring Idempotency-Key like every POST (it changes nothing)."""
-    if request is None:
-        return StoredResponse(200, (await preview(program_id, body)).model_dump_json())
 
-    async def work(conn: AsyncConnection) -> tuple[int, str]:
+    async def compute() -> tuple[int, str]:
         return 200, (await preview(program_id, body)).model_dump_json()
 
-    return await run_once(program_id, request, work)
+    return await run_recomputation(program_id, request, compute)
 
 
 async def preview(program_id: int, body: TierPreviewRequest) -> TierPreviewOut:
