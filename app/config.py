@@ -21,6 +21,8 @@ class Settings(BaseSettings):
 
     pool_size: int = Field(default=20, ge=1, le=500)
     pool_max_overflow: int = Field(default=10, ge=0, le=500)
+    # How long a request waits for a free connection before failing.
+    pool_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
     statement_timeout_ms: int = Field(default=15_000, ge=100)
     # How long an API key lookup is cached in one process. Revocation through this process
     # clears its cache at once; other processes see it within this many seconds.

@@ -1,40 +1,297 @@
-"""Engine, the transaction helpers every service uses, and the embedded PostgreSQL.
+"""The connection pool, the unit-of-work helpers every service uses, and the embedded
+PostgreSQL.
 
 A public service function is one unit of work: it calls ``transaction()`` (or, for a use case
 that is one single SQL statement, ``single_statement()``, which runs it in autocommit mode:
 PostgreSQL makes one statement atomic on its own, which saves the BEGIN and COMMIT round trips).
+
+Statements are SQLAlchemy ``text()`` constructs, but they run on asyncpg directly: each is
+compiled once (SQLAlchemy turns its ``:name`` parameters into asyncpg's ``$n``) and then
+executed as a prepared statement from asyncpg's per-connection cache. SQLAlchemy's own
+execution layer (connection and result wrappers, greenlet hops) cost about a fifth of the
+service's CPU per checkout request (docs/performance.md), and the services use nothing of it
+but ``text()``. ``Connection.execute`` keeps the small part of SQLAlchemy's result API the
+services use (``first``, ``one``, ``scalar``, ``scalars``, ``all``, ``mappings``), and rows
+read like SQLAlchemy's (``row.column``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+import asyncpg
+import orjson
+from sqlalchemy import TextClause
+from sqlalchemy.dialects.postgresql.asyncpg import dialect as AsyncpgDialect
 
 from app.config import Settings, get_settings
 
 log = logging.getLogger("patron.db")
 
-_engine: AsyncEngine | None = None
-_autocommit_engine: AsyncEngine | None = None
+# What a violated unique, foreign-key or check constraint raises (``.constraint_name``).
+IntegrityError = asyncpg.IntegrityConstraintViolationError
+DatabaseError = asyncpg.PostgresError
+
+_engine: Engine | None = None
 _embedded_server: Any = None
 
 
-def to_async_url(url: str) -> str:
-    """Accept the usual ``postgres://`` and ``postgresql://`` forms and pick the asyncpg driver."""
-    for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
-        if url.startswith(prefix):
-            return "postgresql+asyncpg://" + url[len(prefix) :]
-    raise ValueError("DATABASE_URL must be a postgresql:// URL")
+class Row(asyncpg.Record):  # type: ignore[misc]
+    """A result row, read by name (``row.points``), key (``row["points"]``) or position."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+class NoRowError(LookupError):
+    """``one()`` or ``scalar_one()`` found no row, or more than one."""
+
+
+class Result:
+    """The rows a statement returned."""
+
+    __slots__ = ("rows",)
+
+    def __init__(self, rows: list[Row]) -> None:
+        self.rows = rows
+
+    def __iter__(self) -> Iterator[Row]:
+        return iter(self.rows)
+
+    def all(self) -> list[Row]:
+        return self.rows
+
+    def first(self) -> Row | None:
+        return self.rows[0] if self.rows else None
+
+    def one(self) -> Row:
+        if len(self.rows) != 1:
+            raise NoRowError(f"expected exactly one row, got {len(self.rows)}")
+        return self.rows[0]
+
+    def scalar(self) -> Any:
+        return self.rows[0][0] if self.rows else None
+
+    def scalar_one(self) -> Any:
+        return self.one()[0]
+
+    def scalars(self) -> Scalars:
+        return Scalars([row[0] for row in self.rows])
+
+    def mappings(self) -> Mappings:
+        return Mappings([dict(row.items()) for row in self.rows])
+
+
+class Scalars:
+    """The first column of every row."""
+
+    __slots__ = ("values",)
+
+    def __init__(self, values: list[Any]) -> None:
+        self.values = values
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.values)
+
+    def all(self) -> list[Any]:
+        return self.values
+
+    def first(self) -> Any:
+        return self.values[0] if self.values else None
+
+
+class Mappings:
+    """Every row as a dict."""
+
+    __slots__ = ("values",)
+
+    def __init__(self, values: list[dict[str, Any]]) -> None:
+        self.values = values
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(self.values)
+
+    def all(self) -> list[dict[str, Any]]:
+        return self.values
+
+    def first(self) -> dict[str, Any] | None:
+        return self.values[0] if self.values else None
+
+
+_DIALECT = AsyncpgDialect()  # type: ignore[no-untyped-call]
+# SQL text -> (asyncpg SQL, parameter names in $n order). Statements are module constants,
+# so this stays small; the few built per call are keyed by their text all the same.
+_COMPILED: dict[str, tuple[str, tuple[str, ...]]] = {}
+
+
+def compiled(statement: TextClause | str) -> tuple[str, tuple[str, ...]]:
+    """The asyncpg form of a statement: ``$n`` placeholders and the names they stand for."""
+    key = statement if isinstance(statement, str) else statement.text
+    found = _COMPILED.get(key)
+    if found is None:
+        clause = statement if isinstance(statement, TextClause) else TextClause(statement)
+        result = clause.compile(dialect=_DIALECT)
+        found = (str(result), tuple(result.positiontup or ()))
+        _COMPILED[key] = found
+    return found
+
+
+class Connection:
+    """One pooled connection, inside or outside a transaction."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: asyncpg.Connection) -> None:
+        self.raw = raw
+
+    async def execute(
+        self, statement: TextClause | str, params: Mapping[str, Any] | None = None
+    ) -> Result:
+        sql, names = compiled(statement)
+        if names:
+            assert params is not None, "the statement has parameters"
+            rows = await self.raw.fetch(sql, *[params[name] for name in names])
+        else:
+            rows = await self.raw.fetch(sql)
+        return Result(rows)
+
+    async def execute_count(
+        self, statement: TextClause | str, params: Mapping[str, Any] | None = None
+    ) -> int:
+        """Run a statement that returns no rows; how many rows it changed (its status tag,
+        e.g. ``UPDATE 3``)."""
+        sql, names = compiled(statement)
+        args = [params[name] for name in names] if names and params is not None else []
+        status: str = await self.raw.execute(sql, *args)
+        count = status.rpartition(" ")[2]
+        return int(count) if count.isdigit() else 0
+
+    def savepoint(self) -> Any:
+        """``async with conn.savepoint():`` rolls back only its block when it raises."""
+        return self.raw.transaction()
+
+    async def begin(self) -> asyncpg.transaction.Transaction:
+        """Start a transaction that the caller commits or rolls back itself."""
+        transaction = self.raw.transaction()
+        await transaction.start()
+        return transaction
+
+
+async def _prepare_connection(raw: asyncpg.Connection) -> None:
+    # json and jsonb arrive decoded and are sent as JSON text, as the services expect.
+    for name in ("json", "jsonb"):
+        await raw.set_type_codec(
+            name, schema="pg_catalog", encoder=_json_text, decoder=orjson.loads, format="text"
+        )
+
+
+async def _keep_session(raw: asyncpg.Connection) -> None:
+    """Nothing to reset when a connection goes back to the pool (asyncpg rolls back an open
+    transaction itself). The services keep no session state (settings are ``SET LOCAL``,
+    advisory locks transaction-level), and asyncpg's default reset is a round trip of four
+    statements on every release."""
+
+
+def _json_text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+# Called with +1 when a connection is taken from the pool and -1 when it goes back
+# (app.metrics reports the sum as connections in use).
+_pool_use_listeners: list[Callable[[int], None]] = []
+
+
+def on_pool_use(listener: Callable[[int], None]) -> None:
+    _pool_use_listeners.append(listener)
+
+
+class Engine:
+    """The pool of one database URL. It opens connections on first use, in the event loop
+    that uses it, so creating one needs no loop and no reachable database."""
+
+    def __init__(self, url: str, settings: Settings) -> None:
+        self.url = to_plain_url(url)
+        self._settings = settings
+        self._pool: asyncpg.Pool | None = None
+        self._opening = asyncio.Lock()
+
+    async def _get_pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            async with self._opening:
+                if self._pool is None:
+                    self._pool = await self._open_pool()
+        return self._pool
+
+    async def _open_pool(self) -> asyncpg.Pool:
+        settings = self._settings
+        return await asyncpg.create_pool(
+            self.url,
+            min_size=0,
+            max_size=settings.pool_size + settings.pool_max_overflow,
+            max_inactive_connection_lifetime=60,
+            record_class=Row,
+            init=_prepare_connection,
+            reset=_keep_session,
+            # Every statement of every service fits; the large ones (insights) too.
+            statement_cache_size=1024,
+            max_cacheable_statement_size=64 * 1024,
+            server_settings={
+                "timezone": "UTC",
+                "application_name": "patron",
+                # The hot statements are short; JIT compilation only adds latency to them.
+                "jit": "off",
+                # Statements are prepared once per connection; a generic plan saves
+                # re-planning the multi-CTE ledger statements on every execution.
+                "plan_cache_mode": "force_generic_plan",
+                "statement_timeout": str(settings.statement_timeout_ms),
+                "lock_timeout": str(settings.statement_timeout_ms),
+            },
+        )
+
+    @asynccontextmanager
+    async def connect(self) -> AsyncIterator[Connection]:
+        pool = await self._get_pool()
+        raw = await pool.acquire(timeout=self._settings.pool_timeout_seconds)
+        for listener in _pool_use_listeners:
+            listener(1)
+        try:
+            yield Connection(raw)
+        finally:
+            for listener in _pool_use_listeners:
+                listener(-1)
+            await pool.release(raw)
+
+    @asynccontextmanager
+    async def begin(self) -> AsyncIterator[Connection]:
+        async with self.connect() as conn, conn.raw.transaction():
+            yield conn
+
+    async def dispose(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
 
 
 def to_plain_url(url: str) -> str:
-    """The libpq form of a URL (for psql, pgbench and asyncpg itself)."""
-    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
+    """The libpq form of a URL (for asyncpg, psql and pgbench); ``postgres://``,
+    ``postgresql://`` and SQLAlchemy's ``postgresql+asyncpg://`` are all accepted."""
+    for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql://" + url[len(prefix) :]
+    raise ValueError("DATABASE_URL must be a postgresql:// URL")
+
+
+def to_async_url(url: str) -> str:
+    """SQLAlchemy's form of a URL, for Alembic."""
+    return "postgresql+asyncpg://" + to_plain_url(url)[len("postgresql://") :]
 
 
 def start_embedded(data_dir: Path) -> str:
@@ -65,67 +322,44 @@ def resolve_database_url(settings: Settings | None = None) -> str:
     return start_embedded(settings.data_dir)
 
 
-def make_engine(url: str, settings: Settings | None = None) -> AsyncEngine:
-    settings = settings or get_settings()
-    return create_async_engine(
-        to_async_url(url),
-        pool_size=settings.pool_size,
-        max_overflow=settings.pool_max_overflow,
-        pool_pre_ping=False,
-        connect_args={
-            "server_settings": {
-                "timezone": "UTC",
-                "application_name": "patron",
-                # The hot statements are short; JIT compilation only adds latency to them.
-                "jit": "off",
-                # Statements are prepared once per connection (asyncpg); a generic plan
-                # saves re-planning the multi-CTE ledger statements on every execution.
-                "plan_cache_mode": "force_generic_plan",
-                "statement_timeout": str(settings.statement_timeout_ms),
-                "lock_timeout": str(settings.statement_timeout_ms),
-            }
-        },
-    )
+def make_engine(url: str, settings: Settings | None = None) -> Engine:
+    return Engine(url, settings or get_settings())
 
 
-def configure(engine: AsyncEngine) -> None:
-    global _engine, _autocommit_engine
+def configure(engine: Engine) -> None:
+    global _engine
     _engine = engine
-    _autocommit_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
-def get_engine() -> AsyncEngine:
+def get_engine() -> Engine:
     if _engine is None:
         raise RuntimeError("database not configured; call app.db.configure() first")
     return _engine
 
 
 async def dispose() -> None:
-    global _engine, _autocommit_engine
+    global _engine
     if _engine is not None:
         await _engine.dispose()
     _engine = None
-    _autocommit_engine = None
 
 
 @asynccontextmanager
-async def transaction() -> AsyncIterator[AsyncConnection]:
+async def transaction() -> AsyncIterator[Connection]:
     """One unit of work: commits when the block ends, rolls back when it raises."""
     async with get_engine().begin() as conn:
         yield conn
 
 
 @asynccontextmanager
-async def single_statement() -> AsyncIterator[AsyncConnection]:
+async def single_statement() -> AsyncIterator[Connection]:
     """A connection in autocommit mode, for a use case that is exactly one SQL statement."""
-    if _autocommit_engine is None:
-        raise RuntimeError("database not configured; call app.db.configure() first")
-    async with _autocommit_engine.connect() as conn:
+    async with get_engine().connect() as conn:
         yield conn
 
 
 @asynccontextmanager
-async def read_only() -> AsyncIterator[AsyncConnection]:
+async def read_only() -> AsyncIterator[Connection]:
     """Reads that need no transaction (each statement sees committed data)."""
-    async with single_statement() as conn:
+    async with get_engine().connect() as conn:
         yield conn

@@ -35,10 +35,10 @@ from typing import Any
 
 import orjson
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app import db
 from app.clock import clock
+from app.db import Connection
 from app.errors import NotFoundError, UnauthorizedError
 from app.services.idempotency import IdempotencyRequest, StoredResponse, run_once
 
@@ -152,7 +152,7 @@ async def _active_keys() -> dict[int, SigningKey]:
     return await _reload()
 
 
-async def _new_key(conn: AsyncConnection, now: datetime) -> SigningKey:
+async def _new_key(conn: Connection, now: datetime) -> SigningKey:
     row = (await conn.execute(_NEW_KEY, {"secret": secrets.token_bytes(32), "now": now})).one()
     return _key(row)
 
@@ -262,7 +262,7 @@ async def issue_member_token(
         raise ValueError("ttl_seconds out of range")
     key = await signing_key()
 
-    async def work(conn: AsyncConnection) -> tuple[int, str]:
+    async def work(conn: Connection) -> tuple[int, str]:
         member_id = (
             await conn.execute(_MEMBER_TO_ISSUE, {"program_id": program_id, "member": member})
         ).scalar()

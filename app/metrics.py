@@ -27,8 +27,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
-from sqlalchemy import event, text
-from sqlalchemy.pool import Pool
+from sqlalchemy import text
 
 from app import db
 from app.models.ledger import ENTRY_KINDS
@@ -110,16 +109,9 @@ def set_pool_limit(connections: int) -> None:
     DB_POOL_LIMIT.set(connections)
 
 
-# Every pool of the process reports its checkouts. Listening on the Pool class covers the
-# engine whenever and wherever it is created (the lifespan, the tests, the CLI).
-@event.listens_for(Pool, "checkout")
-def _pool_checkout(*_: Any) -> None:
-    DB_POOL_IN_USE.inc()
-
-
-@event.listens_for(Pool, "checkin")
-def _pool_checkin(*_: Any) -> None:
-    DB_POOL_IN_USE.dec()
+# Every pool of the process reports its checkouts, whenever and wherever it is created (the
+# lifespan, the tests, the CLI).
+db.on_pool_use(DB_POOL_IN_USE.inc)
 
 
 _QUEUE = text(

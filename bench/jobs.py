@@ -76,7 +76,6 @@ from run import (
     start_wrk,
     with_database,
 )
-from sqlalchemy.exc import DBAPIError
 
 # Imported once, up front, like run.py: others may edit app/ while this runs.
 from app import db
@@ -598,7 +597,7 @@ async def run_audit(url: str, program_id: int) -> dict[str, Any]:
             started = time.perf_counter()
             violations = await audit(program_id)
             result["seconds"] = round(time.perf_counter() - started, 2)
-        except DBAPIError as exc:
+        except db.DatabaseError as exc:
             if "statement timeout" not in str(exc) or settings is not None:
                 raise
             result["timed_out_with_default_settings"] = True

@@ -23,8 +23,12 @@ def _drift(connection: Connection) -> list[object]:
 
 class TestModelsMatchMigrations:
     async def test_no_drift(self, database_url: str) -> None:
-        async with db.get_engine().connect() as conn:
-            differences = await conn.run_sync(_drift)
+        engine = create_async_engine(db.to_async_url(database_url))
+        try:
+            async with engine.connect() as conn:
+                differences = await conn.run_sync(_drift)
+        finally:
+            await engine.dispose()
         assert differences == [], f"models and migrations differ: {differences}"
 
 

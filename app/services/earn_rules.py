@@ -11,10 +11,10 @@ from typing import Any
 
 import orjson
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app import db
 from app.clock import clock
+from app.db import Connection
 from app.errors import NotFoundError, ValidationError
 from app.schemas.earn_rules import (
     EarnRuleConditions,
@@ -92,7 +92,7 @@ def _rule_out(row: Any) -> EarnRuleOut:
 
 
 async def _ensure_room_for_active_rule(
-    conn: AsyncConnection, program_id: int, except_rule_id: int = 0
+    conn: Connection, program_id: int, except_rule_id: int = 0
 ) -> None:
     """Lock the program's rule set and refuse one active rule too many."""
     await conn.execute(_LOCK_PROGRAM, {"program_id": program_id})
@@ -110,7 +110,7 @@ async def _ensure_room_for_active_rule(
 async def create_earn_rule(
     program_id: int, body: EarnRuleCreate, request: IdempotencyRequest | None
 ) -> StoredResponse:
-    async def work(conn: AsyncConnection) -> tuple[int, str]:
+    async def work(conn: Connection) -> tuple[int, str]:
         if body.active:
             await _ensure_room_for_active_rule(conn, program_id)
         row = (

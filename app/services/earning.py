@@ -23,10 +23,10 @@ from zoneinfo import ZoneInfo
 
 import orjson
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app import db
 from app.clock import clock
+from app.db import Connection
 from app.errors import CurrencyMismatchError, NotFoundError
 from app.schemas.orders import BreakdownLine, OrderItem, QuoteOut, QuoteRequest
 from app.services.idempotency import IdempotencyRequest, StoredResponse, run_recomputation
@@ -237,7 +237,7 @@ class LoadedMember:
     pending_referrer_id: int | None
 
 
-async def load_context(conn: AsyncConnection, program_id: int, member: str) -> LoadedMember | None:
+async def load_context(conn: Connection, program_id: int, member: str) -> LoadedMember | None:
     """The member as the checkout needs it, or None for an unknown member.
 
     Rules are loaded when active, whatever their dates: an order may be backdated, so

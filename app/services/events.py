@@ -18,9 +18,9 @@ from typing import Any
 
 import orjson
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app import db
+from app.db import Connection
 from app.errors import ValidationError
 
 # The wire form of an event (api.md), built by PostgreSQL; ``e`` is events, ``m`` members.
@@ -58,7 +58,7 @@ SELECT CASE WHEN bool_or(a.query = '<insufficient privilege>')
 )
 
 
-async def settled_txid(conn: AsyncConnection) -> int:
+async def settled_txid(conn: Connection) -> int:
     """The settled horizon (above). Events with a smaller txid are final."""
     horizon: int = (await conn.execute(_SETTLED_TXID)).scalar_one()
     return horizon
@@ -85,7 +85,7 @@ RETURNING id
 
 
 async def write_event(
-    conn: AsyncConnection,
+    conn: Connection,
     program_id: int,
     event_type: str,
     member_id: int | None,

@@ -14,11 +14,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app import db
 from app.clock import clock
+from app.db import Connection, IntegrityError
 from app.errors import HoldNotActiveError, InsufficientPointsError, NotFoundError, PatronError
 from app.services import idempotency, member_batches
 from app.services.idempotency import IdempotencyRequest, StoredResponse
@@ -207,7 +206,7 @@ class LockedHold:
     member: str
 
 
-async def lock_hold(conn: AsyncConnection, program_id: int, hold_id: uuid.UUID) -> LockedHold:
+async def lock_hold(conn: Connection, program_id: int, hold_id: uuid.UUID) -> LockedHold:
     """Lock the holder's account, then read the hold as it is now."""
     holder = (
         await conn.execute(_LOCK_HOLDER, {"hold_id": hold_id, "program_id": program_id})
@@ -219,7 +218,7 @@ async def lock_hold(conn: AsyncConnection, program_id: int, hold_id: uuid.UUID) 
 
 
 async def close_hold(
-    conn: AsyncConnection,
+    conn: Connection,
     locked: LockedHold,
     *,
     status: str,

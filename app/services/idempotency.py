@@ -17,12 +17,11 @@ from typing import Any
 
 import orjson
 from sqlalchemy import text
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app import db
 from app.clock import clock
 from app.config import get_settings
+from app.db import Connection, IntegrityError
 from app.errors import IdempotencyKeyReusedError, PatronError
 
 IDEMPOTENCY_CONSTRAINT = "pk_idempotency_keys"
@@ -48,9 +47,9 @@ def fingerprint(method: str, path: str, payload: Any) -> bytes:
 
 
 def constraint_name(exc: IntegrityError) -> str | None:
-    """The violated constraint's name, from the asyncpg error under SQLAlchemy's wrapper."""
-    cause = getattr(exc.orig, "__cause__", None)
-    return getattr(cause, "constraint_name", None)
+    """The violated constraint's name."""
+    name: str | None = exc.constraint_name
+    return name
 
 
 def is_idempotency_conflict(exc: IntegrityError) -> bool:
@@ -68,7 +67,7 @@ _REMEMBER = text(
 
 
 async def find_stored(
-    conn: AsyncConnection, program_id: int, request: IdempotencyRequest
+    conn: Connection, program_id: int, request: IdempotencyRequest
 ) -> StoredResponse | None:
     row = (await conn.execute(_FIND, {"program_id": program_id, "key": request.key})).first()
     if row is None:
@@ -81,7 +80,7 @@ async def find_stored(
 
 
 async def remember(
-    conn: AsyncConnection,
+    conn: Connection,
     program_id: int,
     request: IdempotencyRequest,
     status_code: int,
@@ -114,7 +113,7 @@ async def replay_after_failure(
     raise failure
 
 
-Work = Callable[[AsyncConnection], Awaitable[tuple[int, str]]]
+Work = Callable[[Connection], Awaitable[tuple[int, str]]]
 
 
 async def run_once(
@@ -141,7 +140,7 @@ async def purge_expired_keys(now: datetime, batch_size: int = 5000) -> int:
     """Delete stored responses older than the retention window; returns how many went."""
     cutoff = now - timedelta(hours=get_settings().idempotency_retention_hours)
     async with db.transaction() as conn:
-        deleted = await conn.execute(
+        deleted = await conn.execute_count(
             text(
                 "DELETE FROM idempotency_keys WHERE ctid IN ("
                 " SELECT ctid FROM idempotency_keys WHERE created_at < :cutoff"
@@ -149,7 +148,7 @@ async def purge_expired_keys(now: datetime, batch_size: int = 5000) -> int:
             ),
             {"cutoff": cutoff, "batch": batch_size},
         )
-    return deleted.rowcount or 0
+    return deleted
 
 
 Compute = Callable[[], Awaitable[tuple[int, str]]]

@@ -25,10 +25,10 @@ from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal
 from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app import db
 from app.clock import clock
+from app.db import Connection
 from app.errors import NotFoundError, ValidationError
 from app.models.insights import SEGMENTS
 from app.schemas.insights import (
@@ -222,7 +222,7 @@ def _lock_key(column: str) -> str:
     return f"{_LOCK_CLASS}, CAST({column} % 2147483647 AS integer)"
 
 
-async def _refresh(conn: AsyncConnection, program_ids: list[int], now: datetime) -> list[Any]:
+async def _refresh(conn: Connection, program_ids: list[int], now: datetime) -> list[Any]:
     """Recompute the insights of these programs, whose locks the caller holds."""
     for statement in _REFRESH_SETTINGS:
         await conn.execute(text(statement))
@@ -231,8 +231,8 @@ async def _refresh(conn: AsyncConnection, program_ids: list[int], now: datetime)
     await conn.execute(text(_STAGE_SQL), params)
     await conn.execute(text("ANALYZE insight_stage"))
     staged = time.perf_counter()
-    updated = (await conn.execute(text(_UPDATE_CHANGED_SQL), params)).rowcount or 0
-    inserted = (await conn.execute(text(_INSERT_MISSING_SQL), params)).rowcount or 0
+    updated = await conn.execute_count(text(_UPDATE_CHANGED_SQL), params)
+    inserted = await conn.execute_count(text(_INSERT_MISSING_SQL), params)
     if updated + inserted >= _ANALYZE_AFTER_CHANGES:
         await conn.execute(text("ANALYZE member_insights"))
     duration_ms = round((time.perf_counter() - started) * 1000)
@@ -340,7 +340,7 @@ SELECT coalesce(sum(mi.net_spend), 0)
 
 
 async def _referral_funnel(
-    conn: AsyncConnection, program_id: int, start: datetime, end: datetime
+    conn: Connection, program_id: int, start: datetime, end: datetime
 ) -> ReferralFunnel | None:
     """Referrals made in the period, by how far they got: ``qualified`` counts those whose
     referee placed a qualifying order (whatever happened after), ``rewarded`` those paid
@@ -353,7 +353,7 @@ async def _referral_funnel(
     return ReferralFunnel(row.invited, row.qualified, row.rewarded)
 
 
-async def _referral_revenue(conn: AsyncConnection, program_id: int) -> int:
+async def _referral_revenue(conn: Connection, program_id: int) -> int:
     """Net spend of referred members who became customers, credited to the lifetime value of
     their referrers (domain.md: CLV is repeat purchases plus what referrals bring)."""
     revenue: int = (await conn.execute(_REFERRAL_REVENUE, {"program_id": program_id})).scalar_one()
@@ -641,7 +641,7 @@ RETURNING id, score, comment, channel, created_at
 async def record_feedback(
     program_id: int, member: str, body: FeedbackCreate, request: IdempotencyRequest | None
 ) -> StoredResponse:
-    async def work(conn: AsyncConnection) -> tuple[int, str]:
+    async def work(conn: Connection) -> tuple[int, str]:
         row = (
             await conn.execute(
                 _FEEDBACK_SQL,

@@ -19,11 +19,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app import db
 from app.clock import clock
+from app.db import Connection, IntegrityError
 from app.errors import InsufficientPointsError, NotFoundError, PatronError
 from app.services import idempotency, tier_evaluation
 from app.services.idempotency import IdempotencyRequest, StoredResponse
@@ -241,7 +240,7 @@ def idem_params(request: IdempotencyRequest | None, status_code: int = 201) -> d
     return {"idem_key": request.key, "idem_hash": request.fingerprint, "idem_status": status_code}
 
 
-async def member_missing(conn: AsyncConnection, program_id: int, member: str) -> bool:
+async def member_missing(conn: Connection, program_id: int, member: str) -> bool:
     found = await conn.execute(_MEMBER_EXISTS, {"program_id": program_id, "member": member})
     return found.first() is None
 
@@ -299,7 +298,7 @@ async def debit(posting: Posting, request: IdempotencyRequest | None) -> StoredR
 
 
 async def debit_in(
-    conn: AsyncConnection,
+    conn: Connection,
     posting: Posting,
     request: IdempotencyRequest | None,
     now: datetime,

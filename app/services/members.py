@@ -6,10 +6,10 @@ from typing import Any
 
 import orjson
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app import db
 from app.clock import clock
+from app.db import Connection
 from app.errors import NotFoundError
 from app.schemas.members import MemberOut
 from app.services import referrals
@@ -86,7 +86,7 @@ def member_out(row: Any) -> MemberOut:
     )
 
 
-async def _fetch(conn: AsyncConnection, program_id: int, member: str) -> Any:
+async def _fetch(conn: Connection, program_id: int, member: str) -> Any:
     return (
         await conn.execute(
             text(_MEMBER_SELECT + " WHERE m.program_id = :program_id AND m.external_id = :member"),

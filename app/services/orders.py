@@ -22,11 +22,10 @@ from typing import Any
 
 import orjson
 from sqlalchemy import text
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app import db
 from app.clock import clock
+from app.db import Connection, IntegrityError
 from app.errors import (
     ConflictError,
     CurrencyMismatchError,
@@ -313,7 +312,7 @@ async def create_order(
 
 
 async def _create_with_hold(
-    conn: AsyncConnection,
+    conn: Connection,
     program_id: int,
     body: OrderCreate,
     params: dict[str, Any],
@@ -591,7 +590,7 @@ async def create_refund(
 
 
 async def _existing_refund(
-    conn: AsyncConnection, program_id: int, order_id: str, refund_id: str, amount: int
+    conn: Connection, program_id: int, order_id: str, refund_id: str, amount: int
 ) -> StoredResponse | None:
     row = (
         await conn.execute(_FIND_REFUND, {"program_id": program_id, "refund_id": refund_id})

@@ -7,10 +7,10 @@ from typing import Any
 
 import orjson
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app import auth, db
 from app.clock import clock
+from app.db import Connection
 from app.errors import NotFoundError, ValidationError
 from app.schemas.programs import ApiKeyCreated, ApiKeyOut, ProgramOut, ReferralSettings
 from app.services.idempotency import IdempotencyRequest, StoredResponse, run_once
@@ -114,7 +114,7 @@ async def update_program(program_id: int, changes: dict[str, Any]) -> ProgramOut
 
 
 async def insert_api_key(
-    conn: AsyncConnection, program_id: int, name: str, scopes: list[str]
+    conn: Connection, program_id: int, name: str, scopes: list[str]
 ) -> ApiKeyCreated:
     key, key_hash, prefix = auth.generate_api_key()
     key_id = uuid.uuid4()
@@ -151,7 +151,7 @@ async def create_api_key(
     the secret is not stored anywhere (``key`` is null in a replayed response)."""
     created: list[ApiKeyCreated] = []
 
-    async def work(conn: AsyncConnection) -> tuple[int, str]:
+    async def work(conn: Connection) -> tuple[int, str]:
         result = await insert_api_key(conn, program_id, name, scopes)
         created.append(result)
         return 201, result.model_copy(update={"key": None}).model_dump_json()

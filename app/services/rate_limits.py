@@ -40,11 +40,11 @@ async def hit(subject: str, limit: int, now: datetime, window_seconds: int = 60)
 async def purge_old_windows(now: datetime, batch_size: int = 5000) -> int:
     """Worker job: forget windows that ended more than an hour ago."""
     async with db.transaction() as conn:
-        deleted = await conn.execute(
+        deleted = await conn.execute_count(
             text(
                 "DELETE FROM rate_limit_windows WHERE ctid IN (SELECT ctid FROM "
                 "rate_limit_windows WHERE window_start < :cutoff LIMIT :batch)"
             ),
             {"cutoff": now - timedelta(hours=1), "batch": batch_size},
         )
-    return deleted.rowcount or 0
+    return deleted

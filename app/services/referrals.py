@@ -17,13 +17,12 @@ from typing import Any
 
 import orjson
 from sqlalchemy import text
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app import db
 from app.auth import Principal
 from app.clock import clock
 from app.config import get_settings
+from app.db import Connection, IntegrityError
 from app.errors import (
     AlreadyReferredError,
     NotFoundError,
@@ -77,7 +76,7 @@ def _url(template: str | None, code: str) -> str | None:
     return template.replace("{code}", code) if template else None
 
 
-async def _settings(conn: AsyncConnection, program_id: int) -> ReferralSettings:
+async def _settings(conn: Connection, program_id: int) -> ReferralSettings:
     raw = (
         await conn.execute(text("SELECT referral FROM programs WHERE id = :id"), {"id": program_id})
     ).scalar_one()
@@ -96,7 +95,7 @@ _SET_CODE = text(
 )
 
 
-async def _link_in(conn: AsyncConnection, program_id: int, member: str) -> ReferralLinkOut:
+async def _link_in(conn: Connection, program_id: int, member: str) -> ReferralLinkOut:
     row = (await conn.execute(_MEMBER_CODE, {"program_id": program_id, "member": member})).first()
     if row is None or row.erased_at is not None:
         raise NotFoundError(f"No member {member!r} in this program.")
@@ -118,7 +117,7 @@ async def referral_link(
 ) -> StoredResponse:
     """The member's code (made on first request, the same ever after) and share link."""
 
-    async def work(conn: AsyncConnection) -> tuple[int, str]:
+    async def work(conn: Connection) -> tuple[int, str]:
         return 200, (await _link_in(conn, program_id, member)).model_dump_json()
 
     for _ in range(5):
@@ -186,7 +185,7 @@ _READ_REFERRAL = text(
 
 
 async def attribute_in(
-    conn: AsyncConnection, program_id: int, code: str, referee: str, now: datetime
+    conn: Connection, program_id: int, code: str, referee: str, now: datetime
 ) -> str:
     """Record that ``referee`` was referred with ``code``, inside an open transaction;
     returns the referral's JSON. Locks the referee's account (serialising with its orders)."""
@@ -223,7 +222,7 @@ async def attribute_in(
     if ordered.first() is not None:
         raise NotNewCustomerError(f"Member {referee!r} already has orders.")
     try:
-        async with conn.begin_nested():
+        async with conn.savepoint():
             referral_id = (
                 await conn.execute(
                     _INSERT_REFERRAL,
@@ -255,7 +254,7 @@ async def attribute_in(
 async def create_referral(
     program_id: int, code: str, referee: str, request: IdempotencyRequest | None
 ) -> StoredResponse:
-    async def work(conn: AsyncConnection) -> tuple[int, str]:
+    async def work(conn: Connection) -> tuple[int, str]:
         return 201, await attribute_in(conn, program_id, code, referee, clock.now())
 
     return await run_once(program_id, request, work)
@@ -269,7 +268,7 @@ _PENDING_FOR = text(
 )
 
 
-async def pending_referrer(conn: AsyncConnection, program_id: int, member_id: int) -> int | None:
+async def pending_referrer(conn: Connection, program_id: int, member_id: int) -> int | None:
     """The referrer of ``member_id``'s pending referral, if any (read before an order, so the
     order can lock both accounts in id order up front)."""
     row = (
@@ -292,7 +291,7 @@ RETURNING f.id, o.status AS order_status
 
 
 async def on_order_created_in(
-    conn: AsyncConnection, program_id: int, member_id: int, order_id: str, now: datetime
+    conn: Connection, program_id: int, member_id: int, order_id: str, now: datetime
 ) -> None:
     """After a referee's order, in its transaction (both accounts already locked): qualify the
     pending referral, and pay it at once when the order's points are already available."""
@@ -327,7 +326,7 @@ RETURNING f.id, f.referee_id
 
 
 async def on_refund_in(
-    conn: AsyncConnection, program_id: int, order_pk: int, member: str, now: datetime
+    conn: Connection, program_id: int, order_pk: int, member: str, now: datetime
 ) -> None:
     """After a refund, in its transaction: a referral whose qualifying order is now refunded
     below the minimum (or entirely) before it paid out is rejected."""
@@ -371,7 +370,7 @@ SELECT count(*) FROM closed
 
 
 async def pay_in(
-    conn: AsyncConnection, referral_id: int, settings: ReferralSettings, now: datetime
+    conn: Connection, referral_id: int, settings: ReferralSettings, now: datetime
 ) -> bool:
     """Pay a qualified referral whose members' accounts this transaction holds. Returns
     whether it paid (False when another transaction got there first)."""

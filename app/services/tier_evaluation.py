@@ -13,9 +13,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app import db
+from app.db import Connection
 from app.services.tier_rules import DECIDE_CTES, QUALIFYING_CTES
 
 _APPLY = text(
@@ -73,7 +73,7 @@ class Outcome:
 
 
 async def evaluate_locked(
-    conn: AsyncConnection, member_ids: list[int], now: datetime, reason: str = "qualified"
+    conn: Connection, member_ids: list[int], now: datetime, reason: str = "qualified"
 ) -> Outcome:
     """Decide and apply the tiers of members whose account rows this transaction holds."""
     if not member_ids:
@@ -136,7 +136,7 @@ _ADVANCE = text(
 )
 
 
-async def _next_batch(conn: AsyncConnection, program: Any, now: datetime, size: int) -> bool:
+async def _next_batch(conn: Connection, program: Any, now: datetime, size: int) -> bool:
     """Re-evaluate the next batch of a flagged program whose row this transaction holds;
     returns whether members remain."""
     ids = list(

@@ -13,11 +13,10 @@ from typing import Any
 
 import orjson
 from sqlalchemy import text
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app import db
 from app.clock import clock
+from app.db import Connection, IntegrityError
 from app.errors import DuplicateError, NotFoundError, ValidationError
 from app.schemas.tiers import (
     MemberTierOut,
@@ -87,7 +86,7 @@ async def list_tiers(program_id: int) -> list[TierOut]:
     return [_tier_out(row) for row in rows]
 
 
-async def _read_tier(conn: AsyncConnection, program_id: int, key: str) -> TierOut:
+async def _read_tier(conn: Connection, program_id: int, key: str) -> TierOut:
     row = (await conn.execute(_TIERS, {"program_id": program_id, "key": key})).first()
     if row is None:
         raise NotFoundError(f"No tier {key!r} in this program.")
@@ -103,7 +102,7 @@ async def get_tier(program_id: int, key: str) -> TierOut:
 
 
 async def _mark_dirty_and_count(
-    conn: AsyncConnection, program_id: int
+    conn: Connection, program_id: int
 ) -> tuple[Reevaluation, dict[str, int]]:
     """In the saving transaction: flag the program for re-evaluation and count what it does
     (and how many members each tier will have once it is done)."""
@@ -163,7 +162,7 @@ async def _saved(
 ) -> StoredResponse:
     plan_holder: list[Reevaluation] = []
 
-    async def work(conn: AsyncConnection) -> tuple[int, str]:
+    async def work(conn: Connection) -> tuple[int, str]:
         body = await change(conn)
         plan, holders = await _mark_dirty_and_count(conn, program_id)
         plan_holder.append(plan)
@@ -185,7 +184,7 @@ async def _saved(
 async def create_tier(
     program_id: int, body: TierCreate, request: IdempotencyRequest | None
 ) -> StoredResponse:
-    async def change(conn: AsyncConnection) -> dict[str, Any]:
+    async def change(conn: Connection) -> dict[str, Any]:
         now = clock.now()
         await conn.execute(
             text(
@@ -209,7 +208,7 @@ async def create_tier(
 
 
 async def update_tier(program_id: int, key: str, changes: dict[str, Any]) -> StoredResponse:
-    async def change(conn: AsyncConnection) -> dict[str, Any]:
+    async def change(conn: Connection) -> dict[str, Any]:
         columns = {"earn_multiplier": "earn_multiplier"}
         assignments = ", ".join(f"{columns.get(c, c)} = :{c}" for c in changes)
         updated = (
@@ -232,7 +231,7 @@ async def delete_tier(program_id: int, key: str) -> StoredResponse:
     """Delete a tier. Its members are re-evaluated at once against the tiers that remain
     (no grace: the tier they held no longer exists)."""
 
-    async def change(conn: AsyncConnection) -> dict[str, Any]:
+    async def change(conn: Connection) -> dict[str, Any]:
         found = (
             await conn.execute(
                 text(
@@ -279,7 +278,7 @@ async def get_policy(program_id: int) -> TierPolicyOut:
 async def put_policy(
     program_id: int, policy: TierPolicy, request: IdempotencyRequest | None = None
 ) -> StoredResponse:
-    async def change(conn: AsyncConnection) -> dict[str, Any]:
+    async def change(conn: Connection) -> dict[str, Any]:
         await conn.execute(
             text(
                 "UPDATE programs SET tier_metric = :metric, tier_window_days = :window, "

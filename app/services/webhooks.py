@@ -17,10 +17,10 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app import db
 from app.clock import clock
+from app.db import Connection
 from app.errors import NotFoundError, ValidationError
 from app.schemas.webhooks import WebhookDeliveryOut, WebhookEndpointOut, WebhookEndpointWithSecret
 from app.services import idempotency
@@ -99,7 +99,7 @@ async def create_endpoint(
         return await idempotency.replay_after_failure(program_id, request, exc), None
     created: list[WebhookEndpointWithSecret] = []
 
-    async def work(conn: AsyncConnection) -> tuple[int, str]:
+    async def work(conn: Connection) -> tuple[int, str]:
         now = clock.now()
         # Serialises registrations of one program, so the cap below holds.
         await conn.execute(
@@ -213,7 +213,7 @@ async def rotate_secret(
     parsed = _parse_id(endpoint_id)
     rotated: list[WebhookEndpointWithSecret] = []
 
-    async def work(conn: AsyncConnection) -> tuple[int, str]:
+    async def work(conn: Connection) -> tuple[int, str]:
         now = clock.now()
         secret = new_secret()
         row = (
@@ -250,7 +250,7 @@ async def resume_endpoint(
     Deliveries that already failed stay failed; the events feed has them."""
     parsed = _parse_id(endpoint_id)
 
-    async def work(conn: AsyncConnection) -> tuple[int, str]:
+    async def work(conn: Connection) -> tuple[int, str]:
         now = clock.now()
         # Deliveries before the endpoint: the lock order of the delivery job.
         await conn.execute(

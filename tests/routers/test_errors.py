@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
+from app import db
 from app.config import get_settings
 from app.services import ledger, members
 from tests.conftest import Program
@@ -304,12 +305,8 @@ class TestInternalError:
     async def test_database_error_does_not_leak_sql(
         self, program: Program, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        from sqlalchemy.exc import ProgrammingError
-
         async def broken(*args: Any, **kwargs: Any) -> Any:
-            raise ProgrammingError(
-                f"SELECT password FROM {SECRET}", {"p": SECRET}, Exception(SECRET)
-            )
+            raise db.DatabaseError(f"SELECT password FROM {SECRET} WHERE p = '{SECRET}'")
 
         monkeypatch.setattr(members, "list_members", broken)
         response = await program.get("/v1/members")

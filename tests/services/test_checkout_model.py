@@ -345,7 +345,7 @@ class CheckoutMachine(RuleBasedStateMachine):
 
 def test_checkout_state_machine(database_url: str) -> None:
     loop = asyncio.new_event_loop()
-    saved = (db._engine, db._autocommit_engine)
+    saved = db.get_engine()
     engine = db.make_engine(database_url)
     db.configure(engine)
     CheckoutMachine.loop = loop
@@ -363,4 +363,4 @@ def test_checkout_state_machine(database_url: str) -> None:
     finally:
         loop.run_until_complete(engine.dispose())
         loop.close()
-        db._engine, db._autocommit_engine = saved
+        db.configure(saved)

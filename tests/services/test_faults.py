@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
 
 from app import db
 from app.services import ledger
@@ -33,7 +32,7 @@ class TestLedgerIsAppendOnly:
             "UPDATE point_entries SET points = 1000 WHERE program_id = :p",
             "DELETE FROM point_entries WHERE program_id = :p",
         ):
-            with pytest.raises(DBAPIError, match="append-only"):
+            with pytest.raises(db.DatabaseError, match="append-only"):
                 async with db.transaction() as conn:
                     await conn.execute(text(statement), {"p": program.id})
         assert (await program.balance("m1"))["available"] == 10
