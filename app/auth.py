@@ -98,31 +98,36 @@ async def principal_for_key(key: str) -> Principal:
     return principal
 
 
-def bearer_token(request: Request) -> str:
-    header = request.headers.get("authorization")
-    if not header:
+def bearer_token(authorization: str | None) -> str:
+    """The token of an ``Authorization: Bearer <token>`` header."""
+    if not authorization:
         raise UnauthorizedError("Send 'Authorization: Bearer <API key>'.")
-    scheme, _, token = header.partition(" ")
+    scheme, _, token = authorization.partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         raise UnauthorizedError("Send 'Authorization: Bearer <API key>'.")
     return token
 
 
+async def authenticate(authorization: str | None, scope: str) -> Principal:
+    """The API key's principal, which must hold ``scope`` (or ``admin``)."""
+    token = bearer_token(authorization)
+    if token.startswith(TOKEN_PREFIX):
+        await verify_member_token(token)
+        raise ForbiddenError("A member token may call only the /v1/me endpoints.")
+    if not token.startswith(KEY_PREFIX):
+        raise UnauthorizedError("Unknown or revoked API key.")
+    principal = await principal_for_key(token)
+    if not principal.allows(scope):
+        raise ForbiddenError(f"This key lacks the '{scope}' scope.")
+    return principal
+
+
 def require_scope(scope: str) -> Callable[[Request], Awaitable[Principal]]:
     """A FastAPI dependency: the caller must hold ``scope`` (or ``admin``)."""
 
     async def dependency(request: Request) -> Principal:
-        token = bearer_token(request)
-        if token.startswith(TOKEN_PREFIX):
-            await verify_member_token(token)
-            raise ForbiddenError("A member token may call only the /v1/me endpoints.")
-        if not token.startswith(KEY_PREFIX):
-            raise UnauthorizedError("Unknown or revoked API key.")
-        principal = await principal_for_key(token)
-        if not principal.allows(scope):
-            raise ForbiddenError(f"This key lacks the '{scope}' scope.")
-        return principal
+        return await authenticate(request.headers.get("authorization"), scope)
 
     dependency.__name__ = f"require_{scope.replace(':', '_')}"
     return dependency
@@ -131,7 +136,7 @@ def require_scope(scope: str) -> Callable[[Request], Awaitable[Principal]]:
 async def require_member_token(request: Request) -> MemberPrincipal:
     """A FastAPI dependency for the ``/v1/me`` routes: the caller must send a valid member
     token; an API key, even a valid one, is the wrong credential here (403)."""
-    token = bearer_token(request)
+    token = bearer_token(request.headers.get("authorization"))
     if token.startswith(KEY_PREFIX):
         await principal_for_key(token)
         raise ForbiddenError("The /v1/me endpoints take a member token, not an API key.")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -15,9 +14,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import api_docs, db, metrics
 from app.config import get_settings
-from app.errors import PatronError, PayloadTooLargeError, RateLimitedError
+from app.errors import PatronError, PayloadTooLargeError
+from app.hot_paths import HotPaths
 from app.logs import configure_logging, request_id
 from app.observability import RequestObservability
+from app.problems import domain_problem, problem, validation_problem
 from app.routers import (
     dashboard,
     earn_rules,
@@ -39,7 +40,6 @@ from app.routers import (
 
 log = logging.getLogger("patron")
 
-PROBLEM_MEDIA_TYPE = "application/problem+json"
 _STATUS_CODES = {
     400: "bad_request",
     401: "unauthorized",
@@ -51,46 +51,14 @@ _STATUS_CODES = {
 }
 
 
-def problem(status: int, code: str, title: str, detail: str, **extra: Any) -> JSONResponse:
-    body = {
-        "type": f"/problems/{code}",
-        "title": title,
-        "status": status,
-        "detail": detail,
-        "code": code,
-        **extra,
-    }
-    headers = None
-    if "retry_after" in extra:
-        headers = {"Retry-After": str(extra.pop("retry_after"))}
-        body.pop("retry_after", None)
-    return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
-
-
 async def _patron_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, PatronError)
-    extra = dict(exc.extra)
-    if isinstance(exc, RateLimitedError):
-        extra["retry_after"] = exc.retry_after
-    return problem(exc.status, exc.code, exc.title, exc.detail, **extra)
-
-
-def _clean_error(error: dict[str, Any]) -> dict[str, Any]:
-    # Pydantic's raw errors can carry the input and exception objects; send only what helps.
-    return {
-        "loc": list(error.get("loc", ())),
-        "msg": error.get("msg", ""),
-        "type": error.get("type", ""),
-    }
+    return domain_problem(exc)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    errors = [_clean_error(e) for e in exc.errors()]
-    detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors[:5])
-    return problem(
-        422, "validation_error", "Invalid request", detail or "Invalid request", errors=errors
-    )
+    return validation_problem(exc.errors())
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -191,8 +159,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             await db.dispose()
 
 
-def create_app() -> FastAPI:
+def create_app(*, hot_paths: bool | None = None) -> FastAPI:
+    """The application; ``hot_paths`` overrides the setting (tests compare both ways)."""
     settings = get_settings()
+    if hot_paths is None:
+        hot_paths = settings.hot_paths
     configure_logging(settings.log_level)
     metrics.set_pool_limit(settings.pool_size + settings.pool_max_overflow)
     app = FastAPI(
@@ -205,6 +176,9 @@ def create_app() -> FastAPI:
         # Served from the package by app.api_docs instead (they must work offline).
         docs_url=None,
         redoc_url=None,
+        # app.metrics and app.observability measure requests; FastAPI's own OpenTelemetry
+        # hooks would look up providers on every request for nothing.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     api_docs.install(app)
     app.add_exception_handler(PatronError, _patron_error)
@@ -230,6 +204,11 @@ def create_app() -> FastAPI:
         referrals,
     ):
         app.include_router(module.router)
+    if hot_paths:
+        # Innermost: served after the body limit and the request id, before FastAPI's router.
+        app.add_middleware(
+            HotPaths, routes=[*points.HOT_ROUTES, *holds.HOT_ROUTES, *orders.HOT_ROUTES]
+        )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     # Outermost, so that every answer (413s included) has a request id and is counted.
     app.add_middleware(RequestObservability)

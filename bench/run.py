@@ -51,6 +51,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
+from order_statement import order_statement_script
 
 try:
     import psutil
@@ -812,7 +813,14 @@ def run_wrk(
     return result
 
 
-def run_pgbench(pgbench: str, args: argparse.Namespace, url: str, database: str) -> dict[str, Any]:
+def run_pgbench(
+    pgbench: str,
+    args: argparse.Namespace,
+    url: str,
+    database: str,
+    script: Path = PGBENCH_SCRIPT,
+    output_name: str = "pgbench.txt",
+) -> dict[str, Any]:
     command = [
         pgbench,
         "-M",
@@ -825,19 +833,21 @@ def run_pgbench(pgbench: str, args: argparse.Namespace, url: str, database: str)
         str(args.duration),
         "-n",
         "-f",
-        str(PGBENCH_SCRIPT),
+        str(script),
         "-D",
         f"accounts={args.members}",
         url,
     ]
+    # The service's own connection settings (app.db), so both run the same plans.
+    env = {**os.environ, "PGOPTIONS": "-c plan_cache_mode=force_generic_plan -c jit=off"}
     meter = CpuMeter(database)
     meter.start()
     try:
-        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
     finally:
         cpu = meter.stop()
     output = done.stdout + done.stderr
-    (RESULTS_DIR / "pgbench.txt").write_text(output)
+    (RESULTS_DIR / output_name).write_text(output)
     if done.returncode != 0:
         raise RuntimeError(f"pgbench failed ({done.returncode}):\n{output}")
     parsed = parse_pgbench(output)
@@ -907,6 +917,12 @@ def print_report(report: dict[str, Any]) -> None:
         f"{'pgbench reference (INSERT + UPDATE)':<36} {tps:>9.1f} tps "
         f"(without connection time{latency})"
     )
+    own = report.get("pgbench_order_statement")
+    if own is not None and "orders" in endpoints:
+        print(
+            f"{'pgbench, the order statement itself':<36} {own['tps']:>9.1f} tps; "
+            f"POST /v1/orders reaches {endpoints['orders']['rps'] / own['tps']:.3f} of it"
+        )
     if "holds" in endpoints:
         e = endpoints["holds"]
         print(
@@ -1091,11 +1107,19 @@ def bench(args: argparse.Namespace) -> int:
         sampler.stop()
         server.stop()
         server = None
+        counts = asyncio.run(ledger_counts(url))
 
         log(f"pgbench reference: {args.connections} clients, {args.duration}s")
         asyncio.run(create_reference_schema(url, args.members))
         pg = run_pgbench(pgbench, args, url, name)
         log(f"  {pg['tps']:.1f} tps")
+        own: dict[str, Any] | None = None
+        if "orders" in results:
+            log(f"pgbench, the order's own statement: {args.connections} clients, {args.duration}s")
+            script = RESULTS_DIR / "order_statement.sql"
+            script.write_text(asyncio.run(order_statement_script(url, program_id, args.members)))
+            own = run_pgbench(pgbench, args, url, name, script, "pgbench-order-statement.txt")
+            log(f"  {own['tps']:.1f} tps")
 
         log("auditing the ledger")
         audit_error: str | None = None
@@ -1104,7 +1128,6 @@ def bench(args: argparse.Namespace) -> int:
         except Exception as exc:  # report the figures even when the audit cannot run
             audit_error = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
             violations = []
-        counts = asyncio.run(ledger_counts(url))
         tps = pg["tps"]
         report = {
             "started_at": started_at.isoformat(),
@@ -1132,6 +1155,7 @@ def bench(args: argparse.Namespace) -> int:
             },
             "endpoints": {e.mode: endpoint_figures(results[e.mode], e, tps) for e in endpoints},
             "pgbench": pg,
+            "pgbench_order_statement": own,
             "service_rss": sampler.summary(),
             "ledger_rows": counts,
             "audit": {

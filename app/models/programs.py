@@ -89,6 +89,9 @@ class Program(Base):
     tiers_reevaluated_through: Mapped[int | None] = mapped_column(BigInteger)
     # The last local date whose birthdays have been given their bonus.
     birthday_bonus_through: Mapped[date | None] = mapped_column(Date)
+    # Changes whenever what an order earns could change: currency, earn rate, time zone, any
+    # earn rule or tier (kept by triggers, migration 0011). The checkout's cache checks it.
+    config_version: Mapped[int] = mapped_column(BigInteger, server_default=text("1"))
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 

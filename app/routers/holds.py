@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
 
 from app.auth import Principal, require_scope
+from app.hot_paths import HotCall, HotRoute
 from app.routers.deps import (
     IdempotencyKeyHeader,
     MemberPath,
@@ -14,14 +16,37 @@ from app.routers.deps import (
     problems,
     stored_json,
 )
+from app.schemas.common import ExternalId
 from app.schemas.holds import HoldCapture, HoldCreate, HoldOut
 from app.services import holds
+from app.services.idempotency import IdempotencyRequest, StoredResponse
 
 router = APIRouter(tags=["Holds"])
 
 PointsReader = Annotated[Principal, Depends(require_scope("points:read"))]
 PointsWriter = Annotated[Principal, Depends(require_scope("points:write"))]
 _HOLD: dict[int | str, dict[str, Any]] = {200: {"model": HoldOut}}
+
+
+async def _create(
+    principal: Principal, member: str, body: HoldCreate, request: IdempotencyRequest | None
+) -> StoredResponse:
+    return await holds.create_hold(
+        principal.program_id, member, body.points, body.order_id, body.ttl_seconds, request
+    )
+
+
+async def _capture(
+    principal: Principal, hold_id: str, body: HoldCapture | None, request: IdempotencyRequest | None
+) -> StoredResponse:
+    points = body.points if body is not None else None
+    return await holds.capture_hold(principal.program_id, hold_id, points, principal.actor, request)
+
+
+async def _release(
+    principal: Principal, hold_id: str, request: IdempotencyRequest | None
+) -> StoredResponse:
+    return await holds.release_hold(principal.program_id, hold_id, principal.actor, request)
 
 
 @router.post(
@@ -41,15 +66,9 @@ async def create_hold(
 ) -> Response:
     """Reserve points: they leave `available` and count in `held` until the hold is captured,
     released, or expires (`ttl_seconds`, default the program's `hold_ttl_seconds`)."""
-    stored = await holds.create_hold(
-        principal.program_id,
-        member,
-        body.points,
-        body.order_id,
-        body.ttl_seconds,
-        idempotency_request(request, idempotency_key, body),
+    return stored_json(
+        await _create(principal, member, body, idempotency_request(request, idempotency_key, body))
     )
-    return stored_json(stored)
 
 
 @router.post(
@@ -65,15 +84,8 @@ async def capture_hold(
 ) -> Response:
     """Redeem the held points (a `redeem` entry); with `points`, redeem that many and give the
     rest back. A hold past its `expires_at` is never capturable."""
-    capture = body or HoldCapture()
-    stored = await holds.capture_hold(
-        principal.program_id,
-        hold_id,
-        capture.points,
-        principal.actor,
-        idempotency_request(request, idempotency_key, capture),
-    )
-    return stored_json(stored)
+    idempotency = idempotency_request(request, idempotency_key, body or HoldCapture())
+    return stored_json(await _capture(principal, hold_id, body, idempotency))
 
 
 @router.post(
@@ -87,13 +99,9 @@ async def release_hold(
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> Response:
     """Give the held points back to `available`."""
-    stored = await holds.release_hold(
-        principal.program_id,
-        hold_id,
-        principal.actor,
-        idempotency_request(request, idempotency_key, None),
+    return stored_json(
+        await _release(principal, hold_id, idempotency_request(request, idempotency_key, None))
     )
-    return stored_json(stored)
 
 
 @router.get("/v1/holds/{hold_id}", responses={**_HOLD, **problems((404, "not_found"))})
@@ -102,3 +110,35 @@ async def get_hold(hold_id: str, principal: PointsReader) -> Response:
     return Response(
         await holds.get_hold(principal.program_id, hold_id), media_type="application/json"
     )
+
+
+def _capture_call(call: HotCall) -> Awaitable[StoredResponse]:
+    return _capture(call.principal, call.path_params["hold_id"], call.body, call.idempotency)
+
+
+HOT_ROUTES = [
+    HotRoute(
+        "POST",
+        "/v1/members/{member}/holds",
+        "points:write",
+        lambda call: _create(
+            call.principal, call.path_params["member"], call.body, call.idempotency
+        ),
+        body=HoldCreate,
+        path_types={"member": ExternalId},
+    ),
+    HotRoute(
+        "POST",
+        "/v1/holds/{hold_id}/capture",
+        "points:write",
+        _capture_call,
+        body=HoldCapture,
+        body_required=False,
+    ),
+    HotRoute(
+        "POST",
+        "/v1/holds/{hold_id}/release",
+        "points:write",
+        lambda call: _release(call.principal, call.path_params["hold_id"], call.idempotency),
+    ),
+]

@@ -7,15 +7,23 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Request, Response
 
 from app.auth import Principal, require_scope
+from app.hot_paths import HotRoute
 from app.routers.deps import IdempotencyKeyHeader, idempotency_request, problems, stored_json
 from app.schemas.orders import OrderCreate, OrderOut, RefundCreate, RefundOut
 from app.services import orders
+from app.services.idempotency import IdempotencyRequest, StoredResponse
 
 router = APIRouter(prefix="/v1/orders", tags=["Orders"])
 
 PointsReader = Annotated[Principal, Depends(require_scope("points:read"))]
 PointsWriter = Annotated[Principal, Depends(require_scope("points:write"))]
 OrderIdPath = Annotated[str, Path(min_length=1, max_length=128, examples=["A-1001"])]
+
+
+async def _create_order(
+    principal: Principal, body: OrderCreate, request: IdempotencyRequest | None
+) -> StoredResponse:
+    return await orders.create_order(principal.program_id, principal.actor, body, request)
 
 
 @router.post(
@@ -45,13 +53,9 @@ async def create_order(
     `pending_days` > 0 the points are pending until `occurred_at + pending_days`.
     `redeem_hold_id` captures that hold as part of the order, atomically. `order_id` is the
     natural idempotency key: sending the same order again is always safe."""
-    stored = await orders.create_order(
-        principal.program_id,
-        principal.actor,
-        body,
-        idempotency_request(request, idempotency_key, body),
+    return stored_json(
+        await _create_order(principal, body, idempotency_request(request, idempotency_key, body))
     )
-    return stored_json(stored)
 
 
 @router.get("/{order_id}", responses={200: {"model": OrderOut}, **problems((404, "not_found"))})
@@ -95,3 +99,14 @@ async def create_refund(
         idempotency_request(request, idempotency_key, body),
     )
     return stored_json(stored)
+
+
+HOT_ROUTES = [
+    HotRoute(
+        "POST",
+        "/v1/orders",
+        "points:write",
+        lambda call: _create_order(call.principal, call.body, call.idempotency),
+        body=OrderCreate,
+    ),
+]

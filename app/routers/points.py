@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from app import metrics
 from app.auth import Principal, require_scope
+from app.hot_paths import HotRoute
 from app.routers.deps import (
     Cursor,
     IdempotencyKeyHeader,
@@ -19,7 +20,7 @@ from app.routers.deps import (
     problems,
     stored_json,
 )
-from app.schemas.common import Page
+from app.schemas.common import ExternalId, Page
 from app.schemas.points import (
     AdjustRequest,
     EarnRequest,
@@ -28,7 +29,7 @@ from app.schemas.points import (
     RedeemRequest,
 )
 from app.services import ledger
-from app.services.idempotency import StoredResponse
+from app.services.idempotency import IdempotencyRequest, StoredResponse
 
 router = APIRouter(prefix="/v1/members/{member}/points", tags=["Points"])
 
@@ -40,20 +41,55 @@ _ENTRY_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _entry_written(stored: StoredResponse, kind: str) -> Response:
+def _counted(stored: StoredResponse, kind: str) -> StoredResponse:
     """The response, counting the entry unless this replays an earlier one."""
     if not stored.replayed:
         metrics.entry_written(kind)
-    return stored_json(stored)
+    return stored
+
+
+async def _points(principal: Principal, member: str) -> StoredResponse:
+    row = await ledger.get_points(principal.program_id, member)
+    if isinstance(row["expiring"], str | bytes):
+        row["expiring"] = orjson.loads(row["expiring"])
+    return StoredResponse(200, orjson.dumps(row).decode())
+
+
+async def _earn(
+    principal: Principal, member: str, body: EarnRequest, request: IdempotencyRequest | None
+) -> StoredResponse:
+    posting = ledger.Posting(
+        program_id=principal.program_id,
+        member=member,
+        points=body.points,
+        kind="earn",
+        event_type="points.earned",
+        actor=principal.actor,
+        reason=body.reason,
+    )
+    return _counted(await ledger.credit(posting, request), "earn")
+
+
+async def _redeem(
+    principal: Principal, member: str, body: RedeemRequest, request: IdempotencyRequest | None
+) -> StoredResponse:
+    posting = ledger.Posting(
+        program_id=principal.program_id,
+        member=member,
+        points=body.points,
+        kind="redeem",
+        event_type="points.redeemed",
+        actor=principal.actor,
+        reason=body.reason,
+        order_id=body.order_id,
+    )
+    return _counted(await ledger.debit(posting, request), "redeem")
 
 
 @router.get("", response_model=PointsOut, responses=problems((404, "not_found")))
 async def get_points(member: MemberPath, principal: PointsReader) -> Response:
     """The member's balances and the soonest-expiring point buckets."""
-    row = await ledger.get_points(principal.program_id, member)
-    if isinstance(row["expiring"], str | bytes):
-        row["expiring"] = orjson.loads(row["expiring"])
-    return Response(orjson.dumps(row), media_type="application/json")
+    return stored_json(await _points(principal, member))
 
 
 @router.get(
@@ -82,17 +118,9 @@ async def earn(
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> Response:
     """Credit points that are spendable at once (an `earn` entry)."""
-    posting = ledger.Posting(
-        program_id=principal.program_id,
-        member=member,
-        points=body.points,
-        kind="earn",
-        event_type="points.earned",
-        actor=principal.actor,
-        reason=body.reason,
+    return stored_json(
+        await _earn(principal, member, body, idempotency_request(request, idempotency_key, body))
     )
-    stored = await ledger.credit(posting, idempotency_request(request, idempotency_key, body))
-    return _entry_written(stored, "earn")
 
 
 @router.post(
@@ -111,18 +139,9 @@ async def redeem(
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> Response:
     """Spend available points (a `redeem` entry), soonest-expiring first."""
-    posting = ledger.Posting(
-        program_id=principal.program_id,
-        member=member,
-        points=body.points,
-        kind="redeem",
-        event_type="points.redeemed",
-        actor=principal.actor,
-        reason=body.reason,
-        order_id=body.order_id,
+    return stored_json(
+        await _redeem(principal, member, body, idempotency_request(request, idempotency_key, body))
     )
-    stored = await ledger.debit(posting, idempotency_request(request, idempotency_key, body))
-    return _entry_written(stored, "redeem")
 
 
 @router.post(
@@ -155,4 +174,35 @@ async def adjust(
     stored = await (
         ledger.credit(posting, idem) if body.points > 0 else ledger.debit(posting, idem)
     )
-    return _entry_written(stored, "adjust")
+    return stored_json(_counted(stored, "adjust"))
+
+
+_MEMBER = {"member": ExternalId}
+
+HOT_ROUTES = [
+    HotRoute(
+        "GET",
+        "/v1/members/{member}/points",
+        "points:read",
+        lambda call: _points(call.principal, call.path_params["member"]),
+        path_types=_MEMBER,
+    ),
+    HotRoute(
+        "POST",
+        "/v1/members/{member}/points/earn",
+        "points:write",
+        lambda call: _earn(call.principal, call.path_params["member"], call.body, call.idempotency),
+        body=EarnRequest,
+        path_types=_MEMBER,
+    ),
+    HotRoute(
+        "POST",
+        "/v1/members/{member}/points/redeem",
+        "points:write",
+        lambda call: _redeem(
+            call.principal, call.path_params["member"], call.body, call.idempotency
+        ),
+        body=RedeemRequest,
+        path_types=_MEMBER,
+    ),
+]

@@ -227,6 +227,87 @@ SELECT m.id AS member_id, a.available, m.birthday,
 
 
 @dataclass(frozen=True, slots=True)
+class ProgramEarning:
+    """A program's earning setup as of ``config_version`` (programs.config_version changes
+    whenever any of this could: currency, earn rate, time zone, earn rules, tiers)."""
+
+    config_version: int
+    currency: str
+    earn_rate: Decimal
+    timezone: str
+    rules: tuple[EarnRuleSpec, ...]
+    has_tiers: bool
+
+    @property
+    def member_dependent(self) -> bool:
+        """Whether an order's points can depend on who the member is: a tier multiplier, or a
+        rule on tiers or birthdays."""
+        return self.has_tiers or any(
+            rule.conditions.tiers is not None or rule.conditions.birthday_month
+            for rule in self.rules
+        )
+
+    def context(self) -> EarnContext:
+        """The earning context of any member, when it does not depend on the member."""
+        return EarnContext(
+            currency=self.currency,
+            earn_rate=self.earn_rate,
+            timezone=self.timezone,
+            tier_key=None,
+            tier_multiplier=None,
+            birthday=None,
+            rules=self.rules,
+        )
+
+
+_PROGRAM_EARNING = text(
+    """
+SELECT p.config_version, p.currency, p.earn_rate, p.timezone,
+       EXISTS (SELECT 1 FROM tiers AS t WHERE t.program_id = p.id) AS has_tiers,
+       COALESCE((
+           SELECT json_agg(json_build_object(
+                      'id', r.id, 'active', r.active, 'starts_at', r.starts_at,
+                      'ends_at', r.ends_at, 'conditions', r.conditions, 'effect', r.effect)
+                  ORDER BY r.id)
+             FROM earn_rules AS r
+            WHERE r.program_id = p.id AND r.active), '[]') AS rules
+  FROM programs AS p
+ WHERE p.id = :program_id
+"""
+)
+
+# Per process. An entry is only ever used together with its config_version, which the order
+# statement compares with the program's: a stale entry costs one retry, never a wrong order.
+_program_earning: dict[int, ProgramEarning] = {}
+_PROGRAM_EARNING_LIMIT = 10_000
+
+
+async def program_earning(program_id: int) -> ProgramEarning:
+    """The program's earning setup, from this process's cache when it has one."""
+    cached = _program_earning.get(program_id)
+    if cached is not None:
+        return cached
+    async with db.read_only() as conn:
+        row = (await conn.execute(_PROGRAM_EARNING, {"program_id": program_id})).one()
+    loaded = ProgramEarning(
+        config_version=row.config_version,
+        currency=row.currency,
+        earn_rate=row.earn_rate,
+        timezone=row.timezone,
+        rules=tuple(EarnRuleSpec.from_stored(rule) for rule in row.rules),
+        has_tiers=row.has_tiers,
+    )
+    if len(_program_earning) >= _PROGRAM_EARNING_LIMIT:
+        _program_earning.clear()
+    _program_earning[program_id] = loaded
+    return loaded
+
+
+def forget_program_earning(program_id: int) -> None:
+    _program_earning.pop(program_id, None)
+
+
+@dataclass(frozen=True, slots=True)
 class LoadedMember:
     """What the checkout reads about a member before an order, in one round trip."""
 

@@ -18,6 +18,7 @@ what it redeemed.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -78,15 +79,15 @@ NEW_LOT_REMAINING = "greatest({after}, 0) - greatest(greatest({before}, 0) - {co
 
 _CREATE_SQL = """
 WITH prog AS (
-    SELECT p.id, p.points_expiry_days, p.timezone,
+    SELECT p.id, p.points_expiry_days, p.timezone, p.currency, p.config_version,
            CAST(:occurred_at AS timestamptz) + make_interval(days => p.pending_days)
                AS available_at
       FROM programs AS p WHERE p.id = :program_id
-), ord AS (
+){guard}, ord AS (
     INSERT INTO orders (program_id, order_id, member_id, amount, currency, items, occurred_at,
                         points_earned, points_redeemed, breakdown, status, available_at,
                         redeem_hold_id, request_hash, created_at, released_at)
-    SELECT prog.id, CAST(:order_id AS text), CAST(:member_id AS bigint),
+    SELECT prog.id, CAST(:order_id AS text), {member_id},
            CAST(:amount AS bigint), CAST(:currency AS text), CAST(:items AS jsonb),
            CAST(:occurred_at AS timestamptz), CAST(:earned AS bigint),
            CAST(:points AS bigint), CAST(:breakdown AS jsonb),
@@ -94,7 +95,7 @@ WITH prog AS (
            prog.available_at, CAST(:hold_id AS uuid), CAST(:request_hash AS bytea),
            CAST(:now AS timestamptz),
            CASE WHEN prog.available_at <= :now THEN CAST(:now AS timestamptz) END
-      FROM prog
+      FROM {order_from}
     ON CONFLICT (program_id, order_id) DO NOTHING
  RETURNING *
 ), gain AS (
@@ -148,8 +149,30 @@ WITH prog AS (
            CAST(:now AS timestamptz)
       FROM body JOIN acc USING (member_id)
 ){remember}
-SELECT response FROM body
+{answer}
 """
+
+# The direct form (see create_order) finds the member itself and proceeds only when the
+# checkout's cached earning setup is current (``:config_version``), the currency is the
+# program's, and the member has no pending referral (whose payout needs both accounts locked
+# first). Its verdict says which, if any, stopped it.
+_DIRECT_GUARD = """, mem AS (
+    SELECT m.id FROM members AS m
+     WHERE m.program_id = :program_id AND m.external_id = CAST(:member AS text)
+), verdict AS (
+    SELECT CASE
+               WHEN NOT EXISTS (SELECT 1 FROM mem) THEN 'no_member'
+               WHEN prog.currency <> CAST(:currency AS text) THEN 'currency'
+               WHEN prog.config_version <> CAST(:config_version AS bigint) THEN 'stale'
+               WHEN EXISTS (SELECT 1 FROM referrals AS f JOIN mem ON f.referee_id = mem.id
+                             WHERE f.program_id = prog.id AND f.status = 'pending')
+                   THEN 'referral'
+               ELSE 'ok'
+           END AS verdict
+      FROM prog
+)"""
+_DIRECT_ANSWER = """SELECT verdict.verdict, prog.currency, (SELECT response FROM body) AS response
+  FROM verdict CROSS JOIN prog"""
 
 # Only with redeem_hold_id: capture the whole hold as part of the order.
 _CAPTURE_CTES = f""", {CONSUME_LOTS_CTE}, captured AS (
@@ -187,9 +210,17 @@ _CAPTURE_CTES = f""", {CONSUME_LOTS_CTE}, captured AS (
 )"""
 
 
-def _create_statement(*, capture: bool, remember: bool) -> Any:
+def _create_statement(*, capture: bool, remember: bool, direct: bool = False) -> Any:
     return text(
         _CREATE_SQL.format(
+            guard=_DIRECT_GUARD if direct else "",
+            member_id="mem.id" if direct else "CAST(:member_id AS bigint)",
+            order_from=(
+                "prog CROSS JOIN mem CROSS JOIN verdict WHERE verdict.verdict = 'ok'"
+                if direct
+                else "prog"
+            ),
+            answer=_DIRECT_ANSWER if direct else "SELECT response FROM body",
             expires_at=EXPIRES_AT_SQL,
             new_lot=NEW_LOT_REMAINING.format(
                 after="acc.available + acc.held",
@@ -208,6 +239,10 @@ def _create_statement(*, capture: bool, remember: bool) -> Any:
 _CREATE = {
     (capture, remember): _create_statement(capture=capture, remember=remember)
     for capture in (False, True)
+    for remember in (False, True)
+}
+_CREATE_DIRECT = {
+    remember: _create_statement(capture=False, remember=remember, direct=True)
     for remember in (False, True)
 }
 
@@ -233,26 +268,79 @@ def order_fingerprint(body: OrderCreate) -> bytes:
 async def create_order(
     program_id: int, actor: str, body: OrderCreate, request: IdempotencyRequest | None
 ) -> StoredResponse:
+    """Record an order and credit what it earns. The common order (no hold to capture, in a
+    program where what an order earns does not depend on the member: no tiers, no rules on
+    tiers or birthdays) is one statement, one round trip, computed from the process's cached
+    earning setup; any other order reads the member first."""
     now = clock.now()
     occurred_at = body.occurred_at or now
-    async with db.read_only() as conn:
-        loaded = await earning.load_context(conn, program_id, body.member_id)
-    if loaded is None:
-        return await idempotency.replay_after_failure(
-            program_id, request, NotFoundError(f"No member {body.member_id!r} in this program.")
-        )
-    member_id, context = loaded.member_id, loaded.context
-    referrer_id = loaded.pending_referrer_id
-    if body.currency != context.currency:
-        raise CurrencyMismatchError(
-            f"This program keeps {context.currency}; the order was in {body.currency}."
-        )
-    breakdown = earning.compute_breakdown(context, body.amount, body.items, occurred_at)
-    params: dict[str, Any] = {
+    if body.redeem_hold_id is None:
+        answered = await _create_directly(program_id, actor, body, request, now, occurred_at)
+        if answered is not None:
+            return answered
+    return await _create_after_reading_member(program_id, actor, body, request, now, occurred_at)
+
+
+# How often the direct form re-reads a program's earning setup that changed under it before
+# leaving the order to the full path.
+_STALE_RETRIES = 3
+
+
+async def _create_directly(
+    program_id: int,
+    actor: str,
+    body: OrderCreate,
+    request: IdempotencyRequest | None,
+    now: datetime,
+    occurred_at: datetime,
+) -> StoredResponse | None:
+    """The order in one statement, or None when it needs the full path (the earning depends
+    on the member, or the member has a pending referral)."""
+    for _ in range(_STALE_RETRIES):
+        setup = await earning.program_earning(program_id)
+        if setup.member_dependent:
+            return None
+        breakdown = earning.compute_breakdown(setup.context(), body.amount, body.items, occurred_at)
+        params = _order_params(program_id, actor, body, request, now, occurred_at, breakdown)
+        params["config_version"] = setup.config_version
+        try:
+            async with db.single_statement() as conn:
+                row = (await conn.execute(_CREATE_DIRECT[request is not None], params)).one()
+        except IntegrityError as exc:
+            if request is None or not idempotency.is_idempotency_conflict(exc):
+                raise
+            return await idempotency.replay_after_failure(program_id, request, exc)
+        if row.verdict == "ok":
+            if row.response is not None:
+                return StoredResponse(201, row.response)
+            return await _existing_order(program_id, body, request)
+        if row.verdict == "no_member":
+            return await idempotency.replay_after_failure(
+                program_id, request, NotFoundError(f"No member {body.member_id!r} in this program.")
+            )
+        if row.verdict == "currency":
+            raise CurrencyMismatchError(
+                f"This program keeps {row.currency}; the order was in {body.currency}."
+            )
+        if row.verdict != "stale":
+            return None  # a pending referral: the full path locks both members first
+        earning.forget_program_earning(program_id)
+    return None
+
+
+def _order_params(
+    program_id: int,
+    actor: str,
+    body: OrderCreate,
+    request: IdempotencyRequest | None,
+    now: datetime,
+    occurred_at: datetime,
+    breakdown: list[tuple[str, int]],
+) -> dict[str, Any]:
+    return {
         "program_id": program_id,
         "order_id": body.order_id,
         "member": body.member_id,
-        "member_id": member_id,
         "amount": body.amount,
         "currency": body.currency,
         "items": (
@@ -272,6 +360,31 @@ async def create_order(
         "now": now,
         **idem_params(request, 201),
     }
+
+
+async def _create_after_reading_member(
+    program_id: int,
+    actor: str,
+    body: OrderCreate,
+    request: IdempotencyRequest | None,
+    now: datetime,
+    occurred_at: datetime,
+) -> StoredResponse:
+    async with db.read_only() as conn:
+        loaded = await earning.load_context(conn, program_id, body.member_id)
+    if loaded is None:
+        return await idempotency.replay_after_failure(
+            program_id, request, NotFoundError(f"No member {body.member_id!r} in this program.")
+        )
+    member_id, context = loaded.member_id, loaded.context
+    referrer_id = loaded.pending_referrer_id
+    if body.currency != context.currency:
+        raise CurrencyMismatchError(
+            f"This program keeps {context.currency}; the order was in {body.currency}."
+        )
+    breakdown = earning.compute_breakdown(context, body.amount, body.items, occurred_at)
+    params = _order_params(program_id, actor, body, request, now, occurred_at, breakdown)
+    params["member_id"] = member_id
     statement = _CREATE[(body.redeem_hold_id is not None, request is not None)]
     # For a program with tiers the order also settles the member's tier, in one transaction;
     # otherwise an order without a hold is a single statement.

@@ -5,7 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sqlalchemy import text
+
+from app import db
 from app.clock import clock
+from app.services import earning
 from app.worker import run_once
 from tests.conftest import Program
 
@@ -304,3 +308,114 @@ class TestPointsExpiry:
         await program.post(f"/v1/holds/{hold['hold_id']}/release")
         await run_once(clock.now())
         assert (await program.balance("m1"))["available"] == 0
+
+
+class TestEarningSetupChanges:
+    """Each process caches a program's earning setup (rules, rate, tiers) for the one-statement
+    order; the statement proceeds only while programs.config_version is the cached one, so a
+    change made anywhere applies to the very next order."""
+
+    async def _rule(self, program: Program, multiplier: str) -> int:
+        response = await program.post(
+            "/v1/earn-rules",
+            json={
+                "name": "tea",
+                "active": True,
+                "conditions": {"categories": ["tea"]},
+                "effect": {"multiplier": multiplier},
+            },
+        )
+        assert response.status_code == 201, response.text
+        rule_id: int = response.json()["id"]
+        return rule_id
+
+    @staticmethod
+    def _tea() -> dict[str, Any]:
+        item = {"sku": "T", "category": "tea", "quantity": 1, "unit_price": 10_000}
+        return {"items": [item], "amount": 10_000}
+
+    async def test_a_changed_rule_applies_to_the_next_order(self, program: Program) -> None:
+        await program.member("m1")
+        rule = await self._rule(program, "2")
+        first = await place(program, "A-1", **self._tea())
+        assert first["breakdown"] == [
+            {"source": "base", "points": 100},
+            {"source": f"rule:{rule}", "points": 100},
+        ]
+        patched = await program.patch(
+            f"/v1/earn-rules/{rule}", json={"effect": {"multiplier": "3"}}
+        )
+        assert patched.status_code == 200, patched.text
+        second = await place(program, "A-2", **self._tea())
+        assert second["breakdown"][1] == {"source": f"rule:{rule}", "points": 200}
+        assert (await program.delete(f"/v1/earn-rules/{rule}")).status_code == 204
+        third = await place(program, "A-3", **self._tea())
+        assert third["breakdown"] == [{"source": "base", "points": 100}]
+
+    async def test_a_changed_earn_rate_applies_to_the_next_order(self, program: Program) -> None:
+        await program.member("m1")
+        assert (await place(program, "A-1"))["points_earned"] == 100
+        response = await program.patch("/v1/program", json={"earn_rate": "2.5"})
+        assert response.status_code == 200, response.text
+        assert (await place(program, "A-2"))["points_earned"] == 250
+
+    async def test_a_new_tier_applies_to_the_next_order(self, program: Program) -> None:
+        await program.member("m1")
+        await place(program, "A-1")
+        response = await program.post(
+            "/v1/tiers",
+            json={"key": "gold", "name": "Gold", "threshold": 0, "earn_multiplier": "1.5"},
+        )
+        assert response.status_code == 201, response.text
+        order = await place(program, "A-2")
+        assert order["breakdown"] == [
+            {"source": "base", "points": 100},
+            {"source": "tier", "points": 50},
+        ]
+
+    async def test_the_cached_setup_follows_the_programs_version(self, program: Program) -> None:
+        await program.member("m1")
+        await place(program, "A-1")
+        before = earning._program_earning[program.id].config_version
+        await self._rule(program, "2")
+        await place(program, "A-2")
+        after = earning._program_earning[program.id].config_version
+        assert after > before
+
+
+class TestConfigVersion:
+    """The triggers of migration 0011 keep programs.config_version."""
+
+    async def _version(self, program: Program) -> int:
+        async with db.read_only() as conn:
+            version: int = (
+                await conn.execute(
+                    text("SELECT config_version FROM programs WHERE id = :id"), {"id": program.id}
+                )
+            ).scalar_one()
+        return version
+
+    async def test_moves_with_what_an_order_earns(self, program: Program) -> None:
+        seen = [await self._version(program)]
+        rule = await program.post(
+            "/v1/earn-rules",
+            json={"name": "r", "active": True, "conditions": {}, "effect": {"bonus_points": 5}},
+        )
+        seen.append(await self._version(program))
+        await program.patch(f"/v1/earn-rules/{rule.json()['id']}", json={"active": False})
+        seen.append(await self._version(program))
+        await program.post("/v1/tiers", json={"key": "s", "name": "S", "threshold": 10})
+        seen.append(await self._version(program))
+        await program.patch("/v1/program", json={"earn_rate": "3"})
+        seen.append(await self._version(program))
+        await program.patch("/v1/program", json={"timezone": "Asia/Shanghai"})
+        seen.append(await self._version(program))
+        assert seen == sorted(seen) and len(set(seen)) == len(seen), seen
+
+    async def test_stays_for_settings_read_by_the_statement_itself(self, program: Program) -> None:
+        before = await self._version(program)
+        response = await program.patch(
+            "/v1/program", json={"pending_days": 7, "points_expiry_days": 30}
+        )
+        assert response.status_code == 200, response.text
+        assert await self._version(program) == before
