@@ -245,10 +245,14 @@ JOBS_LOAD = [
         "release queue",
         # What checkout writes with each pending order, in the order checkouts wrote them.
         """
-        INSERT INTO order_release_queue (member_id, order_pk, program_id, available_at)
-        SELECT member_id, id, program_id, available_at
-          FROM orders WHERE program_id = $1 AND status = 'pending'
-         ORDER BY created_at
+        INSERT INTO order_release_queue (member_id, order_pk, program_id, available_at,
+                                         entry_id)
+        SELECT o.member_id, o.id, o.program_id, o.available_at, e.id
+          FROM orders AS o
+          JOIN point_entries AS e
+            ON e.program_id = o.program_id AND e.order_id = o.order_id AND e.kind = 'order'
+         WHERE o.program_id = $1 AND o.status = 'pending'
+         ORDER BY o.created_at
         """,
     ),
 ]

@@ -112,6 +112,9 @@ class QueuedOrderRelease(Base):
     order_pk: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     program_id: Mapped[int] = mapped_column(BigInteger)
     available_at: Mapped[datetime]
+    # The order's pending ``order`` entry (none when it earned no points), so the release
+    # need not look it up in the ledger.
+    entry_id: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class Refund(Base):

@@ -36,28 +36,36 @@ _RELEASE = text(
 WITH queued AS (
     DELETE FROM order_release_queue
      WHERE member_id = ANY(:member_ids) AND available_at <= :now
- RETURNING order_pk
+ RETURNING order_pk, entry_id
 ), due AS (
     UPDATE orders AS o
        SET status = 'available', released_at = :now
       FROM queued
      WHERE o.id = queued.order_pk AND o.status = 'pending'
- RETURNING o.id, o.program_id, o.member_id, o.order_id
+ RETURNING o.id, o.program_id, o.member_id, o.order_id, o.points_earned, o.points_reversed,
+           queued.entry_id
 ), entries AS (
-    SELECT e.id, e.program_id, e.member_id, e.points, e.kind, due.id AS order_pk,
-           due.order_id
+    -- The order's own entry is named by its queue row; pending refund entries exist only
+    -- for an order refunded while pending, and only those orders are looked up by order id.
+    SELECT due.entry_id AS id, due.program_id, due.member_id, due.points_earned AS points,
+           due.id AS order_pk, due.order_id
+      FROM due
+     WHERE due.entry_id IS NOT NULL
+     UNION ALL
+    SELECT e.id, e.program_id, e.member_id, e.points, due.id, due.order_id
       FROM due
       JOIN point_entries AS e
         ON e.program_id = due.program_id AND e.order_id = due.order_id
-       AND e.status = 'pending'
+       AND e.kind = 'refund' AND e.status = 'pending'
+     WHERE due.points_reversed > 0
 ), released AS (
     INSERT INTO point_releases (entry_id, program_id, member_id, released_at)
     SELECT id, program_id, member_id, CAST(:now AS timestamptz) FROM entries
 ), per_order AS (
-    SELECT order_pk, order_id, program_id, member_id, sum(points) AS net,
-           min(id) FILTER (WHERE kind = 'order') AS entry_id
-      FROM entries
-     GROUP BY order_pk, order_id, program_id, member_id
+    SELECT due.id AS order_pk, due.order_id, due.program_id, due.member_id,
+           sum(entries.points) AS net, due.entry_id
+      FROM due JOIN entries ON entries.order_pk = due.id
+     GROUP BY due.id, due.order_id, due.program_id, due.member_id, due.entry_id
 ), per_member AS (
     SELECT member_id, sum(net) AS net, count(*) AS orders FROM per_order GROUP BY member_id
 ), acc AS (

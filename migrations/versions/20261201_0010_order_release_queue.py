@@ -1,4 +1,5 @@
-"""The release job's due-queue: one row per order whose points are still pending.
+"""The release job's due-queue: one row per order whose points are still pending, naming
+the order's pending entry, so that releasing an order reads no ledger rows.
 
 The job used to find due orders through a partial index on ``orders`` (``WHERE status =
 'pending'``), so releasing an order changed an indexed column: every release was a non-HOT
@@ -31,15 +32,22 @@ def upgrade() -> None:
         sa.Column("order_pk", sa.BigInteger(), nullable=False),
         sa.Column("program_id", sa.BigInteger(), nullable=False),
         sa.Column("available_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("entry_id", sa.BigInteger(), nullable=True),
         sa.PrimaryKeyConstraint("member_id", "order_pk", name=op.f("pk_order_release_queue")),
     )
-    # Every order still pending waits in the queue, in the order it becomes due.
+    # Every order still pending waits in the queue, with its own pending entry, in the order
+    # it becomes due.
     op.execute(
         """
-        INSERT INTO order_release_queue (member_id, order_pk, program_id, available_at)
-        SELECT member_id, id, program_id, available_at FROM orders
-         WHERE status = 'pending'
-         ORDER BY available_at
+        INSERT INTO order_release_queue (member_id, order_pk, program_id, available_at,
+                                         entry_id)
+        SELECT o.member_id, o.id, o.program_id, o.available_at, e.id
+          FROM orders AS o
+          LEFT JOIN point_entries AS e
+            ON e.program_id = o.program_id AND e.order_id = o.order_id
+           AND e.kind = 'order' AND e.status = 'pending'
+         WHERE o.status = 'pending'
+         ORDER BY o.available_at
         """
     )
     op.create_index(

@@ -110,6 +110,38 @@ class TestReleaseQueue:
         assert await queued_orders(program) == []
         assert (await program.get("/v1/orders/m0-0")).json()["status"] == "available"
 
+    async def test_refund_while_pending_is_released_with_the_order(self, program: Program) -> None:
+        await place_pending_orders(program, members=1, orders_each=1)
+        refund = await program.post(
+            "/v1/orders/m0-0/refunds", json={"refund_id": "r1", "amount": 2_500}
+        )
+        assert refund.json()["points_reversed"] == 25
+        clock.advance(timedelta(days=PENDING_DAYS))
+        await run_in_lanes_until_done("release", pending.release_due_points, clock.now())
+        entries = (await program.get("/v1/members/m0/points/transactions")).json()["data"]
+        assert [(e["kind"], e["points"], e["status"]) for e in entries] == [
+            ("refund", -25, "available"),
+            ("order", 100, "available"),
+        ]
+        assert await releases_per_pending_entry(program) == [1, 1]
+        balance = await program.balance("m0")
+        assert (balance["available"], balance["pending"]) == (75, 0)
+        assert await released_events_per_order(program) == {"m0-0": 1}
+
+    async def test_pending_order_without_points_is_released(self, program: Program) -> None:
+        clock.freeze(START)
+        await program.patch("/v1/program", json={"pending_days": PENDING_DAYS})
+        await program.member("m0")
+        response = await program.post(
+            "/v1/orders",
+            json={"order_id": "free", "member_id": "m0", "amount": 0, "currency": "CNY"},
+        )
+        assert response.json()["status"] == "pending"
+        clock.advance(timedelta(days=PENDING_DAYS))
+        await run_in_lanes_until_done("release", pending.release_due_points, clock.now())
+        assert (await program.get("/v1/orders/free")).json()["status"] == "available"
+        assert await queued_orders(program) == []
+
     async def test_order_available_at_once_is_not_queued(self, program: Program) -> None:
         await program.member("m0")
         response = await program.post(
