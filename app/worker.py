@@ -5,6 +5,10 @@ how many items it handled; the worker calls it again until it returns 0, then mo
 lock what they work on with ``FOR UPDATE SKIP LOCKED`` (or per-member account locks), so
 several worker replicas can run at once without doing anything twice, and short batches keep
 the member locks they take brief, so checkout traffic is not held up.
+
+The member-batch jobs (release, expiry) also take a ``lane``: the worker runs
+``worker_lanes`` loops of them side by side, each on its own share of the members, so that a
+large backlog is worked off on more than one core (app/services/member_batches.py).
 """
 
 from __future__ import annotations
@@ -14,9 +18,12 @@ import contextlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from app.clock import clock
+from app.config import get_settings
 from app.services import (
     birthdays,
     expiry,
@@ -29,17 +36,32 @@ from app.services import (
     tier_evaluation,
     webhook_delivery,
 )
+from app.services.member_batches import Lane
 
 log = logging.getLogger("patron.worker")
 
 Job = Callable[[datetime], Awaitable[int]]
 
+
+class LaneJob(Protocol):
+    """A member-batch job: one batch of the due members in ``lane``."""
+
+    def __call__(self, now: datetime, *, lane: Lane) -> Awaitable[int]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class InLanes:
+    """A member-batch job, run in ``worker_lanes`` loops side by side."""
+
+    job: LaneJob
+
+
 # (name, job) in the order they run each cycle.
-JOBS: list[tuple[str, Job]] = [
+JOBS: list[tuple[str, Job | InLanes]] = [
     ("expire_holds", holds.expire_overdue_holds),
-    ("release_pending_points", pending.release_due_points),
+    ("release_pending_points", InLanes(pending.release_due_points)),
     ("pay_referrals", referrals.pay_due_referrals),
-    ("expire_points", expiry.expire_due_points),
+    ("expire_points", InLanes(expiry.expire_due_points)),
     ("reevaluate_changed_tiers", tier_evaluation.continue_background_reevaluation),
     ("check_tiered_members", tier_evaluation.check_tiered_members),
     ("birthday_bonuses", birthdays.grant_birthday_bonuses),
@@ -63,10 +85,34 @@ async def run_job_until_done(name: str, job: Job, now: datetime, max_batches: in
     return total
 
 
+async def run_in_lanes_until_done(
+    name: str, job: LaneJob, now: datetime, lanes: int | None = None
+) -> int:
+    """One loop per lane (``worker_lanes`` by default), side by side, each until its lane has
+    nothing due; returns the total handled. A failing lane cancels the others."""
+    count = lanes or get_settings().worker_lanes
+    loops: list[asyncio.Task[int]] = []
+    async with asyncio.TaskGroup() as group:
+        for index in range(count):
+            lane = Lane(index, count)
+
+            async def one_batch(at: datetime, lane: Lane = lane) -> int:
+                return await job(at, lane=lane)
+
+            loops.append(group.create_task(run_job_until_done(name, one_batch, now)))
+    return sum(loop.result() for loop in loops)
+
+
+async def run_until_done(name: str, job: Job | InLanes, now: datetime) -> int:
+    if isinstance(job, InLanes):
+        return await run_in_lanes_until_done(name, job.job, now)
+    return await run_job_until_done(name, job, now)
+
+
 async def run_once(now: datetime | None = None) -> dict[str, int]:
     """Run every job to completion once, at ``now`` (default: the clock). Tests call this."""
     at = now or clock.now()
-    return {name: await run_job_until_done(name, job, at) for name, job in JOBS}
+    return {name: await run_until_done(name, job, at) for name, job in JOBS}
 
 
 async def run_forever(interval_seconds: float = 5.0) -> None:
@@ -80,7 +126,7 @@ async def run_forever(interval_seconds: float = 5.0) -> None:
             if stop.is_set():
                 break
             try:
-                await run_job_until_done(name, job, clock.now())
+                await run_until_done(name, job, clock.now())
             except Exception:  # one failing job must not stop the others
                 log.exception("job %s failed; retrying next cycle", name)
         with contextlib.suppress(TimeoutError):

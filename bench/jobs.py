@@ -21,8 +21,9 @@ One run, start to end:
    after a random pause of ``--checkout-delay-ms`` on average): first alone (``--baseline``
    seconds), then during each job;
 4. runs ``release_due_points`` to completion, then ``expire_due_points`` to completion,
-   in-process through ``app.worker.run_job_until_done``, timing each (target: < 60 s) and
-   each batch, while wrk runs; wrk is stopped when the job is done;
+   in-process through ``app.worker.run_in_lanes_until_done`` (``--lanes`` loops side by side,
+   as the worker runs them), timing each (target: < 60 s) and each batch, while wrk runs; wrk
+   is stopped when the job is done;
 5. tiers: times ``POST /v1/tiers/preview`` over the tiers program (HTTP; target < 2 s), then a
    threshold change through ``app.services.tiers.update_tier`` (``scheduled`` above 20,000
    members) and the complete re-evaluation by ``continue_program_reevaluation`` in a loop
@@ -79,13 +80,14 @@ from run import (
 
 # Imported once, up front, like run.py: others may edit app/ while this runs.
 from app import db
-from app.config import Settings
+from app.config import Settings, get_settings
 from app.migrate import upgrade
 from app.services import pending, tier_evaluation, tiers
 from app.services.audit import audit
 from app.services.expiry import expire_due_points
+from app.services.member_batches import Lane
 from app.services.programs import create_program
-from app.worker import run_job_until_done
+from app.worker import run_in_lanes_until_done
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1/postgres"
 JOB_TARGET_S = 60.0
@@ -109,6 +111,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--expire-batch", type=int, default=None, help="batch_size= of expire_due_points"
+    )
+    parser.add_argument(
+        "--lanes",
+        type=int,
+        default=None,
+        help="job loops side by side (default: the worker's PATRON_WORKER_LANES setting)",
     )
     parser.add_argument(
         "--reevaluation-batch",
@@ -145,6 +153,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.load_only:
         args.keep_database = True
+    if args.lanes is None:
+        args.lanes = get_settings().worker_lanes
     if min(args.members, args.tier_members) < 1 or min(args.lots, args.pending) < 0:
         parser.error("need --members and --tier-members >= 1, --lots and --pending >= 0")
     if args.connections < args.threads:
@@ -228,6 +238,20 @@ JOBS_LOAD = [
         SELECT program_id, member_id, 'order', points_earned, 'pending', 'bench:pending',
                order_id, created_at, available_at
           FROM orders WHERE program_id = $1 AND status = 'pending'
+        """,
+    ),
+    (
+        "release queue",
+        # What checkout writes with each pending order, in the order checkouts wrote them.
+        """
+        INSERT INTO order_release_queue (member_id, order_pk, program_id, available_at,
+                                         entry_id)
+        SELECT o.member_id, o.id, o.program_id, o.available_at, e.id
+          FROM orders AS o
+          JOIN point_entries AS e
+            ON e.program_id = o.program_id AND e.order_id = o.order_id AND e.kind = 'order'
+         WHERE o.program_id = $1 AND o.status = 'pending'
+         ORDER BY o.created_at
         """,
     ),
 ]
@@ -379,21 +403,23 @@ Job = Callable[..., Awaitable[int]]
 
 
 async def time_job(
-    url: str, name: str, job: Job, batch_size: int | None, now: datetime
+    url: str, name: str, job: Job, batch_size: int | None, lanes: int, now: datetime
 ) -> dict[str, Any]:
-    """Run ``job`` to completion through ``run_job_until_done``, timing it and each batch."""
+    """Run ``job`` to completion in ``lanes`` loops side by side, as the worker does
+    (``run_in_lanes_until_done``), timing it and each batch."""
     batches: list[tuple[float, int]] = []
 
-    async def one_batch(at: datetime) -> int:
+    async def one_batch(at: datetime, *, lane: Lane) -> int:
         started = time.perf_counter()
-        handled = await (job(at) if batch_size is None else job(at, batch_size=batch_size))
+        sized = {} if batch_size is None else {"batch_size": batch_size}
+        handled = await job(at, lane=lane, **sized)
         batches.append((time.perf_counter() - started, handled))
         return handled
 
     db.configure(db.make_engine(url))
     try:
         started = time.perf_counter()
-        handled = await run_job_until_done(name, one_batch, now)
+        handled = await run_in_lanes_until_done(name, one_batch, now, lanes)
         elapsed = time.perf_counter() - started
     finally:
         await db.dispose()
@@ -404,6 +430,7 @@ async def time_job(
         "seconds": round(elapsed, 2),
         "handled": handled,
         "batch_size": batch_size,
+        "lanes": lanes,
         "batches": len(batches),
         "batch_ms": {
             "p50": round(statistics.median(times), 1),
@@ -418,8 +445,11 @@ async def time_job(
 
 
 _LEFT_RELEASE = """
-SELECT count(*) AS due_pending_orders FROM orders
- WHERE program_id = $1 AND status = 'pending' AND available_at <= $2
+SELECT (SELECT count(*) FROM orders
+         WHERE program_id = $1 AND status = 'pending' AND available_at <= $2)
+           AS due_pending_orders,
+       (SELECT count(*) FROM order_release_queue
+         WHERE program_id = $1 AND available_at <= $2) AS due_in_queue
 """
 _LEFT_EXPIRE = """
 SELECT count(*) AS expired_lots_left,
@@ -643,9 +673,10 @@ def print_report(report: dict[str, Any]) -> None:
         print(
             f"  {name:<22} {job['seconds']:7.1f} s (target < {job['target_s']:.0f} s: {verdict}); "
             f"{job['handled']:,} {job['handled_unit']} in {job['batches']} batches of batch_size="
-            f"{job['batch_size'] or 'default'}; batch p50 {b['p50']:.0f} ms, max "
-            f"{b['max']:.0f} ms, mean first/last quarter {b['first_quarter_mean']} / "
-            f"{b['last_quarter_mean']} ms; left: {job['left']}; load {job['loadavg']}"
+            f"{job['batch_size'] or 'default'} in {job['lanes']} lanes; batch p50 "
+            f"{b['p50']:.0f} ms, max {b['max']:.0f} ms, mean first/last quarter "
+            f"{b['first_quarter_mean']} / {b['last_quarter_mean']} ms; left: {job['left']}; "
+            f"load {job['loadavg']}"
         )
     t = report.get("tiers")
     if t:
@@ -752,7 +783,7 @@ def bench(args: argparse.Namespace) -> int:
                 running = checkout_load(wrk, args, server, name, jobs_key, label, 3600)
                 time.sleep(1)  # wrk's connections are up before the job starts
                 now = datetime.now(UTC)
-                figures = asyncio.run(time_job(url, job_name, job, batch, now))
+                figures = asyncio.run(time_job(url, job_name, job, batch, args.lanes, now))
                 result, running = finish_wrk(running, interrupt=True), None
                 figures["left"] = asyncio.run(fetch_one(url, left_sql, jobs_program, now))
                 # What one "handled" is: the job functions' own return values.
@@ -822,6 +853,7 @@ def bench(args: argparse.Namespace) -> int:
                     "pending",
                     "members",
                     "tier_members",
+                    "lanes",
                     "release_batch",
                     "expire_batch",
                     "reevaluation_batch",

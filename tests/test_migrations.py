@@ -58,3 +58,67 @@ class TestDowngradeAndUpgrade:
             assert version == head_revision()
         finally:
             await pg_server.drop_database(url)
+
+
+_ORDERS_AT_0009 = """
+WITH program AS (
+    INSERT INTO programs (name, currency, created_at, updated_at)
+    VALUES ('shop', 'CNY', now(), now()) RETURNING id
+), member AS (
+    INSERT INTO members (program_id, external_id, created_at, updated_at)
+    SELECT id, 'm1', now(), now() FROM program RETURNING id, program_id
+), ordered AS (
+    INSERT INTO orders (program_id, order_id, member_id, amount, currency, occurred_at,
+                        points_earned, points_redeemed, breakdown, status, available_at,
+                        request_hash, created_at)
+    SELECT member.program_id, o.order_id, member.id, 100, 'CNY', now(), o.points, 0, '[]',
+           o.status, now() + o.wait, '\\x00', now()
+      FROM member CROSS JOIN (VALUES ('waiting', 'pending', interval '2 days', 0),
+                                     ('due', 'pending', interval '-1 day', 1),
+                                     ('released', 'available', interval '-3 days', 1))
+                             AS o (order_id, status, wait, points)
+    RETURNING *
+)
+INSERT INTO point_entries (program_id, member_id, kind, points, status, actor, order_id,
+                           created_at)
+SELECT program_id, member_id, 'order', points_earned, status, 'test', order_id, now()
+  FROM ordered WHERE points_earned > 0
+"""
+
+# Each queued order with the kind of the entry its queue row names.
+_QUEUED = """
+SELECT o.order_id, e.kind
+  FROM order_release_queue AS q
+  JOIN orders AS o
+    ON o.id = q.order_pk AND o.member_id = q.member_id AND o.program_id = q.program_id
+   AND o.available_at = q.available_at
+  LEFT JOIN point_entries AS e ON e.id = q.entry_id AND e.order_id = o.order_id
+ ORDER BY q.available_at
+"""
+
+_QUEUE_GONE_INDEX_BACK = """
+SELECT to_regclass('order_release_queue') IS NULL
+   AND to_regclass('ix_orders_pending_available_at') IS NOT NULL
+"""
+
+
+class TestOrderReleaseQueueMigration:
+    async def test_pending_orders_are_queued_and_the_downgrade_restores_the_index(
+        self, pg_server: PgServer
+    ) -> None:
+        url = await pg_server.create_database("patron_migrations")
+        engine = create_async_engine(db.to_async_url(url))
+        try:
+            await asyncio.to_thread(upgrade, url, "0009")
+            async with engine.begin() as conn:
+                await conn.execute(text(_ORDERS_AT_0009))
+            await asyncio.to_thread(upgrade, url, "0010")
+            async with engine.connect() as conn:
+                queued = [tuple(row) for row in await conn.execute(text(_QUEUED))]
+            assert queued == [("due", "order"), ("waiting", None)]
+            await asyncio.to_thread(downgrade, url, "0009")
+            async with engine.connect() as conn:
+                assert (await conn.execute(text(_QUEUE_GONE_INDEX_BACK))).scalar() is True
+        finally:
+            await engine.dispose()
+            await pg_server.drop_database(url)

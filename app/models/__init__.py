@@ -1,7 +1,7 @@
 """Table definitions. Importing this package registers every table on ``Base.metadata``."""
 
 from app.models.base import Base
-from app.models.checkout import EarnRule, Hold, Order, PointRelease, Refund
+from app.models.checkout import EarnRule, Hold, Order, PointRelease, QueuedOrderRelease, Refund
 from app.models.events import Event
 from app.models.idempotency import IdempotencyKey
 from app.models.insights import InsightRefresh, MemberFeedback, MemberInsight
@@ -33,6 +33,7 @@ __all__ = [
     "PointLot",
     "PointRelease",
     "Program",
+    "QueuedOrderRelease",
     "RateLimitWindow",
     "Referral",
     "Refund",

@@ -14,12 +14,14 @@ from sqlalchemy import text
 
 from app.services import member_batches
 from app.services.ledger import ENTRY_JSON
+from app.services.member_batches import ALL_MEMBERS, Lane
 
 _DUE = text(
     """
 SELECT l.member_id
   FROM point_lots AS l JOIN accounts AS a ON a.member_id = l.member_id
  WHERE l.remaining > 0 AND l.expires_at <= :now AND a.available > 0
+   AND l.member_id % :lanes = :lane
  ORDER BY l.expires_at
  LIMIT :batch
 """
@@ -78,6 +80,6 @@ SELECT count(*) FROM entry
 )
 
 
-async def expire_due_points(now: datetime, batch_size: int = 1000) -> int:
+async def expire_due_points(now: datetime, batch_size: int = 1000, lane: Lane = ALL_MEMBERS) -> int:
     """Expire what is left of lots past ``expires_at``; returns how many members changed."""
-    return await member_batches.run_batch(_DUE, _EXPIRE, now, batch_size)
+    return await member_batches.run_batch(_DUE, _EXPIRE, now, batch_size, lane)

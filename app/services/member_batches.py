@@ -1,14 +1,37 @@
 """The shape every per-member worker job shares: pick due members, lock their account rows in
 ascending id order (skipping any a checkout holds right now, so jobs never wait on traffic),
-then do the batch's work set-based, all in one short transaction."""
+then do the batch's work set-based, all in one short transaction.
+
+A job can be run in several lanes at once: lane ``i`` of ``n`` only picks members with
+``member_id % n = i``, so loops in different lanes never reach for the same account rows and
+a long backlog is worked off on more than one core. Replicas running the same lane are still
+safe: the account locks (SKIP LOCKED) decide which of them handles a member, and the work
+re-reads what is due after the lock is granted.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import TextClause, text
 
 from app import db
+
+
+@dataclass(frozen=True, slots=True)
+class Lane:
+    """The members with ``member_id % count = index``."""
+
+    index: int = 0
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.index < self.count:
+            raise ValueError(f"lane {self.index} of {self.count} does not exist")
+
+
+ALL_MEMBERS = Lane()
 
 # Account locks in ascending member id; a member busy at checkout is skipped this time.
 LOCK_ACCOUNTS = text(
@@ -21,19 +44,35 @@ SELECT member_id FROM accounts
 )
 
 
-async def run_batch(due: TextClause, work: TextClause, now: datetime, batch_size: int) -> int:
-    """``due`` (params ``now``, ``batch``) yields member ids; ``work`` (params
-    ``member_ids``, ``now``) handles the locked ones and returns a count, which this returns
-    (0 when nothing was due or every due member was busy)."""
-    async with db.transaction() as conn:
-        candidates = (await conn.execute(due, {"now": now, "batch": batch_size})).scalars()
-        member_ids = sorted(set(candidates))
-        if not member_ids:
-            return 0
-        locked = (await conn.execute(LOCK_ACCOUNTS, {"member_ids": member_ids})).scalars().all()
-        if not locked:
-            return 0
-        handled: int = (
-            await conn.execute(work, {"member_ids": list(locked), "now": now})
-        ).scalar_one()
-    return handled
+# Members locked only after another loop of the same lane (another replica) had handled them
+# leave a batch with nothing to do; it looks again rather than report the lane done, at most
+# this many times, so it cannot spin.
+ATTEMPTS = 3
+
+
+async def run_batch(
+    due: TextClause, work: TextClause, now: datetime, batch_size: int, lane: Lane = ALL_MEMBERS
+) -> int:
+    """``due`` (params ``now``, ``batch``, ``lane``, ``lanes``) yields member ids of the lane;
+    ``work`` (params ``member_ids``, ``now``) handles the locked ones and returns a count,
+    which this returns (0 when nothing was due or every due member was busy)."""
+    for _ in range(ATTEMPTS):
+        async with db.transaction() as conn:
+            candidates = (
+                await conn.execute(
+                    due,
+                    {"now": now, "batch": batch_size, "lane": lane.index, "lanes": lane.count},
+                )
+            ).scalars()
+            member_ids = sorted(set(candidates))
+            if not member_ids:
+                return 0
+            locked = (await conn.execute(LOCK_ACCOUNTS, {"member_ids": member_ids})).scalars().all()
+            if not locked:
+                return 0
+            handled: int = (
+                await conn.execute(work, {"member_ids": list(locked), "now": now})
+            ).scalar_one()
+        if handled:
+            return handled
+    return 0

@@ -126,6 +126,12 @@ WITH prog AS (
       FROM ord CROSS JOIN programs AS p
      WHERE p.id = ord.program_id AND ord.points_earned > 0
  RETURNING *
+), queued AS (
+    -- Pending points wait in the release job's queue (app/services/pending.py).
+    INSERT INTO order_release_queue (member_id, order_pk, program_id, available_at, entry_id)
+    SELECT ord.member_id, ord.id, ord.program_id, ord.available_at, entry.id
+      FROM ord LEFT JOIN entry ON true
+     WHERE ord.status = 'pending'
 ), lot AS (
     INSERT INTO point_lots (program_id, member_id, entry_id, points, remaining, expires_at,
                             created_at)

@@ -4,6 +4,12 @@ The order's pending entries (its ``order`` entry and any pending ``refund`` entr
 a release row, the net moves from ``pending`` to ``available``, and the net becomes a lot
 (after repaying any debt). Members are locked in ascending id order with SKIP LOCKED, so a
 member busy at checkout is simply left for the next batch.
+
+Due orders are found in ``order_release_queue`` (checkout inserts a row with each pending
+order), and the batch deletes the rows it releases under the members' locks, so a row is
+released once however many loops or replicas look at it. ``orders.status`` is in no index,
+so the order's own update is a HOT update on its page rather than a new entry in each of its
+indexes.
 """
 
 from __future__ import annotations
@@ -14,11 +20,12 @@ from sqlalchemy import text
 
 from app.services import member_batches
 from app.services.ledger import EXPIRES_AT_SQL
+from app.services.member_batches import ALL_MEMBERS, Lane
 
 _DUE = text(
     """
-SELECT member_id FROM orders
- WHERE status = 'pending' AND available_at <= :now
+SELECT member_id FROM order_release_queue
+ WHERE available_at <= :now AND member_id % :lanes = :lane
  ORDER BY available_at
  LIMIT :batch
 """
@@ -26,26 +33,39 @@ SELECT member_id FROM orders
 
 _RELEASE = text(
     f"""
-WITH due AS (
-    UPDATE orders
+WITH queued AS (
+    DELETE FROM order_release_queue
+     WHERE member_id = ANY(:member_ids) AND available_at <= :now
+ RETURNING order_pk, entry_id
+), due AS (
+    UPDATE orders AS o
        SET status = 'available', released_at = :now
-     WHERE member_id = ANY(:member_ids) AND status = 'pending' AND available_at <= :now
- RETURNING id, program_id, member_id, order_id
+      FROM queued
+     WHERE o.id = queued.order_pk AND o.status = 'pending'
+ RETURNING o.id, o.program_id, o.member_id, o.order_id, o.points_earned, o.points_reversed,
+           queued.entry_id
 ), entries AS (
-    SELECT e.id, e.program_id, e.member_id, e.points, e.kind, due.id AS order_pk,
-           due.order_id
+    -- The order's own entry is named by its queue row; pending refund entries exist only
+    -- for an order refunded while pending, and only those orders are looked up by order id.
+    SELECT due.entry_id AS id, due.program_id, due.member_id, due.points_earned AS points,
+           due.id AS order_pk, due.order_id
+      FROM due
+     WHERE due.entry_id IS NOT NULL
+     UNION ALL
+    SELECT e.id, e.program_id, e.member_id, e.points, due.id, due.order_id
       FROM due
       JOIN point_entries AS e
         ON e.program_id = due.program_id AND e.order_id = due.order_id
-       AND e.status = 'pending'
+       AND e.kind = 'refund' AND e.status = 'pending'
+     WHERE due.points_reversed > 0
 ), released AS (
     INSERT INTO point_releases (entry_id, program_id, member_id, released_at)
     SELECT id, program_id, member_id, CAST(:now AS timestamptz) FROM entries
 ), per_order AS (
-    SELECT order_pk, order_id, program_id, member_id, sum(points) AS net,
-           min(id) FILTER (WHERE kind = 'order') AS entry_id
-      FROM entries
-     GROUP BY order_pk, order_id, program_id, member_id
+    SELECT due.id AS order_pk, due.order_id, due.program_id, due.member_id,
+           sum(entries.points) AS net, due.entry_id
+      FROM due JOIN entries ON entries.order_pk = due.id
+     GROUP BY due.id, due.order_id, due.program_id, due.member_id, due.entry_id
 ), per_member AS (
     SELECT member_id, sum(net) AS net, count(*) AS orders FROM per_order GROUP BY member_id
 ), acc AS (
@@ -91,6 +111,6 @@ SELECT count(*) FROM due
 )
 
 
-async def release_due_points(now: datetime, batch_size: int = 250) -> int:
+async def release_due_points(now: datetime, batch_size: int = 250, lane: Lane = ALL_MEMBERS) -> int:
     """Release the pending points of orders whose ``available_at`` has passed."""
-    return await member_batches.run_batch(_DUE, _RELEASE, now, batch_size)
+    return await member_batches.run_batch(_DUE, _RELEASE, now, batch_size, lane)
