@@ -62,7 +62,8 @@ async def order_statement_script(url: str, program_id: int, members: int) -> str
     }
     sql, names = compiled(orders._CREATE_DIRECT[False])
     body = re.sub(r"\$(\d+)", lambda m: f"({values[names[int(m[1]) - 1]]})", sql)
-    body = " ".join(body.split())
+    # One line for pgbench: comments go first, or each would swallow the rest of the line.
+    body = " ".join(re.sub(r"--[^\n]*", "", body).split())
     stray = set(_VARIABLE.findall(body)) - _OWN_VARIABLES
     if stray:
         raise RuntimeError(f"pgbench would read these as variables: {sorted(stray)}")
