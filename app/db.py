@@ -22,7 +22,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import asyncpg
 import orjson
@@ -32,6 +32,7 @@ from sqlalchemy.dialects.postgresql.asyncpg import dialect as AsyncpgDialect
 from app.config import Settings, get_settings
 
 log = logging.getLogger("patron.db")
+T = TypeVar("T")
 
 # What a violated unique, foreign-key or check constraint raises (``.constraint_name``).
 IntegrityError = asyncpg.IntegrityConstraintViolationError
@@ -55,75 +56,46 @@ class NoRowError(LookupError):
     """``one()`` or ``scalar_one()`` found no row, or more than one."""
 
 
-class Result:
+class Values(Generic[T]):
+    """One value per row: the rows themselves (``Result``), their first column
+    (``scalars()``) or each row as a dict (``mappings()``)."""
+
+    __slots__ = ("values",)
+
+    def __init__(self, values: list[T]) -> None:
+        self.values = values
+
+    def __iter__(self) -> Iterator[T]:
+        return iter(self.values)
+
+    def all(self) -> list[T]:
+        return self.values
+
+    def first(self) -> T | None:
+        return self.values[0] if self.values else None
+
+
+class Result(Values[Row]):
     """The rows a statement returned."""
 
-    __slots__ = ("rows",)
-
-    def __init__(self, rows: list[Row]) -> None:
-        self.rows = rows
-
-    def __iter__(self) -> Iterator[Row]:
-        return iter(self.rows)
-
-    def all(self) -> list[Row]:
-        return self.rows
-
-    def first(self) -> Row | None:
-        return self.rows[0] if self.rows else None
+    __slots__ = ()
 
     def one(self) -> Row:
-        if len(self.rows) != 1:
-            raise NoRowError(f"expected exactly one row, got {len(self.rows)}")
-        return self.rows[0]
+        if len(self.values) != 1:
+            raise NoRowError(f"expected exactly one row, got {len(self.values)}")
+        return self.values[0]
 
     def scalar(self) -> Any:
-        return self.rows[0][0] if self.rows else None
+        return self.values[0][0] if self.values else None
 
     def scalar_one(self) -> Any:
         return self.one()[0]
 
-    def scalars(self) -> Scalars:
-        return Scalars([row[0] for row in self.rows])
+    def scalars(self) -> Values[Any]:
+        return Values([row[0] for row in self.values])
 
-    def mappings(self) -> Mappings:
-        return Mappings([dict(row.items()) for row in self.rows])
-
-
-class Scalars:
-    """The first column of every row."""
-
-    __slots__ = ("values",)
-
-    def __init__(self, values: list[Any]) -> None:
-        self.values = values
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self.values)
-
-    def all(self) -> list[Any]:
-        return self.values
-
-    def first(self) -> Any:
-        return self.values[0] if self.values else None
-
-
-class Mappings:
-    """Every row as a dict."""
-
-    __slots__ = ("values",)
-
-    def __init__(self, values: list[dict[str, Any]]) -> None:
-        self.values = values
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        return iter(self.values)
-
-    def all(self) -> list[dict[str, Any]]:
-        return self.values
-
-    def first(self) -> dict[str, Any] | None:
-        return self.values[0] if self.values else None
+    def mappings(self) -> Values[dict[str, Any]]:
+        return Values([dict(row.items()) for row in self.values])
 
 
 _DIALECT = AsyncpgDialect()  # type: ignore[no-untyped-call]

@@ -103,7 +103,8 @@ class HotRoute:
                 params[name] = adapter.validate_python(raw)
             except ValidationError as exc:
                 errors.extend(_located(exc, ("path", name)))
-        key = _header(scope, b"idempotency-key")
+        # Every POST takes an Idempotency-Key (api.md); other methods ignore the header.
+        key = _header(scope, b"idempotency-key") if self.method == "POST" else None
         if key is not None:
             try:
                 key = _IDEMPOTENCY_KEY.validate_python(key)

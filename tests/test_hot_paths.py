@@ -66,6 +66,9 @@ CASES: dict[str, list[Call]] = {
     "points": case(Call("GET", "/v1/members/alice/points")),
     "points of an unknown member": case(Call("GET", "/v1/members/nobody/points")),
     "points, invalid member id": case(Call("GET", "/v1/members/bad%20id/points")),
+    "points, an Idempotency-Key means nothing to a GET": case(
+        Call("GET", "/v1/members/alice/points", headers={"Idempotency-Key": ""})
+    ),
     "points, no credentials": case(Call("GET", "/v1/members/alice/points", auth="none")),
     "earn": case(Call("POST", "/v1/members/alice/points/earn", {"points": 5, "reason": "r"})),
     "earn, replayed": case(

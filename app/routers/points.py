@@ -55,34 +55,40 @@ async def _points(principal: Principal, member: str) -> StoredResponse:
     return StoredResponse(200, orjson.dumps(row).decode())
 
 
+def _posting(
+    principal: Principal,
+    member: str,
+    kind: str,
+    points: int,
+    reason: str | None,
+    order_id: str | None = None,
+) -> ledger.Posting:
+    return ledger.Posting(
+        program_id=principal.program_id,
+        member=member,
+        points=points,
+        kind=kind,
+        event_type=_EVENT_TYPES[kind],
+        actor=principal.actor,
+        reason=reason,
+        order_id=order_id,
+    )
+
+
+_EVENT_TYPES = {"earn": "points.earned", "redeem": "points.redeemed", "adjust": "points.adjusted"}
+
+
 async def _earn(
     principal: Principal, member: str, body: EarnRequest, request: IdempotencyRequest | None
 ) -> StoredResponse:
-    posting = ledger.Posting(
-        program_id=principal.program_id,
-        member=member,
-        points=body.points,
-        kind="earn",
-        event_type="points.earned",
-        actor=principal.actor,
-        reason=body.reason,
-    )
+    posting = _posting(principal, member, "earn", body.points, body.reason)
     return _counted(await ledger.credit(posting, request), "earn")
 
 
 async def _redeem(
     principal: Principal, member: str, body: RedeemRequest, request: IdempotencyRequest | None
 ) -> StoredResponse:
-    posting = ledger.Posting(
-        program_id=principal.program_id,
-        member=member,
-        points=body.points,
-        kind="redeem",
-        event_type="points.redeemed",
-        actor=principal.actor,
-        reason=body.reason,
-        order_id=body.order_id,
-    )
+    posting = _posting(principal, member, "redeem", body.points, body.reason, body.order_id)
     return _counted(await ledger.debit(posting, request), "redeem")
 
 
@@ -161,15 +167,7 @@ async def adjust(
 ) -> Response:
     """An admin correction (an `adjust` entry): positive credits, negative debits. A debit
     larger than the available balance is refused rather than creating a debt."""
-    posting = ledger.Posting(
-        program_id=principal.program_id,
-        member=member,
-        points=abs(body.points),
-        kind="adjust",
-        event_type="points.adjusted",
-        actor=principal.actor,
-        reason=body.reason,
-    )
+    posting = _posting(principal, member, "adjust", abs(body.points), body.reason)
     idem = idempotency_request(request, idempotency_key, body)
     stored = await (
         ledger.credit(posting, idem) if body.points > 0 else ledger.debit(posting, idem)

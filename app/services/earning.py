@@ -200,23 +200,26 @@ def points_earned(breakdown: Sequence[tuple[str, int]]) -> int:
     return sum(points for _, points in breakdown)
 
 
+# Every active rule of program ``p``, as EarnRuleSpec.from_stored reads them.
+ACTIVE_RULES_JSON = """COALESCE((
+           SELECT json_agg(json_build_object(
+                      'id', r.id, 'active', r.active, 'starts_at', r.starts_at,
+                      'ends_at', r.ends_at, 'conditions', r.conditions, 'effect', r.effect)
+                  ORDER BY r.id)
+             FROM earn_rules AS r
+            WHERE r.program_id = p.id AND r.active), '[]')"""
+
 # One round trip: the program's settings, the member and its tier, the balance, and every
 # active rule.
 _CONTEXT = text(
-    """
+    f"""
 SELECT m.id AS member_id, a.available, m.birthday,
        p.currency, p.earn_rate, p.timezone,
        a.tier_key, t.earn_multiplier AS tier_multiplier,
        (SELECT f.referrer_id FROM referrals AS f
          WHERE f.program_id = m.program_id AND f.referee_id = m.id AND f.status = 'pending')
            AS pending_referrer_id,
-       COALESCE((
-           SELECT json_agg(json_build_object(
-                      'id', r.id, 'active', r.active, 'starts_at', r.starts_at,
-                      'ends_at', r.ends_at, 'conditions', r.conditions, 'effect', r.effect)
-                  ORDER BY r.id)
-             FROM earn_rules AS r
-            WHERE r.program_id = p.id AND r.active), '[]') AS rules
+       {ACTIVE_RULES_JSON} AS rules
   FROM members AS m
   JOIN programs AS p ON p.id = m.program_id
   JOIN accounts AS a ON a.member_id = m.id
@@ -261,16 +264,10 @@ class ProgramEarning:
 
 
 _PROGRAM_EARNING = text(
-    """
+    f"""
 SELECT p.config_version, p.currency, p.earn_rate, p.timezone,
        EXISTS (SELECT 1 FROM tiers AS t WHERE t.program_id = p.id) AS has_tiers,
-       COALESCE((
-           SELECT json_agg(json_build_object(
-                      'id', r.id, 'active', r.active, 'starts_at', r.starts_at,
-                      'ends_at', r.ends_at, 'conditions', r.conditions, 'effect', r.effect)
-                  ORDER BY r.id)
-             FROM earn_rules AS r
-            WHERE r.program_id = p.id AND r.active), '[]') AS rules
+       {ACTIVE_RULES_JSON} AS rules
   FROM programs AS p
  WHERE p.id = :program_id
 """

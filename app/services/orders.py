@@ -279,12 +279,60 @@ async def create_order(
     tiers or birthdays) is one statement, one round trip, computed from the process's cached
     earning setup; any other order reads the member first."""
     now = clock.now()
-    occurred_at = body.occurred_at or now
+    order = _NewOrder(program_id, actor, body, request, now, body.occurred_at or now)
     if body.redeem_hold_id is None:
-        answered = await _create_directly(program_id, actor, body, request, now, occurred_at)
+        answered = await _create_directly(order)
         if answered is not None:
             return answered
-    return await _create_after_reading_member(program_id, actor, body, request, now, occurred_at)
+    return await _create_after_reading_member(order)
+
+
+@dataclass(frozen=True, slots=True)
+class _NewOrder:
+    """One POST /v1/orders, as both ways of recording it see it."""
+
+    program_id: int
+    actor: str
+    body: OrderCreate
+    request: IdempotencyRequest | None
+    now: datetime
+    occurred_at: datetime
+
+    def params(self, breakdown: list[tuple[str, int]]) -> dict[str, Any]:
+        """The order statement's parameters but the member's id."""
+        body = self.body
+        return {
+            "program_id": self.program_id,
+            "order_id": body.order_id,
+            "member": body.member_id,
+            "amount": body.amount,
+            "currency": body.currency,
+            "items": (
+                orjson.dumps([item.model_dump() for item in body.items]).decode()
+                if body.items is not None
+                else None
+            ),
+            "occurred_at": self.occurred_at,
+            "earned": earning.points_earned(breakdown),
+            "breakdown": orjson.dumps(
+                [{"source": source, "points": points} for source, points in breakdown]
+            ).decode(),
+            "hold_id": None,
+            "points": 0,
+            "request_hash": order_fingerprint(body),
+            "actor": self.actor,
+            "now": self.now,
+            **idem_params(self.request, 201),
+        }
+
+    async def unknown_member(self) -> StoredResponse:
+        failure = NotFoundError(f"No member {self.body.member_id!r} in this program.")
+        return await idempotency.replay_after_failure(self.program_id, self.request, failure)
+
+    def currency_mismatch(self, kept: str) -> CurrencyMismatchError:
+        return CurrencyMismatchError(
+            f"This program keeps {kept}; the order was in {self.body.currency}."
+        )
 
 
 # How often the direct form re-reads a program's earning setup that changed under it before
@@ -292,22 +340,17 @@ async def create_order(
 _STALE_RETRIES = 3
 
 
-async def _create_directly(
-    program_id: int,
-    actor: str,
-    body: OrderCreate,
-    request: IdempotencyRequest | None,
-    now: datetime,
-    occurred_at: datetime,
-) -> StoredResponse | None:
+async def _create_directly(order: _NewOrder) -> StoredResponse | None:
     """The order in one statement, or None when it needs the full path (the earning depends
     on the member, or the member has a pending referral)."""
+    body, request = order.body, order.request
     for _ in range(_STALE_RETRIES):
-        setup = await earning.program_earning(program_id)
+        setup = await earning.program_earning(order.program_id)
         if setup.member_dependent:
             return None
-        breakdown = earning.compute_breakdown(setup.context(), body.amount, body.items, occurred_at)
-        params = _order_params(program_id, actor, body, request, now, occurred_at, breakdown)
+        context = setup.context()
+        breakdown = earning.compute_breakdown(context, body.amount, body.items, order.occurred_at)
+        params = order.params(breakdown)
         params["config_version"] = setup.config_version
         try:
             async with db.single_statement() as conn:
@@ -315,81 +358,33 @@ async def _create_directly(
         except IntegrityError as exc:
             if request is None or not idempotency.is_idempotency_conflict(exc):
                 raise
-            return await idempotency.replay_after_failure(program_id, request, exc)
+            return await idempotency.replay_after_failure(order.program_id, request, exc)
         if row.verdict == "ok":
             if row.response is not None:
                 return StoredResponse(201, row.response)
-            return await _existing_order(program_id, body, request)
+            return await _existing_order(order.program_id, body, request)
         if row.verdict == "no_member":
-            return await idempotency.replay_after_failure(
-                program_id, request, NotFoundError(f"No member {body.member_id!r} in this program.")
-            )
+            return await order.unknown_member()
         if row.verdict == "currency":
-            raise CurrencyMismatchError(
-                f"This program keeps {row.currency}; the order was in {body.currency}."
-            )
+            raise order.currency_mismatch(row.currency)
         if row.verdict != "stale":
             return None  # a pending referral: the full path locks both members first
-        earning.forget_program_earning(program_id)
+        earning.forget_program_earning(order.program_id)
     return None
 
 
-def _order_params(
-    program_id: int,
-    actor: str,
-    body: OrderCreate,
-    request: IdempotencyRequest | None,
-    now: datetime,
-    occurred_at: datetime,
-    breakdown: list[tuple[str, int]],
-) -> dict[str, Any]:
-    return {
-        "program_id": program_id,
-        "order_id": body.order_id,
-        "member": body.member_id,
-        "amount": body.amount,
-        "currency": body.currency,
-        "items": (
-            orjson.dumps([item.model_dump() for item in body.items]).decode()
-            if body.items is not None
-            else None
-        ),
-        "occurred_at": occurred_at,
-        "earned": earning.points_earned(breakdown),
-        "breakdown": orjson.dumps(
-            [{"source": source, "points": points} for source, points in breakdown]
-        ).decode(),
-        "hold_id": None,
-        "points": 0,
-        "request_hash": order_fingerprint(body),
-        "actor": actor,
-        "now": now,
-        **idem_params(request, 201),
-    }
-
-
-async def _create_after_reading_member(
-    program_id: int,
-    actor: str,
-    body: OrderCreate,
-    request: IdempotencyRequest | None,
-    now: datetime,
-    occurred_at: datetime,
-) -> StoredResponse:
+async def _create_after_reading_member(order: _NewOrder) -> StoredResponse:
+    program_id, body, request, now = order.program_id, order.body, order.request, order.now
     async with db.read_only() as conn:
         loaded = await earning.load_context(conn, program_id, body.member_id)
     if loaded is None:
-        return await idempotency.replay_after_failure(
-            program_id, request, NotFoundError(f"No member {body.member_id!r} in this program.")
-        )
+        return await order.unknown_member()
     member_id, context = loaded.member_id, loaded.context
     referrer_id = loaded.pending_referrer_id
     if body.currency != context.currency:
-        raise CurrencyMismatchError(
-            f"This program keeps {context.currency}; the order was in {body.currency}."
-        )
-    breakdown = earning.compute_breakdown(context, body.amount, body.items, occurred_at)
-    params = _order_params(program_id, actor, body, request, now, occurred_at, breakdown)
+        raise order.currency_mismatch(context.currency)
+    breakdown = earning.compute_breakdown(context, body.amount, body.items, order.occurred_at)
+    params = order.params(breakdown)
     params["member_id"] = member_id
     statement = _CREATE[(body.redeem_hold_id is not None, request is not None)]
     # For a program with tiers the order also settles the member's tier, in one transaction;
