@@ -12,7 +12,8 @@ One run, start to end:
    picks some), while sampling the memory and CPU of the service and the CPU of its
    PostgreSQL backends;
 4. stops the service and runs pgbench (``bench/reference.sql``: one INSERT plus one
-   ``UPDATE ... RETURNING`` in a transaction) on a reference schema in the same database;
+   ``UPDATE ... RETURNING`` in a transaction) on a reference schema in the same database,
+   and, when orders were measured, on the order statement itself (bench/order_statement.py);
 5. audits the ledger invariants, prints a table and writes ``bench/results/latest.json``;
 6. stops the service and drops the database, also on error or Ctrl-C.
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
 
 from app.auth import Principal, require_scope
-from app.hot_paths import HotCall, HotRoute
+from app.hot_paths import HotRoute
 from app.routers.deps import (
     IdempotencyKeyHeader,
     MemberPath,
@@ -37,10 +36,11 @@ async def _create(
 
 
 async def _capture(
-    principal: Principal, hold_id: str, body: HoldCapture | None, request: IdempotencyRequest | None
+    principal: Principal, hold_id: str, body: HoldCapture, request: IdempotencyRequest | None
 ) -> StoredResponse:
-    points = body.points if body is not None else None
-    return await holds.capture_hold(principal.program_id, hold_id, points, principal.actor, request)
+    return await holds.capture_hold(
+        principal.program_id, hold_id, body.points, principal.actor, request
+    )
 
 
 async def _release(
@@ -84,8 +84,9 @@ async def capture_hold(
 ) -> Response:
     """Redeem the held points (a `redeem` entry); with `points`, redeem that many and give the
     rest back. A hold past its `expires_at` is never capturable."""
-    idempotency = idempotency_request(request, idempotency_key, body or HoldCapture())
-    return stored_json(await _capture(principal, hold_id, body, idempotency))
+    capture = body or HoldCapture()
+    idempotency = idempotency_request(request, idempotency_key, capture)
+    return stored_json(await _capture(principal, hold_id, capture, idempotency))
 
 
 @router.post(
@@ -112,10 +113,6 @@ async def get_hold(hold_id: str, principal: PointsReader) -> Response:
     )
 
 
-def _capture_call(call: HotCall) -> Awaitable[StoredResponse]:
-    return _capture(call.principal, call.path_params["hold_id"], call.body, call.idempotency)
-
-
 HOT_ROUTES = [
     HotRoute(
         "POST",
@@ -131,7 +128,9 @@ HOT_ROUTES = [
         "POST",
         "/v1/holds/{hold_id}/capture",
         "points:write",
-        _capture_call,
+        lambda call: _capture(
+            call.principal, call.path_params["hold_id"], call.body, call.idempotency
+        ),
         body=HoldCapture,
         body_required=False,
     ),

@@ -50,8 +50,6 @@ def _counted(stored: StoredResponse, kind: str) -> StoredResponse:
 
 async def _points(principal: Principal, member: str) -> StoredResponse:
     row = await ledger.get_points(principal.program_id, member)
-    if isinstance(row["expiring"], str | bytes):
-        row["expiring"] = orjson.loads(row["expiring"])
     return StoredResponse(200, orjson.dumps(row).decode())
 
 

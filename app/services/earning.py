@@ -21,7 +21,6 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import orjson
 from sqlalchemy import text
 
 from app import db
@@ -323,7 +322,6 @@ async def load_context(conn: Connection, program_id: int, member: str) -> Loaded
     row = (await conn.execute(_CONTEXT, {"program_id": program_id, "member": member})).first()
     if row is None:
         return None
-    rules = row.rules if isinstance(row.rules, list) else orjson.loads(row.rules)
     context = EarnContext(
         currency=row.currency,
         earn_rate=row.earn_rate,
@@ -331,7 +329,7 @@ async def load_context(conn: Connection, program_id: int, member: str) -> Loaded
         tier_key=row.tier_key,
         tier_multiplier=row.tier_multiplier,
         birthday=row.birthday,
-        rules=tuple(EarnRuleSpec.from_stored(rule) for rule in rules),
+        rules=tuple(EarnRuleSpec.from_stored(rule) for rule in row.rules),
     )
     return LoadedMember(row.member_id, row.available, context, row.pending_referrer_id)
 
