@@ -80,7 +80,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_program_create(args: argparse.Namespace) -> int:
-    from app.services.programs import create_program
+    from app.services.programs.programs import create_program
 
     program_id, key = _run(lambda: create_program(args.name, args.currency))
     if args.json:
@@ -92,7 +92,7 @@ def cmd_program_create(args: argparse.Namespace) -> int:
 
 
 def cmd_api_key_create(args: argparse.Namespace) -> int:
-    from app.services.programs import create_api_key
+    from app.services.programs.programs import create_api_key
 
     scopes = [s for part in args.scopes for s in part.replace(",", " ").split()]
     from app.schemas.programs import SCOPES
@@ -114,7 +114,7 @@ def cmd_api_key_create(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from app.services.audit import audit
+    from app.services.ledger.audit import audit
 
     violations = _run(lambda: audit(args.program), migrate=False)
     for violation in violations:
@@ -128,7 +128,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_token_key_rotate(args: argparse.Namespace) -> int:
-    from app.member_tokens import rotate_signing_keys
+    from app.services.members.member_tokens import rotate_signing_keys
 
     rotation = _run(lambda: rotate_signing_keys(retire_all_others=args.retire_all_others))
     if args.json:
@@ -149,7 +149,7 @@ def cmd_token_key_rotate(args: argparse.Namespace) -> int:
 
 
 def cmd_token_key_list(args: argparse.Namespace) -> int:
-    from app.member_tokens import list_signing_keys
+    from app.services.members.member_tokens import list_signing_keys
 
     keys = _run(list_signing_keys)
     rows = [

@@ -36,7 +36,7 @@ class Settings(BaseSettings):
     # (app/hot_paths.py); off, FastAPI's routes answer them, alike.
     hot_paths: bool = True
     # Loops per member-batch job (release, expiry) that work off a backlog side by side, each
-    # on its own share of the members (app/services/member_batches.py): one per core
+    # on its own share of the members (app/services/members/member_batches.py): one per core
     # PostgreSQL can give the worker.
     worker_lanes: int = Field(default=2, ge=1, le=16)
     log_level: str = "info"

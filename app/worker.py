@@ -8,7 +8,7 @@ the member locks they take brief, so checkout traffic is not held up.
 
 The member-batch jobs (release, expiry) also take a ``lane``: the worker runs
 ``worker_lanes`` loops of them side by side, each on its own share of the members, so that a
-large backlog is worked off on more than one core (app/services/member_batches.py).
+large backlog is worked off on more than one core (app/services/members/member_batches.py).
 """
 
 from __future__ import annotations
@@ -24,19 +24,16 @@ from typing import Protocol
 
 from app.clock import clock
 from app.config import get_settings
-from app.services import (
-    birthdays,
-    expiry,
-    holds,
-    idempotency,
-    insights,
-    pending,
-    rate_limits,
-    referrals,
-    tier_evaluation,
-    webhook_delivery,
-)
-from app.services.member_batches import Lane
+from app.services import idempotency
+from app.services.checkout import holds
+from app.services.engagement import birthdays
+from app.services.events import webhook_delivery
+from app.services.insights import insights
+from app.services.ledger import expiry, pending
+from app.services.members.member_batches import Lane
+from app.services.programs import rate_limits
+from app.services.referrals import referrals
+from app.services.tiers import tier_evaluation
 
 log = logging.getLogger("patron.worker")
 

@@ -45,8 +45,8 @@ import httpx
 from app import db
 from app.clock import clock
 from app.migrate import upgrade
-from app.services import insights
-from app.services.programs import create_program
+from app.services.insights import insights
+from app.services.programs.programs import create_program
 
 NOW = datetime(2026, 11, 1, 12, tzinfo=UTC)
 
@@ -314,7 +314,7 @@ async def reuse(url: str, args: argparse.Namespace) -> None:
     db.configure(db.make_engine(url))
     try:
         # A fresh admin key: the first one was shown once and is gone.
-        from app.services.programs import create_api_key
+        from app.services.programs.programs import create_api_key
 
         _, created = await create_api_key(program_id, "bench", ["admin"], None)
     finally:

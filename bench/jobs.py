@@ -7,7 +7,7 @@ One run, start to end:
    (``pending_days`` 14, ``points_expiry_days`` 365) and the *tiers* program (metric points,
    365-day window, no grace, three tiers);
 2. bulk-loads with ``INSERT ... SELECT generate_series`` (foreign-key triggers off, as a
-   restore would), keeping the ledger invariants of ``app/services/audit.py``:
+   restore would), keeping the ledger invariants of ``app/services/ledger/audit.py``:
    - jobs program: ``--members`` members, each with a 1,000-point ``earn`` entry and lot that
      never expire; ``--lots`` ``earn`` entries and their lots already past ``expires_at``;
      ``--pending`` orders with ``status`` pending and ``available_at`` in the past, each with its
@@ -25,7 +25,7 @@ One run, start to end:
    as the worker runs them), timing each (target: < 60 s) and each batch, while wrk runs; wrk
    is stopped when the job is done;
 5. tiers: times ``POST /v1/tiers/preview`` over the tiers program (HTTP; target < 2 s), then a
-   threshold change through ``app.services.tiers.update_tier`` (``scheduled`` above 20,000
+   threshold change through ``app.services.tiers.tiers.update_tier`` (``scheduled`` above 20,000
    members) and the complete re-evaluation by ``continue_program_reevaluation`` in a loop
    (target: the whole < 10 s), once lowering silver (upgrades) and once raising it
    (downgrades), with the members moved;
@@ -82,11 +82,12 @@ from run import (
 from app import db
 from app.config import Settings, get_settings
 from app.migrate import upgrade
-from app.services import pending, tier_evaluation, tiers
-from app.services.audit import audit
-from app.services.expiry import expire_due_points
-from app.services.member_batches import Lane
-from app.services.programs import create_program
+from app.services.ledger import pending
+from app.services.ledger.audit import audit
+from app.services.ledger.expiry import expire_due_points
+from app.services.members.member_batches import Lane
+from app.services.programs.programs import create_program
+from app.services.tiers import tier_evaluation, tiers
 from app.worker import run_in_lanes_until_done
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1/postgres"

@@ -17,7 +17,7 @@ from typing import Any
 import asyncpg
 
 from app.db import compiled
-from app.services import orders
+from app.services.checkout import orders
 
 _VARIABLE = re.compile(r"(?<!:):([A-Za-z_]\w*)")
 _OWN_VARIABLES = {"mid", "oid"}

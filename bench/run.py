@@ -63,8 +63,8 @@ except ImportError:  # pragma: no cover - depends on the install
 # migrations, the program setup and the audit should all come from the same snapshot.
 from app import db
 from app.migrate import upgrade
-from app.services.audit import audit
-from app.services.programs import create_program as create_program_with_key
+from app.services.ledger.audit import audit
+from app.services.programs.programs import create_program as create_program_with_key
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = ROOT / "bench"

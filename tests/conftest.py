@@ -22,12 +22,13 @@ import asyncpg
 import httpx
 import pytest
 
-from app import auth, db
+from app import db
 from app.clock import clock
 from app.main import create_app
 from app.migrate import upgrade
-from app.services.audit import audit
-from app.services.programs import create_program
+from app.services.ledger.audit import audit
+from app.services.programs import api_keys
+from app.services.programs.programs import create_program
 
 
 def _with_database(url: str, name: str) -> str:
@@ -93,7 +94,7 @@ def app(database_url: str) -> Any:
 def _reset_clock_and_caches() -> Iterator[None]:
     yield
     clock.reset()
-    auth.clear_cache()
+    api_keys.clear_cache()
 
 
 @pytest.fixture

@@ -115,7 +115,7 @@ class TestAudit:
     async def test_exit_code_follows_the_invariants(self, database_url: str) -> None:
         program_id = (await program_by_cli(database_url))["program_id"]
         from app.services import ledger
-        from app.services.members import upsert_member
+        from app.services.members.members import upsert_member
 
         await upsert_member(program_id, "m1", {})
         await ledger.credit(

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 from playwright.async_api import ConsoleMessage, Page, async_playwright
 
-from app.services.programs import create_program
+from app.services.programs.programs import create_program
 from tests.live import CHROMIUM_FLAGS, chromium_path, running_server
 
 CHARTS_WITH_DATA = (

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 from playwright.async_api import async_playwright
 
-from app.services.programs import create_program
+from app.services.programs.programs import create_program
 from tests.live import CHROMIUM_FLAGS, chromium_path, running_server
 
 

@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from app.clock import clock
 from app.hot_paths import HotRoute
 from app.main import create_app
-from app.services.programs import create_program
+from app.services.programs.programs import create_program
 from tests.conftest import assert_ledger_consistent
 
 NOW = datetime(2026, 6, 15, 9, 30, tzinfo=UTC)

@@ -20,8 +20,8 @@ from app import db
 from app.clock import clock
 from app.config import get_settings
 from app.migrate import upgrade
-from app.services import ledger
-from app.services.webhook_delivery import deliver_due
+from app.services.events.webhook_delivery import deliver_due
+from app.services.ledger import postings as ledger
 from tests.conftest import PgServer, Program
 from tests.webhook_support import Receiver, fan_out_until, register, remove_endpoints
 

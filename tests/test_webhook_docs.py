@@ -15,7 +15,7 @@ import pytest
 
 from app import webhook_signature
 from app.clock import clock
-from app.services.webhook_delivery import deliver_due
+from app.services.events.webhook_delivery import deliver_due
 from tests.conftest import Program
 from tests.webhook_support import Received, Receiver, fan_out_until, register, remove_endpoints
 

@@ -14,7 +14,7 @@ from sqlalchemy import text
 
 from app import db
 from app.clock import clock
-from app.services.webhook_delivery import fan_out_events
+from app.services.events.webhook_delivery import fan_out_events
 from tests.conftest import Program
 
 

@@ -32,7 +32,7 @@ class Event(Base):
     # The id of the writing transaction. Ids are taken when a row is inserted, but rows become
     # visible when their transaction commits, so a reader that follows ``id`` alone can pass
     # a smaller id that commits later. Readers follow (txid, id) instead and stop below the
-    # oldest transaction still running (see app/services/events.py).
+    # oldest transaction still running (see app/services/events/events.py).
     txid: Mapped[int] = mapped_column(
         BigInteger, server_default=text("(pg_current_xact_id())::text::bigint")
     )

@@ -1,13 +1,15 @@
 """Insights: each member's RFM segment and lifecycle stage as of the last refresh, when each
 program was last refreshed, and the feedback (NPS) scores members gave.
 
-The refresh job rewrites ``member_insights`` from the orders (app/services/insights.py); the
-table exists so that ``GET /v1/members?segment=`` and ``?lifecycle=`` are index lookups.
+The refresh job rewrites ``member_insights`` from the orders
+(app/services/insights/insights.py); the table exists so that ``GET /v1/members?segment=``
+and ``?lifecycle=`` are index lookups.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import get_args
 
 from sqlalchemy import (
     BigInteger,
@@ -24,21 +26,11 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base
 from app.models.checkout import Order
+from app.schemas.insights import Lifecycle, Segment
 
-SEGMENTS = (
-    "champions",
-    "loyal",
-    "potential_loyalists",
-    "new",
-    "promising",
-    "need_attention",
-    "at_risk",
-    "cant_lose",
-    "hibernating",
-    "lost",
-    "prospects",
-)
-LIFECYCLES = ("prospect", "new", "growing", "mature", "churned")
+# The vocabularies are the wire contract's (app/schemas/insights.py); the checks follow them.
+SEGMENTS: tuple[str, ...] = get_args(Segment)
+LIFECYCLES: tuple[str, ...] = get_args(Lifecycle)
 
 
 def _one_of(column: str, values: tuple[str, ...]) -> str:

@@ -17,7 +17,7 @@ from app.routers.deps import (
 )
 from app.schemas.common import Page
 from app.schemas.earn_rules import EarnRuleCreate, EarnRuleOut, EarnRulePatch
-from app.services import earn_rules
+from app.services.checkout import earn_rules
 
 router = APIRouter(prefix="/v1/earn-rules", tags=["Earn rules"])
 

@@ -10,7 +10,7 @@ from app.auth import Principal, require_scope
 from app.routers.deps import Limit, json_page, problems
 from app.schemas.common import Page
 from app.schemas.events import EventOut, EventType
-from app.services import events
+from app.services.events import events
 
 router = APIRouter(tags=["Events and webhooks"])
 Admin = Annotated[Principal, Depends(require_scope("admin"))]

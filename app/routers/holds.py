@@ -17,7 +17,7 @@ from app.routers.deps import (
 )
 from app.schemas.common import ExternalId
 from app.schemas.holds import HoldCapture, HoldCreate, HoldOut
-from app.services import holds
+from app.services.checkout import holds
 from app.services.idempotency import IdempotencyRequest, StoredResponse
 
 router = APIRouter(tags=["Holds"])

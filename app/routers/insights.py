@@ -27,7 +27,8 @@ from app.schemas.insights import (
     SegmentOut,
     TierCount,
 )
-from app.services import idempotency, insights
+from app.services import idempotency
+from app.services.insights import insights
 
 router = APIRouter(tags=["Insights"])
 

@@ -11,7 +11,6 @@ import orjson
 from fastapi import APIRouter, Depends, Request, Response
 
 from app.auth import Principal, require_member_token, require_scope
-from app.member_tokens import MemberPrincipal, issue_member_token
 from app.routers.deps import (
     Cursor,
     IdempotencyKeyHeader,
@@ -28,8 +27,12 @@ from app.schemas.members import MemberOut
 from app.schemas.points import PointEntryOut, PointsOut
 from app.schemas.referrals import MemberReferralsOut, ReferralLinkOut
 from app.schemas.tiers import MemberTierOut
-from app.services import ledger, members, referrals, tiers
+from app.services import ledger
 from app.services.idempotency import IdempotencyRequest, fingerprint
+from app.services.members import members
+from app.services.members.member_tokens import MemberPrincipal, issue_member_token
+from app.services.referrals import referrals
+from app.services.tiers import tiers
 
 router = APIRouter(tags=["Member app"])
 

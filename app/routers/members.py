@@ -11,7 +11,7 @@ from app.routers.deps import Cursor, Limit, MemberPath, problems
 from app.schemas.common import Page
 from app.schemas.insights import Lifecycle, Segment
 from app.schemas.members import MemberOut, MemberUpsert
-from app.services import members
+from app.services.members import members
 
 router = APIRouter(prefix="/v1/members", tags=["Members"])
 

@@ -10,7 +10,7 @@ from app.auth import Principal, require_scope
 from app.hot_paths import HotRoute
 from app.routers.deps import IdempotencyKeyHeader, idempotency_request, problems, stored_json
 from app.schemas.orders import OrderCreate, OrderOut, RefundCreate, RefundOut
-from app.services import orders
+from app.services.checkout import orders
 from app.services.idempotency import IdempotencyRequest, StoredResponse
 
 router = APIRouter(prefix="/v1/orders", tags=["Orders"])

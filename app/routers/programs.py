@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from app.auth import Principal, require_scope
 from app.routers.deps import IdempotencyKeyHeader, idempotency_request, problems
 from app.schemas.programs import ApiKeyCreate, ApiKeyCreated, ApiKeyOut, ProgramOut, ProgramPatch
-from app.services import programs
+from app.services.programs import programs
 
 router = APIRouter(tags=["Program"])
 Admin = Annotated[Principal, Depends(require_scope("admin"))]

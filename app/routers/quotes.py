@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from app.auth import Principal, require_scope
 from app.routers.deps import IdempotencyKeyHeader, idempotency_request, problems, stored_json
 from app.schemas.orders import QuoteOut, QuoteRequest
-from app.services import earning
+from app.services.checkout import earning
 
 router = APIRouter(prefix="/v1/orders", tags=["Orders"])
 

@@ -26,7 +26,7 @@ from app.schemas.referrals import (
     ReferralOut,
     ReferralStatus,
 )
-from app.services import referrals
+from app.services.referrals import referrals
 
 router = APIRouter(tags=["Referrals"])
 

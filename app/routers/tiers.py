@@ -28,7 +28,7 @@ from app.schemas.tiers import (
     TierPreviewRequest,
     TierSaved,
 )
-from app.services import tiers
+from app.services.tiers import tiers
 
 router = APIRouter(tags=["VIP tiers"])
 

@@ -23,7 +23,7 @@ from app.schemas.webhooks import (
     WebhookEndpointOut,
     WebhookEndpointWithSecret,
 )
-from app.services import webhooks
+from app.services.events import webhooks
 from app.services.idempotency import StoredResponse
 
 router = APIRouter(prefix="/v1/webhook-endpoints", tags=["Events and webhooks"])

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from app.member_tokens import DEFAULT_TTL_SECONDS, MAX_TTL_SECONDS
 from app.schemas.common import RequestModel, Timestamp
+
+# Bounds of a member token's life (api.md "Member tokens").
+DEFAULT_TTL_SECONDS = 3600
+MAX_TTL_SECONDS = 86_400
 
 
 class MemberTokenCreate(RequestModel):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import random
 
 from app.services import ledger
-from app.services.members import upsert_member
-from app.services.programs import create_program
+from app.services.members.members import upsert_member
+from app.services.programs.programs import create_program
 
 _NAMES = [
     "Li Wei",

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from app.clock import clock
-from app.services.earn_rules import MAX_ACTIVE_RULES
+from app.services.checkout.earn_rules import MAX_ACTIVE_RULES
 from tests.conftest import Program
 
 RULE: dict[str, Any] = {

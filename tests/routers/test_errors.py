@@ -11,7 +11,8 @@ import pytest
 
 from app import db
 from app.config import get_settings
-from app.services import ledger, members
+from app.services import ledger
+from app.services.members import members
 from tests.conftest import Program
 
 SECRET = "secret-internal-detail"

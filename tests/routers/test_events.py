@@ -13,8 +13,8 @@ from sqlalchemy import text
 
 from app import db
 from app.clock import clock
-from app.services import ledger
-from app.services.events import write_event
+from app.services.events.events import write_event
+from app.services.ledger import postings as ledger
 from tests.conftest import PgServer, Program
 
 

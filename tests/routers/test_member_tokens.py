@@ -15,9 +15,15 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from app import db, member_tokens
+from app import db
 from app.clock import clock
-from app.member_tokens import RETIRE_AFTER, SigningKey, encode_token, rotate_signing_keys
+from app.services.members import member_tokens
+from app.services.members.member_tokens import (
+    RETIRE_AFTER,
+    SigningKey,
+    encode_token,
+    rotate_signing_keys,
+)
 from tests.conftest import Program
 from tests.routers.test_auth import (
     ENDPOINTS,

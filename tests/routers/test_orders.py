@@ -9,7 +9,7 @@ from sqlalchemy import text
 
 from app import db
 from app.clock import clock
-from app.services import earning
+from app.services.checkout import earning
 from app.worker import run_once
 from tests.conftest import Program
 

@@ -12,7 +12,7 @@ from sqlalchemy import text
 
 from app import db
 from app.clock import clock
-from app.services.programs import create_program
+from app.services.programs.programs import create_program
 from tests.conftest import Program, assert_ledger_consistent
 
 # Saturday 21 November 2026, 10:00 UTC.

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from app.services.webhooks import MAX_ENDPOINTS_PER_PROGRAM
+from app.services.events.webhooks import MAX_ENDPOINTS_PER_PROGRAM
 from tests.conftest import Program
 from tests.webhook_support import fan_out_until, register, remove_endpoints
 

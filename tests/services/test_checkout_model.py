@@ -29,8 +29,8 @@ from hypothesis.stateful import (
 from app import db
 from app.clock import clock
 from app.main import create_app
-from app.services.audit import audit
-from app.services.programs import create_program
+from app.services.ledger.audit import audit
+from app.services.programs.programs import create_program
 from app.worker import run_once
 
 T = TypeVar("T")

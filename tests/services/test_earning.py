@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from app import db
 from app.schemas.orders import OrderItem
-from app.services.earning import (
+from app.services.checkout.earning import (
     EarnContext,
     EarnRuleSpec,
     RuleConditions,
@@ -24,7 +24,7 @@ from app.services.earning import (
     load_context,
     points_earned,
 )
-from app.services.money import CURRENCY_MINOR_UNITS
+from app.services.checkout.money import CURRENCY_MINOR_UNITS
 from tests.conftest import Program
 
 CATEGORIES = ("tea", "ware", "snacks", "gifts")

@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import text
 
 from app import db
-from app.services import ledger
+from app.services.ledger import postings as ledger
 from tests.conftest import Program
 
 
@@ -42,7 +42,7 @@ class TestAuditFindsStrayRows:
     async def test_row_pointing_at_another_programs_member(
         self, program: Program, other_program: Program
     ) -> None:
-        from app.services.audit import audit
+        from app.services.ledger.audit import audit
 
         await program.member("m1", points=5)
         stray = text(

@@ -15,8 +15,8 @@ from sqlalchemy import text
 
 from app import db
 from app.clock import clock
-from app.services import expiry, pending
-from app.services.member_batches import Lane
+from app.services.ledger import expiry, pending
+from app.services.members.member_batches import Lane
 from app.worker import LaneJob, run_in_lanes_until_done
 from tests.conftest import Program
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.services.orders import refund_shares
+from app.services.checkout.orders import refund_shares
 
 
 @st.composite

@@ -9,7 +9,7 @@ from sqlalchemy import text
 
 from app import db
 from app.clock import clock
-from app.services import insights
+from app.services.insights import insights
 from tests.conftest import Program
 from tests.insights_support import (
     all_members,

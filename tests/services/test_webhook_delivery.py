@@ -20,8 +20,8 @@ import pytest
 
 from app import worker
 from app.clock import clock
-from app.services import webhook_delivery, webhook_urls
-from app.services.webhook_delivery import deliver_due, fan_out_events
+from app.services.events import webhook_delivery, webhook_urls
+from app.services.events.webhook_delivery import deliver_due, fan_out_events
 from app.webhook_signature import parse_header, verify
 from tests.conftest import Program
 from tests.webhook_support import Receiver, deliveries, fan_out_until, register, remove_endpoints

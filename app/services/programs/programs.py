@@ -8,13 +8,14 @@ from typing import Any
 import orjson
 from sqlalchemy import text
 
-from app import auth, db
+from app import db
 from app.clock import clock
 from app.db import Connection
 from app.errors import NotFoundError, ValidationError
 from app.schemas.programs import ApiKeyCreated, ApiKeyOut, ProgramOut, ReferralSettings
+from app.services.checkout.money import CURRENCY_MINOR_UNITS, decimal_text
 from app.services.idempotency import IdempotencyRequest, StoredResponse, run_once
-from app.services.money import CURRENCY_MINOR_UNITS, decimal_text
+from app.services.programs import api_keys
 
 _PROGRAM_COLUMNS = (
     "id, name, currency, earn_rate, pending_days, points_expiry_days, hold_ttl_seconds, "
@@ -62,7 +63,7 @@ async def create_program(name: str, currency: str) -> tuple[int, str]:
                 {"name": name, "currency": currency, "now": now},
             )
         ).scalar_one()
-        created = await insert_api_key(conn, program_id, "admin", [auth.ADMIN])
+        created = await insert_api_key(conn, program_id, "admin", [api_keys.ADMIN])
     return program_id, created.key or ""
 
 
@@ -116,7 +117,7 @@ async def update_program(program_id: int, changes: dict[str, Any]) -> ProgramOut
 async def insert_api_key(
     conn: Connection, program_id: int, name: str, scopes: list[str]
 ) -> ApiKeyCreated:
-    key, key_hash, prefix = auth.generate_api_key()
+    key, key_hash, prefix = api_keys.generate_api_key()
     key_id = uuid.uuid4()
     now = clock.now()
     await conn.execute(
@@ -201,4 +202,4 @@ async def revoke_api_key(program_id: int, key_id: str) -> None:
         ).first()
     if found is None:
         raise NotFoundError("No such API key.")
-    auth.forget_key(parsed)
+    api_keys.forget_key(parsed)

@@ -16,7 +16,7 @@ from sqlalchemy import text
 
 from app import db
 from app.db import Connection
-from app.services.tier_rules import DECIDE_CTES, QUALIFYING_CTES
+from app.services.tiers.tier_rules import DECIDE_CTES, QUALIFYING_CTES
 
 _APPLY = text(
     f"""

@@ -16,8 +16,8 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import text
 
 from app import db
-from app.services import tier_evaluation
-from app.services.ledger import credit_many_ctes
+from app.services.ledger.postings import credit_many_ctes
+from app.services.tiers import tier_evaluation
 
 CATCH_UP_DAYS = 7
 

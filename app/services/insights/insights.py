@@ -42,8 +42,8 @@ from app.schemas.insights import (
     SegmentOut,
     TierCount,
 )
+from app.services.checkout.money import decimal_text
 from app.services.idempotency import IdempotencyRequest, StoredResponse, run_once
-from app.services.money import decimal_text
 
 log = logging.getLogger("patron.insights")
 

@@ -1,7 +1,7 @@
 """Webhook endpoints: register, list, delete, rotate the secret, resume, and the delivery log.
 
-Sending is in ``app.services.webhook_delivery``; which URLs are allowed, in
-``app.services.webhook_urls``.
+Sending is in ``app.services.events.webhook_delivery``; which URLs are allowed, in
+``app.services.events.webhook_urls``.
 
 Secrets are stored as they are, not hashed: the service must recompute the HMAC for every
 delivery, which a one-way hash cannot do. They are returned only when created or rotated, are
@@ -24,10 +24,10 @@ from app.db import Connection
 from app.errors import NotFoundError, ValidationError
 from app.schemas.webhooks import WebhookDeliveryOut, WebhookEndpointOut, WebhookEndpointWithSecret
 from app.services import idempotency
-from app.services.events import settled_txid
+from app.services.events.events import settled_txid
+from app.services.events.webhook_urls import UnsafeDestinationError, target_for
 from app.services.idempotency import IdempotencyRequest, StoredResponse, run_once
 from app.services.pagination import decode_cursor, encode_cursor
-from app.services.webhook_urls import UnsafeDestinationError, target_for
 
 SECRET_PREFIX = "whsec_"
 ROTATION_OVERLAP = timedelta(hours=24)

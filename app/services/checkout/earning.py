@@ -28,8 +28,8 @@ from app.clock import clock
 from app.db import Connection
 from app.errors import CurrencyMismatchError, NotFoundError
 from app.schemas.orders import BreakdownLine, OrderItem, QuoteOut, QuoteRequest
+from app.services.checkout.money import CURRENCY_MINOR_UNITS
 from app.services.idempotency import IdempotencyRequest, StoredResponse, run_recomputation
-from app.services.money import CURRENCY_MINOR_UNITS
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,14 +12,14 @@ from app.clock import clock
 from app.db import Connection
 from app.errors import NotFoundError
 from app.schemas.members import MemberOut
-from app.services import referrals
-from app.services.events import write_event
+from app.services.events.events import write_event
 from app.services.pagination import decode_cursor, encode_cursor
+from app.services.referrals import referrals
 
 PERSONAL_FIELDS = ("name", "email", "phone", "birthday", "metadata")
 
-# Insights (app/services/insights.py): segment and lifecycle as of the last refresh, and the
-# latest feedback score. A member gets a prospect row when created, so the filters below are
+# Insights (app/services/insights/insights.py): segment and lifecycle as of the last refresh,
+# and the latest feedback score. A member gets a prospect row when created, so the filters below are
 # index lookups; one without a row (bulk-loaded, not refreshed yet) shows as a prospect.
 _INSIGHTS_COLUMNS = """,
        mi.segment, mi.lifecycle, fb.score AS feedback_score, fb.created_at AS feedback_at"""

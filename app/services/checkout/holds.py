@@ -19,15 +19,16 @@ from app import db
 from app.clock import clock
 from app.db import Connection, IntegrityError
 from app.errors import HoldNotActiveError, InsufficientPointsError, NotFoundError, PatronError
-from app.services import idempotency, member_batches
+from app.services import idempotency
 from app.services.idempotency import IdempotencyRequest, StoredResponse
-from app.services.ledger import (
+from app.services.ledger.postings import (
     CONSUME_LOTS_CTE,
     ENTRY_JSON,
     REMEMBER_CTE,
     idem_params,
     member_missing,
 )
+from app.services.members import member_batches
 
 _MEMBER = "CAST(:member AS text)"
 

@@ -1,7 +1,7 @@
 """Webhook delivery: two worker jobs, fan-out and send.
 
 **Fan-out** (``fan_out_events``) turns events into delivery rows, one per matching endpoint
-and event. It follows the events table by (txid, id), like the feed (app/services/events.py),
+and event. It follows the events table by (txid, id), like the feed (app/services/events/events.py),
 from a single cursor row that it locks with ``FOR UPDATE SKIP LOCKED``: one replica advances
 it at a time, the others skip the job for that round. Reading the batch, inserting the
 deliveries and moving the cursor happen in that one short transaction, so a crash leaves
@@ -43,9 +43,9 @@ from sqlalchemy import text
 
 from app import db, metrics
 from app.clock import clock
-from app.services.events import EVENT_JSON, settled_txid
-from app.services.webhook_urls import UnsafeDestinationError, target_for
-from app.services.webhooks import RETRY_HORIZON
+from app.services.events.events import EVENT_JSON, settled_txid
+from app.services.events.webhook_urls import UnsafeDestinationError, target_for
+from app.services.events.webhooks import RETRY_HORIZON
 from app.webhook_signature import signature_header
 
 log = logging.getLogger("patron.webhooks")

@@ -30,7 +30,7 @@ from app.schemas.tiers import (
     TierPreviewRequest,
     TierRef,
 )
-from app.services import tier_evaluation
+from app.services.checkout.money import decimal_text
 from app.services.idempotency import (
     IdempotencyRequest,
     StoredResponse,
@@ -38,8 +38,8 @@ from app.services.idempotency import (
     run_once,
     run_recomputation,
 )
-from app.services.money import decimal_text
-from app.services.tier_rules import QUALIFYING_CTES, dry_run_sql
+from app.services.tiers import tier_evaluation
+from app.services.tiers.tier_rules import QUALIFYING_CTES, dry_run_sql
 
 # Programs up to this size are re-evaluated before the response; larger ones in the worker.
 INLINE_REEVALUATION_LIMIT = 20_000

@@ -12,9 +12,9 @@ from datetime import datetime
 
 from sqlalchemy import text
 
-from app.services import member_batches
-from app.services.ledger import ENTRY_JSON
-from app.services.member_batches import ALL_MEMBERS, Lane
+from app.services.ledger.postings import ENTRY_JSON
+from app.services.members import member_batches
+from app.services.members.member_batches import ALL_MEMBERS, Lane
 
 _DUE = text(
     """

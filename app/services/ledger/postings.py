@@ -24,9 +24,10 @@ from app import db
 from app.clock import clock
 from app.db import Connection, IntegrityError
 from app.errors import InsufficientPointsError, NotFoundError, PatronError
-from app.services import idempotency, tier_evaluation
+from app.services import idempotency
 from app.services.idempotency import IdempotencyRequest, StoredResponse
 from app.services.pagination import decode_cursor, encode_cursor
+from app.services.tiers import tier_evaluation
 
 # The wire form of an entry (api.md "list of entries"), built by PostgreSQL.
 ENTRY_JSON = """(SELECT row_to_json(r) FROM (SELECT

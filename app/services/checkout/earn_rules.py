@@ -25,8 +25,8 @@ from app.schemas.earn_rules import (
     EarnRuleOut,
     EarnRulePatch,
 )
+from app.services.checkout.money import decimal_text
 from app.services.idempotency import IdempotencyRequest, StoredResponse, run_once
-from app.services.money import decimal_text
 from app.services.pagination import decode_cursor, encode_cursor
 
 MAX_ACTIVE_RULES = 100

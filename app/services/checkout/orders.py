@@ -37,15 +37,18 @@ from app.errors import (
     RefundExceedsOrderError,
 )
 from app.schemas.orders import OrderCreate
-from app.services import earning, holds, idempotency, referrals, tier_evaluation
+from app.services import idempotency
+from app.services.checkout import earning, holds
 from app.services.idempotency import IdempotencyRequest, StoredResponse, fingerprint
-from app.services.ledger import (
+from app.services.ledger.postings import (
     CONSUME_LOTS_CTE,
     ENTRY_JSON,
     EXPIRES_AT_SQL,
     REMEMBER_CTE,
     idem_params,
 )
+from app.services.referrals import referrals
+from app.services.tiers import tier_evaluation
 
 LOCK_IN_ORDER = text(
     "SELECT member_id FROM accounts WHERE member_id = ANY(:member_ids) "
@@ -127,7 +130,7 @@ WITH prog AS (
      WHERE p.id = ord.program_id AND ord.points_earned > 0
  RETURNING *
 ), queued AS (
-    -- Pending points wait in the release job's queue (app/services/pending.py).
+    -- Pending points wait in the release job's queue (app/services/ledger/pending.py).
     INSERT INTO order_release_queue (member_id, order_pk, program_id, available_at, entry_id)
     SELECT ord.member_id, ord.id, ord.program_id, ord.available_at, entry.id
       FROM ord LEFT JOIN entry ON true

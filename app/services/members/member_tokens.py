@@ -40,11 +40,10 @@ from app import db
 from app.clock import clock
 from app.db import Connection
 from app.errors import NotFoundError, UnauthorizedError
+from app.schemas.me import MAX_TTL_SECONDS
 from app.services.idempotency import IdempotencyRequest, StoredResponse, run_once
 
 TOKEN_PREFIX = "mt_"
-DEFAULT_TTL_SECONDS = 3600
-MAX_TTL_SECONDS = 86_400
 # A valid token is about 150 characters; anything much longer is refused unread.
 MAX_TOKEN_LENGTH = 512
 KEY_CACHE_SECONDS = 30.0

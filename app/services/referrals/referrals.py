@@ -19,7 +19,6 @@ import orjson
 from sqlalchemy import text
 
 from app import db
-from app.auth import Principal
 from app.clock import clock
 from app.config import get_settings
 from app.db import Connection, IntegrityError
@@ -36,11 +35,12 @@ from app.schemas.referrals import (
     ReferralCodeOut,
     ReferralLinkOut,
 )
-from app.services import rate_limits
-from app.services.events import write_event
+from app.services.events.events import write_event
 from app.services.idempotency import IdempotencyRequest, StoredResponse, constraint_name, run_once
-from app.services.ledger import credit_many_ctes
+from app.services.ledger.postings import credit_many_ctes
 from app.services.pagination import decode_cursor, encode_cursor
+from app.services.programs import rate_limits
+from app.services.programs.api_keys import Principal
 
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 CODE_LENGTH = 8

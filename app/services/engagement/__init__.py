@@ -1,0 +1,1 @@
+"""Care moments that reward members without an order: the birthday bonus (``birthdays``)."""

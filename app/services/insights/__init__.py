@@ -1,0 +1,2 @@
+"""The returning-customer view: RFM segments, lifecycle, NPS feedback and the overview
+figures (``insights``)."""
