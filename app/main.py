@@ -20,6 +20,7 @@ from app.logs import configure_logging, request_id
 from app.observability import RequestObservability
 from app.problems import domain_problem, problem, validation_problem
 from app.routers import (
+    campaigns,
     dashboard,
     earn_rules,
     events,
@@ -202,6 +203,7 @@ def create_app(*, hot_paths: bool | None = None) -> FastAPI:
         insights,
         dashboard,
         referrals,
+        campaigns,
     ):
         app.include_router(module.router)
     if hot_paths:

@@ -25,6 +25,7 @@ from typing import Protocol
 from app.clock import clock
 from app.config import get_settings
 from app.services import idempotency
+from app.services.campaigns import reminders, running
 from app.services.checkout import holds
 from app.services.engagement import birthdays
 from app.services.events import webhook_delivery
@@ -67,6 +68,9 @@ JOBS: list[tuple[str, Job | InLanes]] = [
     ("webhooks_fan_out", webhook_delivery.fan_out_events),
     ("webhooks_deliver", webhook_delivery.deliver_due),
     ("refresh_insights", insights.refresh_due_insights),
+    # After the insights refresh, so that audiences see today's segments and stages.
+    ("run_campaigns", running.run_due_campaigns),
+    ("send_reminders", reminders.send_due_reminders),
 ]
 
 

@@ -1,6 +1,12 @@
 """Table definitions. Importing this package registers every table on ``Base.metadata``."""
 
 from app.models.base import Base
+from app.models.campaigns import (
+    BirthdayReminder,
+    Campaign,
+    CampaignTargeting,
+    PointsExpiringReminder,
+)
 from app.models.checkout import EarnRule, Hold, Order, PointRelease, QueuedOrderRelease, Refund
 from app.models.events import Event
 from app.models.idempotency import IdempotencyKey
@@ -19,6 +25,9 @@ __all__ = [
     "ApiKey",
     "Base",
     "BirthdayBonus",
+    "BirthdayReminder",
+    "Campaign",
+    "CampaignTargeting",
     "EarnRule",
     "Event",
     "Hold",
@@ -32,6 +41,7 @@ __all__ = [
     "PointEntry",
     "PointLot",
     "PointRelease",
+    "PointsExpiringReminder",
     "Program",
     "QueuedOrderRelease",
     "RateLimitWindow",

@@ -66,6 +66,8 @@ class PointEntry(Base):
     order_id: Mapped[str | None] = mapped_column(String(128))
     hold_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, ForeignKey("holds.id"))
     referral_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("referrals.id"))
+    # The campaign whose bonus this entry is (campaign_targetings keeps the details).
+    campaign_id: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime]
     available_at: Mapped[datetime | None]
     expires_at: Mapped[datetime | None]

@@ -53,6 +53,14 @@ class Program(Base):
             name="tier_window_range",
         ),
         CheckConstraint("tier_grace_days BETWEEN 0 AND 3650", name="tier_grace_range"),
+        CheckConstraint(
+            "expiry_reminder_days IS NULL OR expiry_reminder_days BETWEEN 1 AND 365",
+            name="expiry_reminder_days_range",
+        ),
+        CheckConstraint(
+            "birthday_reminder_days IS NULL OR birthday_reminder_days BETWEEN 0 AND 60",
+            name="birthday_reminder_days_range",
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
@@ -92,6 +100,11 @@ class Program(Base):
     # Changes whenever what an order earns could change: currency, earn rate, time zone, any
     # earn rule or tier (kept by triggers, migration 0011). The checkout's cache checks it.
     config_version: Mapped[int] = mapped_column(BigInteger, server_default=text("1"))
+    # Reminder events (docs/campaigns.md): how many days ahead members hear that points
+    # expire or that their birthday comes (NULL: off), and when reminders were last looked for.
+    expiry_reminder_days: Mapped[int | None] = mapped_column(Integer, server_default=text("14"))
+    birthday_reminder_days: Mapped[int | None] = mapped_column(Integer, server_default=text("7"))
+    reminders_checked_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 

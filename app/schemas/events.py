@@ -27,6 +27,12 @@ EventType = Literal[
     "referral.created",
     "referral.rewarded",
     "referral.rejected",
+    "campaign.targeted",
+    "points.expiring",
+    "tier.downgrade_scheduled",
+    "member.birthday_upcoming",
+    "member.segment_changed",
+    "member.lifecycle_changed",
 ]
 EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]
 

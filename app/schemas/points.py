@@ -55,6 +55,9 @@ class PointEntryOut(BaseModel):
     created_at: Timestamp
     available_at: Timestamp | None
     expires_at: Timestamp | None
+    campaign_id: int | None = Field(
+        default=None, description="In the transactions list: the campaign of a bonus entry."
+    )
 
 
 class ExpiringBucket(BaseModel):

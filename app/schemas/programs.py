@@ -80,6 +80,13 @@ class ProgramOut(BaseModel):
     point_value_minor: str = Field(
         default="1", description="What one point is worth in minor units, a decimal string."
     )
+    # Reminder events (docs/campaigns.md).
+    expiry_reminder_days: int | None = Field(
+        default=14, description="`points.expiring` this many days before lots expire; null: off."
+    )
+    birthday_reminder_days: int | None = Field(
+        default=7, description="`member.birthday_upcoming` this many days before; null: off."
+    )
 
 
 # A setting left out of a PATCH is kept; only points_expiry_days may be sent as null (never
@@ -105,6 +112,9 @@ class ProgramPatch(RequestModel):
         None
     )
     point_value_minor: PointValue | Unset = None
+    # Reminder events (docs/campaigns.md); null turns a reminder off.
+    expiry_reminder_days: int | None = Field(default=None, ge=1, le=365, strict=True)
+    birthday_reminder_days: int | None = Field(default=None, ge=0, le=60, strict=True)
 
     model_config = {
         "json_schema_extra": {

@@ -155,7 +155,8 @@ SELECT mb.id AS member_id, mb.program_id,
   FROM members AS mb JOIN prog ON prog.id = mb.program_id
   LEFT JOIN lapsing AS s ON s.member_id = mb.id
 )
-SELECT c.*, cur.member_id IS NOT NULL AS has_row,
+SELECT c.*, cur.member_id IS NOT NULL AS has_row, cur.segment AS old_segment,
+       cur.lifecycle AS old_lifecycle,
        (cur.segment, cur.lifecycle, cur.recency_score, cur.frequency_score,
         cur.monetary_score, cur.orders_count, cur.net_spend, cur.first_order_at,
         cur.last_order_at, cur.churns_at)
@@ -163,6 +164,21 @@ SELECT c.*, cur.member_id IS NOT NULL AS has_row,
        (c.segment, c.lifecycle, c.r, c.f, c.m, c.orders_count, c.net_spend, c.first_order_at,
         c.last_order_at, c.churns_at) AS changed
   FROM computed AS c LEFT JOIN member_insights AS cur ON cur.member_id = c.member_id
+"""
+
+# member.segment_changed and member.lifecycle_changed, once for each change a refresh finds
+# (written before the rows are updated, from the stage, which holds both values).
+_CHANGE_EVENTS_SQL = """
+INSERT INTO events (program_id, type, member_id, data, created_at)
+SELECT s.program_id, t.type, s.member_id,
+       jsonb_build_object('member_id', m.external_id, 'from', t.old_value, 'to', t.new_value),
+       CAST(:now AS timestamptz)
+  FROM insight_stage AS s
+  JOIN members AS m ON m.id = s.member_id
+ CROSS JOIN LATERAL (VALUES ('member.segment_changed', s.old_segment, s.segment),
+                            ('member.lifecycle_changed', s.old_lifecycle, s.lifecycle))
+       AS t(type, old_value, new_value)
+ WHERE s.has_row AND s.changed AND t.old_value <> t.new_value AND m.erased_at IS NULL
 """
 
 _UPDATE_CHANGED_SQL = """
@@ -231,6 +247,7 @@ async def _refresh(conn: Connection, program_ids: list[int], now: datetime) -> l
     await conn.execute(text(_STAGE_SQL), params)
     await conn.execute(text("ANALYZE insight_stage"))
     staged = time.perf_counter()
+    await conn.execute_count(text(_CHANGE_EVENTS_SQL), params)
     updated = await conn.execute_count(text(_UPDATE_CHANGED_SQL), params)
     inserted = await conn.execute_count(text(_INSERT_MISSING_SQL), params)
     if updated + inserted >= _ANALYZE_AFTER_CHANGES:

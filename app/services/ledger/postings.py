@@ -66,12 +66,14 @@ CONSUME_LOTS_CTE = """spendable AS (
 )"""
 
 
-def credit_many_ctes(kind: str, reason: str, actor: str, referral_id: str = "NULL") -> str:
+def credit_many_ctes(
+    kind: str, reason: str, actor: str, referral_id: str = "NULL", campaign_id: str = "NULL"
+) -> str:
     """CTEs that credit every row of a ``due(member_id, points)`` CTE defined before them,
     whose account rows the transaction already holds: the accounts, one available entry
-    each (of SQL expressions ``kind``, ``reason``, ``actor``, ``referral_id``), the lots
-    after any debt is repaid, and a ``points.earned`` event each. They define ``acc`` and
-    ``entry`` for what follows."""
+    each (of SQL expressions ``kind``, ``reason``, ``actor``, ``referral_id``,
+    ``campaign_id``), the lots after any debt is repaid, and a ``points.earned`` event each.
+    They define ``acc`` and ``entry`` for what follows."""
     return f"""acc AS (
     UPDATE accounts AS a
        SET available = a.available + due.points,
@@ -83,9 +85,9 @@ def credit_many_ctes(kind: str, reason: str, actor: str, referral_id: str = "NUL
  RETURNING a.member_id, a.program_id, a.available, a.pending, a.held, a.version
 ), entry AS (
     INSERT INTO point_entries (program_id, member_id, kind, points, status, reason, actor,
-                               referral_id, created_at, expires_at)
+                               referral_id, campaign_id, created_at, expires_at)
     SELECT acc.program_id, acc.member_id, {kind}, due.points, 'available', {reason},
-           {actor}, {referral_id}, CAST(:now AS timestamptz), {EXPIRES_AT_SQL}
+           {actor}, {referral_id}, {campaign_id}, CAST(:now AS timestamptz), {EXPIRES_AT_SQL}
       FROM acc JOIN due USING (member_id) JOIN programs AS p ON p.id = acc.program_id
  RETURNING *
 ), lot AS (
@@ -377,9 +379,14 @@ async def get_points(program_id: int, member: str) -> dict[str, Any]:
 
 # A pending entry shows as available once its release row exists.
 _LISTED_STATUS = "CASE WHEN rel.entry_id IS NULL THEN e.status ELSE 'available' END"
+# A campaign bonus also names its campaign (api.md), appended to the entry's JSON object.
+_LISTED_ENTRY = ENTRY_JSON.format(e="e", status=_LISTED_STATUS) + "::text"
 _TRANSACTIONS = text(
     f"""
-SELECT e.id, {ENTRY_JSON.format(e="e", status=_LISTED_STATUS)}::text AS response
+SELECT e.id,
+       CASE WHEN e.campaign_id IS NULL THEN {_LISTED_ENTRY}
+            ELSE left({_LISTED_ENTRY}, -1) || ',"campaign_id":' || e.campaign_id || '}}'
+       END AS response
   FROM members AS m
   JOIN point_entries AS e ON e.member_id = m.id
   LEFT JOIN point_releases AS rel ON rel.entry_id = e.id
@@ -407,3 +414,26 @@ async def list_transactions(
     page = rows[:limit]
     next_cursor = encode_cursor(page[-1].id) if len(rows) > limit else None
     return [row.response for row in page], next_cursor
+
+
+_LOCK_AND_SEQUENCE = text(
+    """
+WITH locked AS (
+    SELECT member_id FROM accounts WHERE member_id = ANY(:member_ids)
+     ORDER BY member_id FOR UPDATE
+)
+UPDATE accounts AS a SET version = a.version + 1
+  FROM locked WHERE a.member_id = locked.member_id
+RETURNING a.member_id, a.version
+"""
+)
+
+
+async def lock_members_for_events(conn: Connection, member_ids: list[int]) -> dict[int, int]:
+    """Lock these members' account rows in ascending id order (the lock order of every
+    multi-member write) and take one event sequence number for each; returns
+    {member_id: sequence}. The balances are untouched."""
+    if not member_ids:
+        return {}
+    rows = (await conn.execute(_LOCK_AND_SEQUENCE, {"member_ids": member_ids})).all()
+    return {row.member_id: row.version for row in rows}

@@ -21,7 +21,8 @@ _PROGRAM_COLUMNS = (
     "id, name, currency, earn_rate, pending_days, points_expiry_days, hold_ttl_seconds, "
     "timezone, birthday_bonus_points, webhooks_allow_private_hosts, referral, created_at, "
     "updated_at, lifecycle_mature_days, lifecycle_churn_days, "
-    "lifecycle_churn_interval_multiple, point_value_minor"
+    "lifecycle_churn_interval_multiple, point_value_minor, expiry_reminder_days, "
+    "birthday_reminder_days"
 )
 
 
@@ -44,6 +45,8 @@ def _program_out(row: Any) -> ProgramOut:
         lifecycle_churn_days=row.lifecycle_churn_days,
         lifecycle_churn_interval_multiple=row.lifecycle_churn_interval_multiple,
         point_value_minor=decimal_text(row.point_value_minor),
+        expiry_reminder_days=row.expiry_reminder_days,
+        birthday_reminder_days=row.birthday_reminder_days,
     )
 
 

@@ -32,7 +32,8 @@ WITH scope AS (
       FROM outcome AS o
      WHERE a.member_id = o.member_id
  RETURNING a.member_id, a.program_id, a.version, o.current_key, o.new_key, o.value,
-           o.movement, o.new_below_since, o.tier_below_since AS old_below_since
+           o.movement, o.new_below_since, o.tier_below_since AS old_below_since,
+           o.tier_grace_days
 ), history AS (
     INSERT INTO tier_changes (program_id, member_id, from_key, to_key, reason,
                               qualifying_value, created_at)
@@ -53,6 +54,18 @@ WITH scope AS (
            CAST(:now AS timestamptz)
       FROM changed AS c JOIN members AS m ON m.id = c.member_id
      WHERE c.new_key IS DISTINCT FROM c.current_key
+), downgrade_scheduled AS (
+    -- Once per fall below the tier: the grace starts here, and ends in a downgrade unless
+    -- the member recovers (a later fall is a new occurrence).
+    INSERT INTO events (program_id, type, member_id, data, created_at)
+    SELECT c.program_id, 'tier.downgrade_scheduled', c.member_id,
+           jsonb_build_object(
+               'member_id', m.external_id, 'tier', c.new_key,
+               'retained_until',
+               c.new_below_since + make_interval(days => c.tier_grace_days)),
+           CAST(:now AS timestamptz)
+      FROM changed AS c JOIN members AS m ON m.id = c.member_id
+     WHERE c.new_below_since IS NOT NULL AND c.old_below_since IS NULL
 )
 SELECT count(*) FILTER (WHERE new_key IS DISTINCT FROM current_key AND movement = 'up')
            AS upgraded,

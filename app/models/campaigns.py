@@ -1,0 +1,125 @@
+"""Campaigns (an action aimed at a class of members, with a random held-out group), the
+record of every member each campaign targeted, and the reminders already sent.
+
+``campaign_targetings`` is the unique record behind "each member once per run": its key is
+(campaign, member, run number), and the bonus entry, the coupon and the ``campaign.targeted``
+event are written in the same transaction as the row (app/services/campaigns/running.py).
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Date,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.models.base import Base
+
+
+class Campaign(Base):
+    __tablename__ = "campaigns"
+    __table_args__ = (
+        CheckConstraint("holdout_percent BETWEEN 0 AND 50", name="holdout_percent_range"),
+        CheckConstraint("cooldown_days BETWEEN 0 AND 3650", name="cooldown_days_range"),
+        CheckConstraint(
+            "bonus_points IS NULL OR bonus_points BETWEEN 1 AND 1000000000",
+            name="bonus_points_range",
+        ),
+        # Exactly one action: bonus points, a coupon from a reward, or a notification only.
+        CheckConstraint(
+            "num_nonnulls(bonus_points, reward_id, nullif(notify_only, false)) = 1",
+            name="one_action",
+        ),
+        Index("ix_campaigns_program_id_id", "program_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200))
+    # The audience conditions as the API took them (schemas/campaigns.py, Audience).
+    audience: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    bonus_points: Mapped[int | None] = mapped_column(BigInteger)
+    reward_id: Mapped[int | None] = mapped_column(BigInteger)
+    notify_only: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    message: Mapped[str | None] = mapped_column(Text)
+    holdout_percent: Mapped[int] = mapped_column(SmallInteger)
+    cooldown_days: Mapped[int] = mapped_column(Integer)
+    active: Mapped[bool] = mapped_column(Boolean)
+    starts_at: Mapped[datetime | None]
+    ends_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    # DELETE hides a campaign; its targetings, entries and results stay explainable.
+    deleted_at: Mapped[datetime | None]
+    # Runs: the number of the latest run, how far it got through the members (by id; NULL
+    # once it finished), and when it started. Batches of one run may come from several
+    # workers and on-demand calls; each locks this row, so they take turns.
+    run_number: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    run_cursor: Mapped[int | None] = mapped_column(BigInteger)
+    last_run_at: Mapped[datetime | None]
+
+
+class CampaignTargeting(Base):
+    """One member targeted by one run of a campaign: the unique record of it."""
+
+    __tablename__ = "campaign_targetings"
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "member_id", "run_number"),
+        CheckConstraint("\"group\" IN ('treated', 'holdout')", name="group_known"),
+        Index("ix_campaign_targetings_program_id_campaign_id", "program_id", "campaign_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id", ondelete="CASCADE"))
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id", ondelete="CASCADE"))
+    run_number: Mapped[int] = mapped_column(Integer)
+    group: Mapped[str] = mapped_column(String(8))
+    # What the treated member was given: bonus points (and their entry), or a coupon.
+    points: Mapped[int | None] = mapped_column(BigInteger)
+    entry_id: Mapped[int | None] = mapped_column(BigInteger)
+    coupon_code: Mapped[str | None] = mapped_column(String(12))
+    targeted_at: Mapped[datetime]
+
+
+class PointsExpiringReminder(Base):
+    """A ``points.expiring`` event sent for one member's points expiring at one time."""
+
+    __tablename__ = "points_expiring_reminders"
+
+    member_id: Mapped[int] = mapped_column(
+        ForeignKey("members.id", ondelete="CASCADE"), primary_key=True
+    )
+    expires_at: Mapped[datetime] = mapped_column(primary_key=True)
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id", ondelete="CASCADE"))
+    points: Mapped[int] = mapped_column(BigInteger)
+    reminded_at: Mapped[datetime]
+
+
+class BirthdayReminder(Base):
+    """A ``member.birthday_upcoming`` event sent for one member's birthday on one date."""
+
+    __tablename__ = "birthday_reminders"
+
+    member_id: Mapped[int] = mapped_column(
+        ForeignKey("members.id", ondelete="CASCADE"), primary_key=True
+    )
+    birthday_on: Mapped[date] = mapped_column(Date, primary_key=True)
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id", ondelete="CASCADE"))
+    reminded_at: Mapped[datetime]

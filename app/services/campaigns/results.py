@@ -1,0 +1,178 @@
+"""What a campaign changed: treated against held-out members, within a window after each
+was first targeted.
+
+A member "returned" when they placed a counted order (not fully refunded, as in insights)
+within ``window_days`` after their first targeting by the campaign; revenue is the net amount
+(amount - refunded) of those orders. The lift is treated minus holdout; the return rates'
+difference gets a 95% interval (Wald, unpooled; docs/campaigns.md gives the formula):
+
+    d = p1 - p2,  se = sqrt(p1 (1 - p1) / n1 + p2 (1 - p2) / n2),  d +/- 1.96 se
+
+Statistics are not money: the interval is computed in floating point and printed with 4
+decimal places; rates and per-member revenue are exact decimals.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Literal
+
+from sqlalchemy import text
+
+from app import db
+from app.errors import NotFoundError
+from app.schemas.campaigns import CampaignCost, CampaignResultsOut, GroupResult, Lift
+
+Z_95 = 1.96
+Verdict = Literal["positive", "negative", "too_early_to_tell"]
+_RATE = Decimal("0.0001")
+_MONEY = Decimal("0.01")
+
+_EXISTS = text(
+    "SELECT 1 FROM campaigns WHERE program_id = :program_id AND id = :id AND deleted_at IS NULL"
+)
+_GROUPS = text(
+    """
+WITH first AS (
+    SELECT DISTINCT ON (t.member_id) t.member_id, t."group" AS grp, t.targeted_at
+      FROM campaign_targetings AS t
+     WHERE t.program_id = :program_id AND t.campaign_id = :campaign_id
+     ORDER BY t.member_id, t.targeted_at
+), outcome AS (
+    SELECT f.grp, bought.orders, bought.revenue
+      FROM first AS f
+      CROSS JOIN LATERAL (
+          SELECT count(*) AS orders, sum(o.amount - o.refunded_amount) AS revenue
+            FROM orders AS o
+           WHERE o.program_id = :program_id AND o.member_id = f.member_id
+             AND o.occurred_at > f.targeted_at
+             AND o.occurred_at <= f.targeted_at + CAST(:window AS interval)
+             AND o.refunded_amount < o.amount) AS bought
+)
+SELECT grp, count(*) AS members, count(*) FILTER (WHERE orders > 0) AS returned,
+       coalesce(sum(revenue), 0) AS revenue
+  FROM outcome
+ GROUP BY grp
+"""
+)
+_POINTS_GRANTED = text(
+    "SELECT coalesce(sum(points), 0) FROM campaign_targetings "
+    "WHERE program_id = :program_id AND campaign_id = :campaign_id"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class GroupCounts:
+    members: int = 0
+    returned: int = 0
+    revenue: int = 0
+
+
+def difference_interval(
+    treated_returned: int, treated: int, holdout_returned: int, holdout: int
+) -> tuple[float, float] | None:
+    """95% interval for p1 - p2 (Wald, unpooled); None when a group is empty."""
+    if treated == 0 or holdout == 0:
+        return None
+    p1, p2 = treated_returned / treated, holdout_returned / holdout
+    se = math.sqrt(p1 * (1 - p1) / treated + p2 * (1 - p2) / holdout)
+    return (p1 - p2 - Z_95 * se, p1 - p2 + Z_95 * se)
+
+
+def _rate(part: int, whole: int) -> Decimal | None:
+    return None if whole == 0 else (Decimal(part) / Decimal(whole)).quantize(_RATE, ROUND_HALF_UP)
+
+
+def _per_member(revenue: int, members: int) -> Decimal | None:
+    if members == 0:
+        return None
+    return (Decimal(revenue) / Decimal(members)).quantize(_MONEY, ROUND_HALF_UP)
+
+
+def _text(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def _group(counts: GroupCounts) -> GroupResult:
+    return GroupResult(
+        members=counts.members,
+        returned=counts.returned,
+        return_rate=_text(_rate(counts.returned, counts.members)),
+        revenue=counts.revenue,
+        revenue_per_member=_text(_per_member(counts.revenue, counts.members)),
+    )
+
+
+def _interval_text(value: float) -> str:
+    return str(Decimal(repr(value)).quantize(_RATE, ROUND_HALF_UP))
+
+
+def build_results(
+    window_days: int, treated: GroupCounts, holdout: GroupCounts, points_granted: int
+) -> CampaignResultsOut:
+    interval = difference_interval(
+        treated.returned, treated.members, holdout.returned, holdout.members
+    )
+    verdict: Verdict = "too_early_to_tell"
+    if interval is not None and interval[0] > 0:
+        verdict = "positive"
+    elif interval is not None and interval[1] < 0:
+        verdict = "negative"
+    both = treated.members > 0 and holdout.members > 0
+    return CampaignResultsOut(
+        window_days=window_days,
+        treated=_group(treated),
+        holdout=_group(holdout),
+        lift=Lift(
+            return_rate=_text(
+                _rate(
+                    treated.returned * holdout.members - holdout.returned * treated.members,
+                    treated.members * holdout.members,
+                )
+                if both
+                else None
+            ),
+            return_rate_ci95=[_interval_text(interval[0]), _interval_text(interval[1])]
+            if interval is not None
+            else None,
+            revenue_per_member=_text(
+                _per_member(
+                    treated.revenue * holdout.members - holdout.revenue * treated.members,
+                    treated.members * holdout.members,
+                )
+                if both
+                else None
+            ),
+        ),
+        verdict=verdict,
+        cost=CampaignCost(
+            points_granted=points_granted, coupons_issued=0, coupons_used=0, discount_amount=0
+        ),
+    )
+
+
+async def campaign_results(
+    program_id: int, campaign_id: int, window_days: int
+) -> CampaignResultsOut:
+    params = {"program_id": program_id, "campaign_id": campaign_id}
+    async with db.read_only() as conn:
+        if (
+            await conn.execute(_EXISTS, {"program_id": program_id, "id": campaign_id})
+        ).first() is None:
+            raise NotFoundError(f"No campaign {campaign_id} in this program.")
+        rows = (
+            await conn.execute(_GROUPS, {**params, "window": timedelta(days=window_days)})
+        ).all()
+        points_granted = int((await conn.execute(_POINTS_GRANTED, params)).scalar_one())
+    counts = {
+        row.grp: GroupCounts(int(row.members), int(row.returned), int(row.revenue)) for row in rows
+    }
+    return build_results(
+        window_days,
+        counts.get("treated", GroupCounts()),
+        counts.get("holdout", GroupCounts()),
+        points_granted,
+    )

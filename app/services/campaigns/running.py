@@ -1,0 +1,272 @@
+"""Running campaigns: from the worker on a schedule, and on demand.
+
+A run walks the program's members in ascending id order, in batches. Each batch is one short
+transaction that
+1. locks the campaign row (so batches of one campaign, from any number of workers and
+   on-demand calls, take turns, and each continues where the last one stopped: the run's
+   cursor is on the campaign row);
+2. picks the next members of the audience who are outside the cooldown;
+3. locks their account rows in ascending id order (the ledger's lock order);
+4. in one statement: a ``campaign_targetings`` row for each (unique per campaign, member
+   and run: nobody is targeted twice by one run, whatever the timing), the bonus entries of
+   the treated (through the ledger's multi-member credit), and a ``campaign.targeted`` event
+   for every member of both groups;
+5. moves the cursor on (or ends the run).
+
+Batches are small so that the member locks are held briefly and checkout traffic for those
+members waits milliseconds, not the length of a run. The worker starts a run of each active
+campaign at most once per ``RUN_INTERVAL``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import orjson
+from sqlalchemy import text
+
+from app import db
+from app.clock import clock
+from app.db import Connection
+from app.errors import ConflictError, NotFoundError
+from app.schemas.campaigns import CampaignRunOut
+from app.services.campaigns.assignment import holdout_bucket_sql
+from app.services.campaigns.audience import audience_sql
+from app.services.idempotency import IdempotencyRequest, StoredResponse, run_recomputation
+from app.services.ledger.postings import credit_many_ctes, lock_members_for_events
+from app.services.tiers import tier_evaluation
+
+RUN_INTERVAL = timedelta(days=1)
+BATCH_SIZE = 1000
+
+
+class CampaignNotRunnableError(ConflictError):
+    code = "campaign_inactive"
+    title = "The campaign is inactive or outside its active window"
+
+
+_CAMPAIGN = """
+SELECT c.id, c.program_id, c.audience, c.bonus_points, c.reward_id, c.notify_only, c.message,
+       c.holdout_percent, c.cooldown_days, c.active, c.starts_at, c.ends_at, c.run_number,
+       c.run_cursor, c.last_run_at, p.timezone
+  FROM campaigns AS c JOIN programs AS p ON p.id = c.program_id
+"""
+_THIS_CAMPAIGN = text(
+    _CAMPAIGN
+    + " WHERE c.program_id = :program_id AND c.id = :id AND c.deleted_at IS NULL"
+    + " FOR UPDATE OF c"
+)
+_RUNNABLE = """c.deleted_at IS NULL AND c.active AND c.reward_id IS NULL
+   AND (c.starts_at IS NULL OR c.starts_at <= :now)
+   AND (c.ends_at IS NULL OR c.ends_at > :now)"""
+# The worker takes one campaign whose run is under way or due, one program at a time.
+_DUE_CAMPAIGN = text(
+    _CAMPAIGN
+    + f" WHERE {_RUNNABLE}"
+    + "   AND (c.run_cursor IS NOT NULL OR c.last_run_at IS NULL"
+    + "        OR c.last_run_at <= :due_before)"
+    + " ORDER BY c.program_id, c.id LIMIT 1 FOR UPDATE OF c SKIP LOCKED"
+)
+_ADVANCE = text(
+    "UPDATE campaigns SET run_number = :run_number, run_cursor = :cursor, "
+    "last_run_at = :last_run_at WHERE id = :id"
+)
+
+_ACT = text(
+    f"""
+WITH picked AS (
+    SELECT p.member_id, p.grp, p.sequence
+      FROM unnest(CAST(:member_ids AS bigint[]), CAST(:groups AS text[]),
+                  CAST(:sequences AS bigint[])) AS p(member_id, grp, sequence)
+), due AS (
+    SELECT member_id, CAST(:bonus_points AS bigint) AS points
+      FROM picked WHERE grp = 'treated' AND CAST(:bonus_points AS bigint) IS NOT NULL
+), {
+        credit_many_ctes(
+            "'bonus'",
+            "CAST(:reason AS text)",
+            "CAST(:actor AS text)",
+            campaign_id="CAST(:campaign_id AS bigint)",
+        )
+    }, targeted AS (
+    INSERT INTO campaign_targetings (program_id, campaign_id, member_id, run_number, "group",
+                                     points, entry_id, targeted_at)
+    SELECT CAST(:program_id AS bigint), CAST(:campaign_id AS bigint), picked.member_id,
+           CAST(:run_number AS integer), picked.grp, entry.points, entry.id,
+           CAST(:now AS timestamptz)
+      FROM picked LEFT JOIN entry USING (member_id)
+), targeted_event AS (
+    INSERT INTO events (program_id, type, member_id, data, created_at)
+    SELECT CAST(:program_id AS bigint), 'campaign.targeted', picked.member_id,
+           jsonb_build_object('member_id', m.external_id, 'sequence', picked.sequence,
+                              'campaign_id', CAST(:campaign_id AS bigint),
+                              'group', picked.grp, 'message', CAST(:message AS text),
+                              'coupon_code', NULL),
+           CAST(:now AS timestamptz)
+      FROM picked JOIN members AS m ON m.id = picked.member_id
+)
+SELECT count(*) FILTER (WHERE grp = 'treated') AS treated,
+       count(*) FILTER (WHERE grp = 'holdout') AS holdout
+  FROM picked
+"""
+)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOutcome:
+    treated: int
+    holdout: int
+    run_over: bool
+
+
+def _candidates_sql(campaign: Any, now: datetime) -> tuple[str, dict[str, Any]]:
+    today = now.astimezone(ZoneInfo(campaign.timezone)).date()
+    audience = campaign.audience
+    if isinstance(audience, str | bytes):
+        audience = orjson.loads(audience)
+    sql = audience_sql(audience, campaign.program_id, today, campaign.timezone)
+    bucket = holdout_bucket_sql("CAST(:campaign_id AS bigint)", "m.id")
+    statement = f"""
+SELECT m.id AS member_id,
+       CASE WHEN {bucket} < :holdout_percent THEN 'holdout' ELSE 'treated' END AS grp
+  FROM members AS m {sql.joins}
+ WHERE {sql.where} AND m.id > :cursor
+   AND NOT EXISTS (
+       SELECT 1 FROM campaign_targetings AS t
+        WHERE t.campaign_id = CAST(:campaign_id AS bigint) AND t.member_id = m.id
+          AND t.targeted_at > :cooldown_start)
+ ORDER BY m.id
+ LIMIT :batch
+"""
+    params = {
+        **sql.params,
+        "campaign_id": campaign.id,
+        "holdout_percent": campaign.holdout_percent,
+        "cooldown_start": now - timedelta(days=campaign.cooldown_days),
+    }
+    return statement, params
+
+
+async def _run_batch(
+    conn: Connection, campaign: Any, now: datetime, batch_size: int, *, start: bool
+) -> BatchOutcome:
+    """One batch of ``campaign``, whose row this transaction has locked. With ``start``, a
+    run begins when none is under way; without, a finished run stays finished."""
+    run_number, cursor, last_run_at = campaign.run_number, campaign.run_cursor, campaign.last_run_at
+    if cursor is None:
+        if not start:
+            return BatchOutcome(0, 0, run_over=True)
+        run_number, cursor, last_run_at = run_number + 1, 0, now
+    statement, params = _candidates_sql(campaign, now)
+    picked = (
+        await conn.execute(text(statement), {**params, "cursor": cursor, "batch": batch_size})
+    ).all()
+    treated = holdout = 0
+    if picked:
+        member_ids = [row.member_id for row in picked]
+        groups = {row.member_id: row.grp for row in picked}
+        sequences = await lock_members_for_events(conn, member_ids)
+        locked = sorted(sequences)
+        outcome = (
+            await conn.execute(
+                _ACT,
+                {
+                    "member_ids": locked,
+                    "groups": [groups[m] for m in locked],
+                    "sequences": [sequences[m] for m in locked],
+                    "bonus_points": campaign.bonus_points,
+                    "reason": f"campaign {campaign.id}",
+                    "actor": f"campaign:{campaign.id}",
+                    "campaign_id": campaign.id,
+                    "program_id": campaign.program_id,
+                    "run_number": run_number,
+                    "message": campaign.message,
+                    "now": now,
+                },
+            )
+        ).one()
+        treated, holdout = outcome.treated, outcome.holdout
+        # Bonus points count towards tiers, settled in the same transaction.
+        if (
+            campaign.bonus_points
+            and treated
+            and await tier_evaluation.program_has_tiers(campaign.program_id)
+        ):
+            treated_ids = [m for m in locked if groups[m] == "treated"]
+            await tier_evaluation.evaluate_locked(conn, treated_ids, now)
+    run_over = len(picked) < batch_size
+    await conn.execute(
+        _ADVANCE,
+        {
+            "id": campaign.id,
+            "run_number": run_number,
+            "cursor": None if run_over else picked[-1].member_id,
+            "last_run_at": last_run_at,
+        },
+    )
+    return BatchOutcome(treated, holdout, run_over)
+
+
+def _runnable(campaign: Any, now: datetime) -> bool:
+    return (
+        campaign.active
+        and campaign.reward_id is None
+        and (campaign.starts_at is None or campaign.starts_at <= now)
+        and (campaign.ends_at is None or campaign.ends_at > now)
+    )
+
+
+async def run_campaign_now(
+    program_id: int, campaign_id: int, batch_size: int = BATCH_SIZE
+) -> CampaignRunOut:
+    """Run a campaign to the end of its run (starting one when none is under way), batch by
+    batch, sharing the run with any worker or call running it at the same time."""
+    treated = holdout = 0
+    start = True
+    while True:
+        async with db.transaction() as conn:
+            campaign = (
+                await conn.execute(_THIS_CAMPAIGN, {"program_id": program_id, "id": campaign_id})
+            ).first()
+            if campaign is None:
+                raise NotFoundError(f"No campaign {campaign_id} in this program.")
+            now = clock.now()
+            if not _runnable(campaign, now):
+                raise CampaignNotRunnableError(
+                    "Only an active campaign within its starts_at/ends_at window runs."
+                )
+            outcome = await _run_batch(conn, campaign, now, batch_size, start=start)
+        start = False
+        treated += outcome.treated
+        holdout += outcome.holdout
+        if outcome.run_over:
+            return CampaignRunOut(targeted=treated + holdout, treated=treated, holdout=holdout)
+
+
+async def run_campaign(
+    program_id: int, campaign_id: int, request: IdempotencyRequest | None
+) -> StoredResponse:
+    """``POST /v1/campaigns/{id}/run``: the run is many transactions; with a key, its
+    answer is stored and a repeat replays it instead of running again."""
+
+    async def compute() -> tuple[int, str]:
+        result = await run_campaign_now(program_id, campaign_id)
+        return 200, result.model_dump_json()
+
+    return await run_recomputation(program_id, request, compute)
+
+
+async def run_due_campaigns(now: datetime, batch_size: int = BATCH_SIZE) -> int:
+    """Worker job: one batch of a campaign whose run is under way or due; returns how many
+    members it targeted (at least 1 when it did any work, so the worker calls again)."""
+    async with db.transaction() as conn:
+        campaign = (
+            await conn.execute(_DUE_CAMPAIGN, {"now": now, "due_before": now - RUN_INTERVAL})
+        ).first()
+        if campaign is None:
+            return 0
+        outcome = await _run_batch(conn, campaign, now, batch_size, start=True)
+    return max(outcome.treated + outcome.holdout, 1)
