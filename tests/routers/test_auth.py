@@ -52,6 +52,8 @@ RULE = "/v1/earn-rules/{rule_id}"
 ORDER = "/v1/orders/{order_id}"
 WEBHOOK = "/v1/webhook-endpoints/{endpoint_id}"
 TIER = "/v1/tiers/{key}"
+CAMPAIGN = "/v1/campaigns/{campaign_id}"
+NEW_CAMPAIGN = {"name": "Thanks", "audience": {}, "action": {"notify_only": True}}
 # Tests have no public host to deliver to, so their programs allow private ones.
 HOOK_URL = "http://127.0.0.1:9/hooks/patron"
 NEW_RULE = {
@@ -159,6 +161,14 @@ ENDPOINTS: dict[tuple[str, str], Endpoint] = {
     ("GET", "/v1/insights/referral-funnel"): Endpoint("admin"),
     ("POST", "/v1/insights/refresh"): Endpoint("admin"),
     ("POST", MEMBER + "/feedback"): Endpoint("members:write", {"score": 9}),
+    ("GET", "/v1/campaigns"): Endpoint("admin"),
+    ("POST", "/v1/campaigns"): Endpoint("admin", NEW_CAMPAIGN),
+    ("POST", "/v1/campaigns/preview"): Endpoint("admin", {"audience": {}, "holdout_percent": 5}),
+    ("GET", CAMPAIGN): Endpoint("admin"),
+    ("PATCH", CAMPAIGN): Endpoint("admin", {"name": "Renamed"}),
+    ("DELETE", CAMPAIGN): Endpoint("admin"),
+    ("POST", CAMPAIGN + "/run"): Endpoint("admin"),
+    ("GET", CAMPAIGN + "/results"): Endpoint("admin"),
 }
 ROUTES = [pytest.param(method, path, id=f"{method} {path}") for method, path in ENDPOINTS]
 
@@ -249,6 +259,16 @@ async def _tier_state(program: Program, key: str) -> Any:
     return (await program.get(f"/v1/tiers/{key}")).json()
 
 
+async def _new_campaign_id(program: Program) -> str:
+    response = await program.post("/v1/campaigns", json=NEW_CAMPAIGN)
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+async def _campaign_state(program: Program, campaign_id: str) -> Any:
+    return (await program.get(f"/v1/campaigns/{campaign_id}")).json()
+
+
 async def _new_code(program: Program) -> str:
     member = await _new_member(program)
     response = await program.post(f"/v1/members/{member}/referral-link")
@@ -274,6 +294,7 @@ PATH_PARAMETERS: dict[
     "endpoint_id": (_new_endpoint_id, _endpoint_state),
     "key": (_new_tier_key, _tier_state),
     "code": (_new_code, _code_state),
+    "campaign_id": (_new_campaign_id, _campaign_state),
 }
 
 

@@ -55,6 +55,11 @@ class TestCheckoutEvents:
                 "hold.expired": 1,
                 "points.released": 1,
                 "points.expired": 1,
+                # The worker's reminder before the lot expired, and the insights refresh
+                # seeing m1's first order (prospect -> new).
+                "points.expiring": 1,
+                "member.segment_changed": 1,
+                "member.lifecycle_changed": 1,
             }
         )
         assert {event["member_id"] for event in events} == {"m1"}

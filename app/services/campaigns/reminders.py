@@ -11,8 +11,9 @@ system (docs/campaigns.md, "Reminder events").
 A program is looked at once per ``CHECK_INTERVAL`` (its row locked with SKIP LOCKED, so
 replicas share programs); the primary keys of ``points_expiring_reminders`` (member, expiry
 time) and ``birthday_reminders`` (member, date) make each reminder once, however often and
-wherever the job runs. These events tell of a coming moment, not of a change to the member's
-account, so they carry no account ``sequence``.
+wherever the job runs. These events tell of a coming moment, not of a change to the
+member's account: their ``sequence`` is the member's current one, taken without a lock and
+not advanced, so they sort after the change they follow and lock no member.
 """
 
 from __future__ import annotations
@@ -57,10 +58,11 @@ WITH due AS (
 )
 INSERT INTO events (program_id, type, member_id, data, created_at)
 SELECT CAST(:program_id AS bigint), 'points.expiring', r.member_id,
-       jsonb_build_object('member_id', m.external_id, 'points', r.points,
-                          'expires_at', r.expires_at),
+       jsonb_build_object('member_id', m.external_id, 'sequence', a.version,
+                          'points', r.points, 'expires_at', r.expires_at),
        CAST(:now AS timestamptz)
   FROM reminded AS r JOIN members AS m ON m.id = r.member_id
+  JOIN accounts AS a ON a.member_id = r.member_id
  WHERE m.erased_at IS NULL
 """
 )
@@ -81,10 +83,11 @@ WITH due AS (
 )
 INSERT INTO events (program_id, type, member_id, data, created_at)
 SELECT CAST(:program_id AS bigint), 'member.birthday_upcoming', r.member_id,
-       jsonb_build_object('member_id', due.external_id, 'birthday_on', r.birthday_on,
-                          'days_until', due.days_until),
+       jsonb_build_object('member_id', due.external_id, 'sequence', a.version,
+                          'birthday_on', r.birthday_on, 'days_until', due.days_until),
        CAST(:now AS timestamptz)
   FROM reminded AS r JOIN due USING (member_id)
+  JOIN accounts AS a ON a.member_id = r.member_id
 """
 
 

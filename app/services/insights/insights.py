@@ -167,14 +167,18 @@ SELECT c.*, cur.member_id IS NOT NULL AS has_row, cur.segment AS old_segment,
 """
 
 # member.segment_changed and member.lifecycle_changed, once for each change a refresh finds
-# (written before the rows are updated, from the stage, which holds both values).
+# (written before the rows are updated, from the stage, which holds both values). They report
+# a reclassification, not a change to the account: ``sequence`` is the member's current one,
+# read without locking the account (a refresh must not hold up checkouts).
 _CHANGE_EVENTS_SQL = """
 INSERT INTO events (program_id, type, member_id, data, created_at)
 SELECT s.program_id, t.type, s.member_id,
-       jsonb_build_object('member_id', m.external_id, 'from', t.old_value, 'to', t.new_value),
+       jsonb_build_object('member_id', m.external_id, 'sequence', a.version,
+                          'from', t.old_value, 'to', t.new_value),
        CAST(:now AS timestamptz)
   FROM insight_stage AS s
   JOIN members AS m ON m.id = s.member_id
+  JOIN accounts AS a ON a.member_id = s.member_id
  CROSS JOIN LATERAL (VALUES ('member.segment_changed', s.old_segment, s.segment),
                             ('member.lifecycle_changed', s.old_lifecycle, s.lifecycle))
        AS t(type, old_value, new_value)

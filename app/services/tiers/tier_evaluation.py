@@ -60,7 +60,7 @@ WITH scope AS (
     INSERT INTO events (program_id, type, member_id, data, created_at)
     SELECT c.program_id, 'tier.downgrade_scheduled', c.member_id,
            jsonb_build_object(
-               'member_id', m.external_id, 'tier', c.new_key,
+               'member_id', m.external_id, 'sequence', c.version, 'tier', c.new_key,
                'retained_until',
                c.new_below_since + make_interval(days => c.tier_grace_days)),
            CAST(:now AS timestamptz)
