@@ -34,6 +34,7 @@ from app.routers import (
     programs,
     quotes,
     referrals,
+    rewards,
     tiers,
     webhooks,
 )
@@ -202,6 +203,7 @@ def create_app(*, hot_paths: bool | None = None) -> FastAPI:
         insights,
         dashboard,
         referrals,
+        rewards,
     ):
         app.include_router(module.router)
     if hot_paths:

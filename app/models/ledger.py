@@ -49,6 +49,11 @@ class PointEntry(Base):
             "order_id",
             postgresql_where=text("order_id IS NOT NULL"),
         ),
+        Index(
+            "ix_point_entries_redemption_id",
+            "redemption_id",
+            postgresql_where=text("redemption_id IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
@@ -66,6 +71,8 @@ class PointEntry(Base):
     order_id: Mapped[str | None] = mapped_column(String(128))
     hold_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, ForeignKey("holds.id"))
     referral_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("referrals.id"))
+    # The reward redemption a ``redeem`` (or, after a void, ``restore``) entry belongs to.
+    redemption_id: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime]
     available_at: Mapped[datetime | None]
     expires_at: Mapped[datetime | None]

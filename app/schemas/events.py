@@ -27,6 +27,11 @@ EventType = Literal[
     "referral.created",
     "referral.rewarded",
     "referral.rejected",
+    "reward.redeemed",
+    "coupon.issued",
+    "coupon.used",
+    "coupon.voided",
+    "coupon.expired",
 ]
 EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]
 

@@ -31,8 +31,8 @@ from app.services.tiers import tier_evaluation
 
 # The wire form of an entry (api.md "list of entries"), built by PostgreSQL.
 ENTRY_JSON = """(SELECT row_to_json(r) FROM (SELECT
-    {e}.id, {e}.kind, {e}.points, {status} AS status, {e}.order_id, {e}.hold_id, {e}.reason,
-    {e}.created_at, {e}.available_at, {e}.expires_at) AS r)"""
+    {e}.id, {e}.kind, {e}.points, {status} AS status, {e}.order_id, {e}.hold_id,
+    {e}.redemption_id, {e}.reason, {e}.created_at, {e}.available_at, {e}.expires_at) AS r)"""
 
 # Lots expire at the end of the local day ``points_expiry_days`` after they were earned, in
 # the program's time zone, so a member sees one expiry bucket per day, not one per purchase.
@@ -116,6 +116,7 @@ WITH acc AS (
     UPDATE accounts AS a
        SET available = a.available + :points,
            lifetime_earned = a.lifetime_earned + :earned,
+           lifetime_redeemed = a.lifetime_redeemed - :unredeemed,
            version = a.version + 1,
            updated_at = :now
       FROM members AS m
@@ -123,10 +124,10 @@ WITH acc AS (
  RETURNING a.member_id, a.available, a.pending, a.held, a.version
 ), entry AS (
     INSERT INTO point_entries (program_id, member_id, kind, points, status, reason, actor,
-                               created_at, expires_at)
+                               redemption_id, created_at, expires_at)
     SELECT CAST(:program_id AS bigint), acc.member_id, CAST(:kind AS text),
            CAST(:points AS bigint), 'available', CAST(:reason AS text), CAST(:actor AS text),
-           CAST(:now AS timestamptz), {expires_at}
+           CAST(:redemption_id AS bigint), CAST(:now AS timestamptz), {expires_at}
       FROM acc CROSS JOIN programs AS p
      WHERE p.id = :program_id
  RETURNING *
@@ -154,8 +155,10 @@ WITH acc AS (
                                                             'held', acc.held)),
            body.created_at
       FROM body JOIN acc USING (member_id)
+     WHERE CAST(:event_type AS text) IS NOT NULL
 ){remember}
-SELECT response, member_id FROM body
+SELECT body.response, body.member_id, acc.available, acc.pending, acc.held, acc.version
+  FROM body JOIN acc USING (member_id)
 """
 
 _LOCK_FOR_DEBIT_SQL = """
@@ -174,9 +177,9 @@ RETURNING a.member_id, a.available, a.pending, a.held, a.version
 _DEBIT_SQL = """
 WITH {consume}, entry AS (
     INSERT INTO point_entries (program_id, member_id, kind, points, status, reason, actor,
-                               order_id, created_at)
+                               order_id, redemption_id, created_at)
     VALUES (:program_id, :member_id, :kind, -CAST(:points AS bigint), 'available', :reason,
-            :actor, :order_id, :now)
+            :actor, :order_id, :redemption_id, :now)
  RETURNING *
 ), body AS (
     SELECT entry.*, {entry_json}::text AS response FROM entry
@@ -228,10 +231,13 @@ class Posting:
     member: str
     points: int
     kind: str
-    event_type: str
+    # The event the posting writes; None when the caller's own event carries the entry.
+    event_type: str | None
     actor: str
     reason: str | None = None
     order_id: str | None = None
+    # The reward redemption this redeem (or, after a void, restore) belongs to.
+    redemption_id: int | None = None
 
 
 def idem_params(request: IdempotencyRequest | None, status_code: int = 201) -> dict[str, Any]:
@@ -254,9 +260,11 @@ async def credit(posting: Posting, request: IdempotencyRequest | None) -> Stored
         "member": posting.member,
         "points": posting.points,
         "earned": posting.points if posting.kind == "earn" else 0,
+        "unredeemed": 0,
         "kind": posting.kind,
         "reason": posting.reason,
         "actor": posting.actor,
+        "redemption_id": None,
         "event_type": posting.event_type,
         "now": now,
         **idem_params(request),
@@ -332,6 +340,7 @@ async def debit_in(
         "reason": posting.reason,
         "actor": posting.actor,
         "order_id": posting.order_id,
+        "redemption_id": posting.redemption_id,
         "event_type": posting.event_type,
         "version": locked.version,
         "available": locked.available,
@@ -342,6 +351,79 @@ async def debit_in(
     }
     body: str = (await conn.execute(_DEBIT[request is not None], params)).scalar_one()
     return body
+
+
+@dataclass(frozen=True, slots=True)
+class PostedCredit:
+    """A credit written inside the caller's transaction, and the balance after it."""
+
+    entry_json: str
+    member_id: int
+    available: int
+    pending: int
+    held: int
+    version: int
+
+
+async def credit_in(conn: Connection, posting: Posting, now: datetime) -> PostedCredit:
+    """A spendable credit inside an open transaction (a ``restore`` when a coupon bought with
+    points is voided): the entry, its lot after any debt is repaid, and the balance. A
+    ``restore`` takes its points back out of ``lifetime_redeemed``, as a refund's does."""
+    params = {
+        "program_id": posting.program_id,
+        "member": posting.member,
+        "points": posting.points,
+        "earned": posting.points if posting.kind == "earn" else 0,
+        "unredeemed": posting.points if posting.kind == "restore" else 0,
+        "kind": posting.kind,
+        "reason": posting.reason,
+        "actor": posting.actor,
+        "redemption_id": posting.redemption_id,
+        "event_type": posting.event_type,
+        "now": now,
+    }
+    row = (await conn.execute(_CREDIT[False], params)).first()
+    if row is None:
+        raise NotFoundError(f"No member {posting.member!r} in this program.")
+    return PostedCredit(
+        row.response, row.member_id, row.available, row.pending, row.held, row.version
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class LockedAccount:
+    """A member's account row, locked for the rest of the caller's transaction."""
+
+    member_id: int
+    member: str
+    available: int
+    tier_key: str | None
+
+
+_LOCK_ACCOUNT = text(
+    """
+SELECT a.member_id, m.external_id, a.available, a.tier_key
+  FROM members AS m JOIN accounts AS a ON a.member_id = m.id
+ WHERE m.program_id = :program_id
+   AND (m.external_id = CAST(:member AS text) OR m.id = CAST(:member_id AS bigint))
+   FOR UPDATE OF a
+"""
+)
+
+
+async def lock_account(
+    conn: Connection, program_id: int, *, member: str | None = None, member_id: int | None = None
+) -> LockedAccount | None:
+    """Lock one member's account (by external id or by id) before anything else the
+    transaction does for them: the fixed lock order of architecture.md."""
+    row = (
+        await conn.execute(
+            _LOCK_ACCOUNT, {"program_id": program_id, "member": member, "member_id": member_id}
+        )
+    ).first()
+    if row is None:
+        return None
+    return LockedAccount(row.member_id, row.external_id, row.available, row.tier_key)
 
 
 _POINTS = text(
