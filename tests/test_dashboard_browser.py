@@ -19,6 +19,8 @@ CHARTS_WITH_DATA = (
     "chart-expiry",
     "chart-tiers",
     "chart-funnel",
+    "chart-rewards",
+    "chart-coupons",
 )
 
 
@@ -70,6 +72,12 @@ async def seed(api: httpx.AsyncClient) -> None:
         )
     await ok(await api.patch("/v1/program", json={"points_expiry_days": None}))
     await ok(await api.post("/v1/members/c0/points/earn", json={"points": 300, "reason": "gift"}))
+    for name, cost in (("Tea cup", 100), ("10 off", 50)):
+        reward = await api.post(
+            "/v1/rewards", json={"name": name, "kind": "gift", "points_cost": cost}
+        )
+        await ok(reward)
+        await ok(await api.post(f"/v1/members/c0/rewards/{reward.json()['id']}/redeem"))
     await ok(await api.post("/v1/orders/c3-0/refunds", json={"refund_id": "r1", "amount": 2_000}))
     refreshed = await api.post("/v1/insights/refresh")
     await ok(refreshed)
@@ -164,6 +172,8 @@ class TestDashboard:
         assert bars["chart-expiry"] == len(expiry) >= 2
         assert bars["chart-tiers"] == 2
         assert bars["chart-funnel"] == 3
+        assert bars["chart-rewards"] == 2
+        assert bars["chart-coupons"] == 4
         assert all(labels.values())
         assert table_rows == 11
         assert stored_key == key

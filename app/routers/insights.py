@@ -24,11 +24,12 @@ from app.schemas.insights import (
     FunnelStage,
     OverviewOut,
     RefreshOut,
+    RewardsInsight,
     SegmentOut,
     TierCount,
 )
 from app.services import idempotency
-from app.services.insights import insights
+from app.services.insights import insights, rewards
 
 router = APIRouter(tags=["Insights"])
 
@@ -110,6 +111,13 @@ async def get_referral_funnel(
     """Referrals created in the period by stage (empty until referrals exist)."""
     period_start, period_end = insights.resolve_period(start, end)
     return await insights.referral_funnel(principal.program_id, period_start, period_end)
+
+
+@router.get("/v1/insights/rewards", response_model=RewardsInsight, responses=problems())
+async def get_rewards(principal: Admin) -> RewardsInsight:
+    """The top rewards by points spent (net of voided coupons), and coupons by status with
+    the use rate (used out of issued and not voided)."""
+    return await rewards.rewards_insight(principal.program_id)
 
 
 @router.post(

@@ -164,6 +164,7 @@ ENDPOINTS: dict[tuple[str, str], Endpoint] = {
     ("GET", "/v1/insights/tiers"): Endpoint("admin"),
     ("GET", "/v1/insights/referral-funnel"): Endpoint("admin"),
     ("POST", "/v1/insights/refresh"): Endpoint("admin"),
+    ("GET", "/v1/insights/rewards"): Endpoint("admin"),
     ("POST", MEMBER + "/feedback"): Endpoint("members:write", {"score": 9}),
     ("GET", "/v1/rewards"): Endpoint("points:read"),
     ("POST", "/v1/rewards"): Endpoint("admin", NEW_REWARD),

@@ -596,3 +596,36 @@ class TestEvents:
         assert voided["data"]["entry"]["kind"] == "restore"
         redeemed_event = next(e for e in events if e["type"] == "reward.redeemed")
         assert redeemed_event["data"]["redemption"] == first
+
+
+class TestRewardsInsight:
+    async def test_points_spent_top_rewards_and_use_rate(self, program: Program) -> None:
+        clock.freeze(datetime(2026, 6, 1, tzinfo=UTC))
+        await program.member("m1", points=10_000)
+        tea = await reward(program, name="Tea", kind="gift", value=None, points_cost=300)
+        off = await reward(program, name="20 off", points_cost=100)
+        await reward(program, name="Never taken")
+        kept = [await redeemed(program, "m1", tea["id"]) for _ in range(2)]
+        voided = await redeemed(program, "m1", off["id"])
+        await redeemed(program, "m1", off["id"])
+        await program.post(f"/v1/coupons/{voided['coupon']['code']}/void")
+        await program.post(f"/v1/coupons/{kept[0]['coupon']['code']}/void")
+        body = (await program.get("/v1/insights/rewards")).json()
+        assert [(r["name"], r["redemptions"], r["points_spent"]) for r in body["data"]] == [
+            ("Tea", 1, 300),
+            ("20 off", 1, 100),
+        ]
+        assert body["coupons"] == {
+            "issued": 4,
+            "active": 2,
+            "used": 0,
+            "void": 2,
+            "expired": 0,
+            "use_rate": "0",
+        }
+
+    async def test_empty(self, program: Program) -> None:
+        body = (await program.get("/v1/insights/rewards")).json()
+        assert body["data"] == []
+        assert body["note"] == "no redemptions yet"
+        assert body["coupons"]["issued"] == 0

@@ -9,6 +9,7 @@ const ENDPOINTS = {
   tiers: "/v1/insights/tiers",
   funnel: "/v1/insights/referral-funnel",
   expiry: "/v1/insights/points-expiry",
+  rewards: "/v1/insights/rewards",
   refresh: "/v1/insights/refresh",
 };
 const KEY_STORAGE = "patron.adminKey";
@@ -284,6 +285,25 @@ function tierBars(body) {
   }));
 }
 
+const COUPON_STATUSES = ["active", "used", "expired", "void"];
+
+// Coupons per status; the caption carries the use rate (used out of issued and not voided).
+function couponChart(body) {
+  const coupons = body.coupons;
+  document.querySelector("#chart-coupons .use-rate").textContent =
+    "use rate " + formatPercent(coupons.use_rate);
+  return {
+    title: "Coupons by status",
+    headings: ["Status", "Coupons"],
+    bars: coupons.issued === 0 ? [] : COUPON_STATUSES.map((status) => ({
+      label: status,
+      value: coupons[status],
+      display: formatInteger(coupons[status]),
+    })),
+    emptyNote: "No coupons yet.",
+  };
+}
+
 // --- Loading -----------------------------------------------------------------------------
 
 function periodQuery() {
@@ -360,6 +380,20 @@ async function loadAll() {
         emptyNote: "No referrals yet.",
       };
     }),
+    loadChart("chart-rewards", async () => {
+      const body = await api(ENDPOINTS.rewards);
+      return {
+        title: "Points spent per reward",
+        headings: ["Reward", "Points spent"],
+        bars: body.data.map((reward) => ({
+          label: reward.name,
+          value: reward.points_spent,
+          display: formatInteger(reward.points_spent),
+        })),
+        emptyNote: "No redemptions yet.",
+      };
+    }),
+    loadChart("chart-coupons", async () => couponChart(await api(ENDPOINTS.rewards))),
     loadChart("chart-expiry", async () => {
       const body = await api(ENDPOINTS.expiry);
       return {
