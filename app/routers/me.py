@@ -19,7 +19,7 @@ from app.routers.deps import (
     idempotency_request,
     json_page,
     problems,
-    stored_json,
+    reply_json,
 )
 from app.routers.rewards import RewardId
 from app.schemas.common import Page
@@ -63,13 +63,13 @@ async def create_member_token(
     reaches only the `/v1/me` endpoints, for this member only; it stops working when it
     expires, when the member is erased, or when its signing key is retired."""
     create = body or MemberTokenCreate()
-    stored = await issue_member_token(
+    reply = await issue_member_token(
         principal.program_id,
         member,
         create.ttl_seconds,
         idempotency_request(request, idempotency_key, create),
     )
-    return stored_json(stored)
+    return reply_json(reply)
 
 
 @router.get("/v1/me", response_model=MemberOut, responses=problems())
@@ -115,10 +115,10 @@ async def create_my_referral_link(
 ) -> Response:
     """The member's referral code and link to share (made on the first call, the same on
     every call after it)."""
-    stored = await referrals.referral_link(
+    reply = await referrals.referral_link(
         me.program_id, me.member, member_idempotency(request, me, idempotency_key)
     )
-    return stored_json(stored)
+    return reply_json(reply)
 
 
 @router.get("/v1/me/rewards", response_model=Page[MemberRewardOut], responses=problems())
@@ -155,7 +155,7 @@ async def redeem_my_reward(
         me.actor,
         member_idempotency(request, me, idempotency_key),
     )
-    return stored_json(stored)
+    return reply_json(stored)
 
 
 @router.get("/v1/me/coupons", response_model=Page[CouponOut], responses=problems())

@@ -16,7 +16,7 @@ from app.routers.deps import (
     idempotency_request,
     json_page,
     problems,
-    stored_json,
+    reply_json,
 )
 from app.schemas.common import Page
 from app.schemas.rewards import (
@@ -87,7 +87,7 @@ async def create_reward(
     stored = await catalog.create_reward(
         principal.program_id, body, idempotency_request(request, idempotency_key, body)
     )
-    return stored_json(stored)
+    return reply_json(stored)
 
 
 @router.get("/v1/rewards/{reward_id}", responses={**_REWARD, **problems((404, "not_found"))})
@@ -154,7 +154,7 @@ async def redeem_reward(
         principal.actor,
         idempotency_request(request, idempotency_key, None),
     )
-    return stored_json(stored)
+    return reply_json(stored)
 
 
 @router.get(
@@ -209,7 +209,7 @@ async def validate_coupon(
         body.currency,
         idempotency_request(request, idempotency_key, body),
     )
-    return stored_json(stored)
+    return reply_json(stored)
 
 
 @router.post(
@@ -230,4 +230,4 @@ async def void_coupon(
         principal.actor,
         idempotency_request(request, idempotency_key, None),
     )
-    return stored_json(stored)
+    return reply_json(stored)

@@ -21,7 +21,7 @@ from app.db import Connection
 from app.errors import CurrencyMismatchError, NotFoundError, ValidationError
 from app.schemas.rewards import RewardCreate, RewardPatch
 from app.services import idempotency
-from app.services.idempotency import IdempotencyRequest, StoredResponse
+from app.services.idempotency import IdempotencyRequest, Reply
 from app.services.pagination import decode_cursor, encode_cursor
 from app.services.rewards.coupons import dumps
 
@@ -199,15 +199,15 @@ SELECT {REWARD_COLUMNS}
 
 async def create_reward(
     program_id: int, body: RewardCreate, request: IdempotencyRequest | None
-) -> StoredResponse:
+) -> Reply:
     fields = body.model_dump(exclude={"currency"})
 
-    async def work(conn: Connection) -> tuple[int, str]:
+    async def work(conn: Connection) -> Reply:
         await _check(conn, program_id, fields, body.currency)
         row = (
             await conn.execute(_INSERT, {**fields, "program_id": program_id, "now": clock.now()})
         ).one()
-        return 201, dumps(reward_wire(row))
+        return Reply(dumps(reward_wire(row)))
 
     return await idempotency.run_once(program_id, request, work)
 

@@ -30,7 +30,7 @@ from app.errors import (
 )
 from app.services import idempotency
 from app.services.events.events import write_event
-from app.services.idempotency import IdempotencyRequest, StoredResponse
+from app.services.idempotency import IdempotencyRequest, Reply
 from app.services.ledger.postings import Posting, credit_in, lock_account
 from app.services.pagination import decode_cursor, encode_cursor
 from app.services.rewards.codes import new_code, normalize_code
@@ -358,12 +358,14 @@ async def validate_once(
     amount: int,
     currency: str,
     request: IdempotencyRequest | None,
-) -> StoredResponse:
+) -> Reply:
     """POST .../validate honours Idempotency-Key like every POST: with a key the first answer
     is kept and replayed; nothing else is written."""
 
-    async def compute() -> tuple[int, str]:
-        return 200, await validate_coupon(program_id, code, member, amount, currency)
+    async def compute() -> Reply:
+        return Reply(
+            await validate_coupon(program_id, code, member, amount, currency), created=False
+        )
 
     return await idempotency.run_recomputation(program_id, request, compute)
 
@@ -398,12 +400,12 @@ SELECT points_spent FROM redemption
 
 async def void_coupon(
     program_id: int, code: str, actor: str, request: IdempotencyRequest | None
-) -> StoredResponse:
+) -> Reply:
     """Void an active coupon. One from a reward gives its points back (a ``restore`` entry
     linked to the redemption) and its unit of stock. A used, expired or void coupon -> 409
     ``coupon_not_usable``."""
 
-    async def work(conn: Connection) -> tuple[int, str]:
+    async def work(conn: Connection) -> Reply:
         now = clock.now()
         found = await find_coupon(conn, program_id, code)
         if found is None:
@@ -447,7 +449,7 @@ async def void_coupon(
         voided = {**coupon.wire(now), "status": "void"}
         data["coupon"] = voided
         await write_event(conn, program_id, "coupon.voided", coupon.member_id, data, now)
-        return 200, dumps(voided)
+        return Reply(dumps(voided), created=False)
 
     return await idempotency.run_once(program_id, request, work)
 

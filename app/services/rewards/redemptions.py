@@ -29,7 +29,7 @@ from app.errors import (
 )
 from app.services import idempotency
 from app.services.events.events import write_event
-from app.services.idempotency import IdempotencyRequest, StoredResponse
+from app.services.idempotency import IdempotencyRequest, Reply
 from app.services.ledger.postings import Posting, debit_in, lock_account
 from app.services.rewards.catalog import eligibility
 from app.services.rewards.coupons import CouponTerms, dumps, issue_coupon
@@ -70,11 +70,11 @@ async def redeem_reward(
     reward_id: int,
     actor: str,
     request: IdempotencyRequest | None,
-) -> StoredResponse:
+) -> Reply:
     """POST .../rewards/{reward_id}/redeem: 201 with the redemption and its coupon."""
 
-    async def work(conn: Connection) -> tuple[int, str]:
-        return 201, await redeem_in(conn, program_id, member, reward_id, actor)
+    async def work(conn: Connection) -> Reply:
+        return Reply(await redeem_in(conn, program_id, member, reward_id, actor))
 
     return await idempotency.run_once(program_id, request, work)
 
