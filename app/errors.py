@@ -5,14 +5,20 @@ of api.md; ``app.main`` renders any of them as RFC 9457 problem+json.
     ├── UnauthorizedError             401 unauthorized
     ├── ForbiddenError                403 forbidden
     ├── NotFoundError                 404 not_found
-    │   └── ReferralCodeInvalidError  404 referral_code_invalid
+    │   ├── ReferralCodeInvalidError  404 referral_code_invalid
+    │   └── CouponInvalidError        404 coupon_invalid
     ├── ConflictError                 409 conflict
     │   ├── InsufficientPointsError   409 insufficient_points
     │   ├── OrderConflictError        409 order_conflict
     │   ├── HoldNotActiveError        409 hold_not_active
     │   ├── AlreadyReferredError      409 already_referred
     │   ├── NotNewCustomerError       409 not_new_customer
-    │   └── DuplicateError            409 duplicate
+    │   ├── DuplicateError            409 duplicate
+    │   ├── OutOfStockError           409 out_of_stock
+    │   ├── RewardLimitReachedError   409 reward_limit_reached
+    │   ├── RewardNotEligibleError    409 reward_not_eligible
+    │   ├── RewardInactiveError       409 reward_inactive
+    │   └── CouponNotUsableError      409 coupon_not_usable (with ``reason``)
     ├── PayloadTooLargeError          413 payload_too_large
     ├── UnprocessableError            422 (validation family)
     │   ├── ValidationError           422 validation_error
@@ -63,6 +69,11 @@ class ReferralCodeInvalidError(NotFoundError):
     title = "Unknown or inactive referral code"
 
 
+class CouponInvalidError(NotFoundError):
+    code = "coupon_invalid"
+    title = "Unknown coupon code"
+
+
 class ConflictError(PatronError):
     status = 409
     code = "conflict"
@@ -97,6 +108,38 @@ class NotNewCustomerError(ConflictError):
 class DuplicateError(ConflictError):
     code = "duplicate"
     title = "An object with this key already exists"
+
+
+class OutOfStockError(ConflictError):
+    code = "out_of_stock"
+    title = "The reward is out of stock"
+
+
+class RewardLimitReachedError(ConflictError):
+    code = "reward_limit_reached"
+    title = "The member already holds as many of this reward as it allows"
+
+
+class RewardNotEligibleError(ConflictError):
+    code = "reward_not_eligible"
+    title = "The reward is not offered to this member now (tier or dates)"
+
+
+class RewardInactiveError(ConflictError):
+    code = "reward_inactive"
+    title = "The reward is not active"
+
+
+class CouponNotUsableError(ConflictError):
+    """Carries ``reason``: expired, used, void, wrong_member, min_order_amount, currency or
+    unknown."""
+
+    code = "coupon_not_usable"
+    title = "The coupon cannot be used"
+
+    def __init__(self, reason: str, detail: str | None = None) -> None:
+        self.reason = reason
+        super().__init__(detail or f"The coupon cannot be used: {reason}.", reason=reason)
 
 
 class PayloadTooLargeError(PatronError):

@@ -19,6 +19,9 @@ CHARTS_WITH_DATA = (
     "chart-expiry",
     "chart-tiers",
     "chart-funnel",
+    "chart-rewards",
+    "chart-coupons",
+    "chart-campaigns",
 )
 
 
@@ -70,10 +73,27 @@ async def seed(api: httpx.AsyncClient) -> None:
         )
     await ok(await api.patch("/v1/program", json={"points_expiry_days": None}))
     await ok(await api.post("/v1/members/c0/points/earn", json={"points": 300, "reason": "gift"}))
+    for name, cost in (("Tea cup", 100), ("10 off", 50)):
+        reward = await api.post(
+            "/v1/rewards", json={"name": name, "kind": "gift", "points_cost": cost}
+        )
+        await ok(reward)
+        await ok(await api.post(f"/v1/members/c0/rewards/{reward.json()['id']}/redeem"))
     await ok(await api.post("/v1/orders/c3-0/refunds", json={"refund_id": "r1", "amount": 2_000}))
     refreshed = await api.post("/v1/insights/refresh")
     await ok(refreshed)
     assert refreshed.json()["members"] == 12
+    campaign = await api.post(
+        "/v1/campaigns",
+        json={
+            "name": "Thank you",
+            "audience": {},
+            "action": {"bonus_points": 10},
+            "holdout_percent": 50,
+        },
+    )
+    await ok(campaign)
+    await ok(await api.post(f"/v1/campaigns/{campaign.json()['id']}/run"))
 
 
 async def open_dashboard(page: Page, base: str, key: str) -> None:
@@ -147,6 +167,7 @@ class TestDashboard:
                     for chart in CHARTS_WITH_DATA
                 }
                 table_rows = await page.locator("#chart-segments table tbody tr").count()
+                intervals = await page.locator("#chart-campaigns svg line.ci").count()
                 members_card = await page.locator("#cards .card").first.inner_text()
                 stored_key = await page.evaluate("sessionStorage.getItem('patron.adminKey')")
 
@@ -164,6 +185,10 @@ class TestDashboard:
         assert bars["chart-expiry"] == len(expiry) >= 2
         assert bars["chart-tiers"] == 2
         assert bars["chart-funnel"] == 3
+        assert bars["chart-rewards"] == 2
+        assert bars["chart-coupons"] == 4
+        assert bars["chart-campaigns"] == 2  # treated and held out
+        assert intervals == 1
         assert all(labels.values())
         assert table_rows == 11
         assert stored_key == key

@@ -139,3 +139,29 @@ class TestReferralGuide:
             "points_earned": 500,
         }
         assert points["available"] == 500
+
+
+class TestCampaignRecipes:
+    def test_every_example_runs(self, server: str, database_url: str) -> None:
+        key = new_program_key(database_url)
+        blocks = shell_blocks(DOCS / "campaigns.md")
+        assert len(blocks) == 4
+        outputs = run_blocks(blocks, server, key)
+        # Nobody has orders yet, so nobody is at risk.
+        preview, win_back = json_documents(outputs[1])[-2:]
+        assert preview == {"members": 0, "treated": 0, "holdout": 0}
+        assert win_back == {"targeted": 0, "treated": 0, "holdout": 0}
+        birthday = json_documents(outputs[2])[-1]
+        assert birthday["audience"] == {"birthday_within_days": 0}
+        assert birthday["action"]["bonus_points"] == 300
+        thanks, results = json_documents(outputs[3])[-2:]
+        assert thanks == {"targeted": 1, "treated": 1, "holdout": 0}
+        assert results["treated"]["members"] == 1
+        assert results["cost"]["points_granted"] == 200
+        assert results["verdict"] == "too_early_to_tell"
+        headers = {"Authorization": f"Bearer {key}"}
+        entries = httpx.get(
+            f"{server}/v1/members/cust-2001/points/transactions", headers=headers
+        ).json()["data"]
+        assert [(e["kind"], e["points"]) for e in entries] == [("bonus", 200)]
+        assert entries[0]["campaign_id"] == birthday["id"] + 1

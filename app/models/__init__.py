@@ -15,6 +15,7 @@ from app.models.ledger import ENTRY_KINDS, PointEntry, PointLot
 from app.models.members import Account, Member
 from app.models.programs import ApiKey, Program
 from app.models.referrals import RateLimitWindow, Referral
+from app.models.rewards import Coupon, Reward, RewardRedemption
 from app.models.tiers import BirthdayBonus, Tier, TierChange
 from app.models.tokens import MemberTokenKey
 from app.models.webhooks import WebhookDelivery, WebhookEndpoint, WebhookFanoutCursor
@@ -28,6 +29,7 @@ __all__ = [
     "BirthdayReminder",
     "Campaign",
     "CampaignTargeting",
+    "Coupon",
     "EarnRule",
     "Event",
     "Hold",
@@ -47,6 +49,8 @@ __all__ = [
     "RateLimitWindow",
     "Referral",
     "Refund",
+    "Reward",
+    "RewardRedemption",
     "Tier",
     "TierChange",
     "WebhookDelivery",

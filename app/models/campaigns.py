@@ -30,6 +30,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base
+from app.models.rewards import Coupon
 
 
 class Campaign(Base):
@@ -86,9 +87,12 @@ class CampaignTargeting(Base):
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id", ondelete="CASCADE"))
-    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
-    member_id: Mapped[int] = mapped_column(ForeignKey("members.id", ondelete="CASCADE"))
+    # No foreign keys, as on the ledger tables (docs/ledger.md, "Foreign keys"): a run writes
+    # these rows by the thousand, taking the ids from the campaign and account rows it has
+    # locked in the same transaction; campaigns are never deleted, only hidden.
+    program_id: Mapped[int] = mapped_column(BigInteger)
+    campaign_id: Mapped[int] = mapped_column(BigInteger)
+    member_id: Mapped[int] = mapped_column(BigInteger)
     run_number: Mapped[int] = mapped_column(Integer)
     group: Mapped[str] = mapped_column(String(8))
     # What the treated member was given: bonus points (and their entry), or a coupon.
@@ -123,3 +127,13 @@ class BirthdayReminder(Base):
     birthday_on: Mapped[date] = mapped_column(Date, primary_key=True)
     program_id: Mapped[int] = mapped_column(ForeignKey("programs.id", ondelete="CASCADE"))
     reminded_at: Mapped[datetime]
+
+
+# A campaign's coupons, for its cost in the results. Declared here, beside the query that
+# needs it, so the rewards model stays as its owners wrote it.
+COUPONS_CAMPAIGN_INDEX = Index(
+    "ix_coupons_program_id_campaign_id",
+    Coupon.program_id,
+    Coupon.campaign_id,
+    postgresql_where=text("campaign_id IS NOT NULL"),
+)

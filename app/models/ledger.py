@@ -49,6 +49,11 @@ class PointEntry(Base):
             "order_id",
             postgresql_where=text("order_id IS NOT NULL"),
         ),
+        Index(
+            "ix_point_entries_redemption_id",
+            "redemption_id",
+            postgresql_where=text("redemption_id IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
@@ -68,6 +73,8 @@ class PointEntry(Base):
     referral_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("referrals.id"))
     # The campaign whose bonus this entry is (campaign_targetings keeps the details).
     campaign_id: Mapped[int | None] = mapped_column(BigInteger)
+    # The reward redemption a ``redeem`` (or, after a void, ``restore``) entry belongs to.
+    redemption_id: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime]
     available_at: Mapped[datetime | None]
     expires_at: Mapped[datetime | None]

@@ -13,7 +13,7 @@ from app.routers.deps import (
     Limit,
     idempotency_request,
     problems,
-    stored_json,
+    reply_json,
 )
 from app.schemas.campaigns import (
     CampaignCreate,
@@ -60,19 +60,24 @@ async def create_campaign(
 ) -> Response:
     """Create a campaign. An active campaign is run by the worker once a day (and on demand
     through `POST /v1/campaigns/{id}/run`)."""
-    stored = await campaigns.create_campaign(
+    reply = await campaigns.create_campaign(
         principal.program_id, body, idempotency_request(request, idempotency_key, body)
     )
-    return stored_json(stored)
+    return reply_json(reply)
 
 
-@router.post("/preview", response_model=CampaignPreviewOut, responses=problems())
+@router.post("/preview", responses={200: {"model": CampaignPreviewOut}, **problems()})
 async def preview_campaign(
-    body: CampaignPreviewRequest, principal: Admin, idempotency_key: IdempotencyKeyHeader = None
-) -> CampaignPreviewOut:
-    """How many members an audience matches now, and the expected split. Writes nothing,
-    so a repeat (with or without an Idempotency-Key) simply computes again."""
-    return await campaigns.preview_audience(principal.program_id, body)
+    body: CampaignPreviewRequest,
+    request: Request,
+    principal: Admin,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> Response:
+    """How many members an audience matches now, and the expected split. Writes nothing."""
+    reply = await campaigns.preview_once(
+        principal.program_id, body, idempotency_request(request, idempotency_key, body)
+    )
+    return reply_json(reply)
 
 
 @router.get("/{campaign_id}", response_model=CampaignOut, responses=problems((404, "not_found")))
@@ -108,10 +113,10 @@ async def run_campaign(
 ) -> Response:
     """Run the campaign now: every member of the audience outside the cooldown is targeted
     once, treated or held out. Shares the work with a run already under way."""
-    stored = await running.run_campaign(
+    reply = await running.run_campaign(
         principal.program_id, campaign_id, idempotency_request(request, idempotency_key, None)
     )
-    return stored_json(stored)
+    return reply_json(reply)
 
 
 @router.get(

@@ -14,7 +14,7 @@ from app.routers.deps import (
     MemberPath,
     idempotency_request,
     problems,
-    stored_json,
+    reply_json,
 )
 from app.schemas.insights import (
     ChartData,
@@ -24,11 +24,11 @@ from app.schemas.insights import (
     FunnelStage,
     OverviewOut,
     RefreshOut,
+    RewardsInsight,
     SegmentOut,
     TierCount,
 )
-from app.services import idempotency
-from app.services.insights import insights
+from app.services.insights import insights, rewards
 
 router = APIRouter(tags=["Insights"])
 
@@ -74,13 +74,10 @@ async def refresh(
     """Recompute segments and lifecycle stages now (the worker also does it every hour).
     Safe to repeat: a refresh computes the same result from the same orders."""
 
-    async def compute() -> tuple[int, str]:
-        return 200, (await insights.refresh_program(principal.program_id)).model_dump_json()
-
-    stored = await idempotency.run_recomputation(
-        principal.program_id, idempotency_request(request, idempotency_key, None), compute
+    reply = await insights.refresh_program_on_request(
+        principal.program_id, idempotency_request(request, idempotency_key, None)
     )
-    return stored_json(stored)
+    return reply_json(reply)
 
 
 @router.get(
@@ -112,6 +109,13 @@ async def get_referral_funnel(
     return await insights.referral_funnel(principal.program_id, period_start, period_end)
 
 
+@router.get("/v1/insights/rewards", response_model=RewardsInsight, responses=problems())
+async def get_rewards(principal: Admin) -> RewardsInsight:
+    """The top rewards by points spent (net of voided coupons), and coupons by status with
+    the use rate (used out of issued and not voided)."""
+    return await rewards.rewards_insight(principal.program_id)
+
+
 @router.post(
     "/v1/members/{member}/feedback",
     status_code=201,
@@ -127,7 +131,7 @@ async def give_feedback(
 ) -> Response:
     """Record a satisfaction score (0-10, "how likely are you to recommend us?"). NPS counts
     each member's latest score in a period; the member shows their latest one."""
-    stored = await insights.record_feedback(
+    reply = await insights.record_feedback(
         principal.program_id, member, body, idempotency_request(request, idempotency_key, body)
     )
-    return stored_json(stored)
+    return reply_json(reply)

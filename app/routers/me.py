@@ -8,7 +8,7 @@ import hashlib
 from typing import Annotated
 
 import orjson
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from app.auth import Principal, require_member_token, require_scope
 from app.routers.deps import (
@@ -19,19 +19,22 @@ from app.routers.deps import (
     idempotency_request,
     json_page,
     problems,
-    stored_json,
+    reply_json,
 )
+from app.routers.rewards import RewardId
 from app.schemas.common import Page
 from app.schemas.me import MemberTokenCreate, MemberTokenOut
 from app.schemas.members import MemberOut
 from app.schemas.points import PointEntryOut, PointsOut
 from app.schemas.referrals import MemberReferralsOut, ReferralLinkOut
+from app.schemas.rewards import CouponOut, CouponStatus, MemberRewardOut, RedemptionOut
 from app.schemas.tiers import MemberTierOut
 from app.services import ledger
 from app.services.idempotency import IdempotencyRequest, fingerprint
 from app.services.members import members
 from app.services.members.member_tokens import MemberPrincipal, issue_member_token
 from app.services.referrals import referrals
+from app.services.rewards import catalog, coupons, redemptions
 from app.services.tiers import tiers
 
 router = APIRouter(tags=["Member app"])
@@ -60,13 +63,13 @@ async def create_member_token(
     reaches only the `/v1/me` endpoints, for this member only; it stops working when it
     expires, when the member is erased, or when its signing key is retired."""
     create = body or MemberTokenCreate()
-    stored = await issue_member_token(
+    reply = await issue_member_token(
         principal.program_id,
         member,
         create.ttl_seconds,
         idempotency_request(request, idempotency_key, create),
     )
-    return stored_json(stored)
+    return reply_json(reply)
 
 
 @router.get("/v1/me", response_model=MemberOut, responses=problems())
@@ -112,10 +115,61 @@ async def create_my_referral_link(
 ) -> Response:
     """The member's referral code and link to share (made on the first call, the same on
     every call after it)."""
-    stored = await referrals.referral_link(
+    reply = await referrals.referral_link(
         me.program_id, me.member, member_idempotency(request, me, idempotency_key)
     )
-    return stored_json(stored)
+    return reply_json(reply)
+
+
+@router.get("/v1/me/rewards", response_model=Page[MemberRewardOut], responses=problems())
+async def list_my_rewards(me: Me, limit: Limit = 20, cursor: Cursor = None) -> Response:
+    """The active catalog with `eligible` and `reason`, as
+    `GET /v1/members/{member}/rewards` shows it."""
+    items, next_cursor = await catalog.member_catalog(me.program_id, me.member, limit, cursor)
+    return json_page(items, next_cursor)
+
+
+@router.post(
+    "/v1/me/rewards/{reward_id}/redeem",
+    status_code=201,
+    responses={
+        201: {"model": RedemptionOut, "description": "The redemption and its coupon."},
+        **problems(
+            (404, "not_found"),
+            (
+                409,
+                "insufficient_points, out_of_stock, reward_limit_reached, "
+                "reward_not_eligible, reward_inactive",
+            ),
+        ),
+    },
+)
+async def redeem_my_reward(
+    reward_id: RewardId, me: Me, request: Request, idempotency_key: IdempotencyKeyHeader = None
+) -> Response:
+    """Spend points on a reward, as `POST /v1/members/{member}/rewards/{id}/redeem` does."""
+    stored = await redemptions.redeem_reward(
+        me.program_id,
+        me.member,
+        reward_id,
+        me.actor,
+        member_idempotency(request, me, idempotency_key),
+    )
+    return reply_json(stored)
+
+
+@router.get("/v1/me/coupons", response_model=Page[CouponOut], responses=problems())
+async def list_my_coupons(
+    me: Me,
+    status: Annotated[CouponStatus | None, Query()] = None,
+    limit: Limit = 20,
+    cursor: Cursor = None,
+) -> Response:
+    """The member's coupons, newest first, as `GET /v1/members/{member}/coupons` shows them."""
+    items, next_cursor = await coupons.list_member_coupons(
+        me.program_id, me.member, status, limit, cursor
+    )
+    return json_page(items, next_cursor)
 
 
 def member_idempotency(

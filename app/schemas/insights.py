@@ -112,3 +112,25 @@ T = TypeVar("T")
 class ChartData(BaseModel, Generic[T]):
     data: list[T]
     note: str | None = Field(default=None, description="Why the list is empty, when it is.")
+
+
+class RewardSpend(BaseModel):
+    reward_id: int
+    name: str
+    redemptions: int = Field(description="Redemptions that stand (voided ones gave back).")
+    points_spent: int
+
+
+class CouponUse(BaseModel):
+    issued: int
+    active: int
+    used: int
+    void: int
+    expired: int
+    use_rate: str = Field(description="used / (issued - void), a decimal string in [0, 1].")
+
+
+class RewardsInsight(ChartData[RewardSpend]):
+    """The top rewards by points spent, and coupons by status."""
+
+    coupons: CouponUse

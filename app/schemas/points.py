@@ -51,6 +51,9 @@ class PointEntryOut(BaseModel):
     status: Literal["available", "pending"]
     order_id: str | None
     hold_id: str | None
+    redemption_id: int | None = Field(
+        default=None, description="The reward redemption of a `redeem` (or its `restore`)."
+    )
     reason: str | None
     created_at: Timestamp
     available_at: Timestamp | None

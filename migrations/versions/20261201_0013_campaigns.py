@@ -3,7 +3,7 @@ campaign, member and run), ``point_entries.campaign_id`` for campaign bonuses, a
 reminder settings of programs with the reminders already sent.
 
 Revision ID: 0013
-Revises: 0011
+Revises: 0012
 Create Date: 2026-12-01 17:30:00
 """
 
@@ -14,7 +14,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0013"
-down_revision: str | None = "0011"
+down_revision: str | None = "0012"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -99,24 +99,6 @@ def upgrade() -> None:
         sa.CheckConstraint(
             "\"group\" IN ('treated', 'holdout')", name=op.f("ck_campaign_targetings_group_known")
         ),
-        sa.ForeignKeyConstraint(
-            ["campaign_id"],
-            ["campaigns.id"],
-            name=op.f("fk_campaign_targetings_campaign_id_campaigns"),
-            ondelete="CASCADE",
-        ),
-        sa.ForeignKeyConstraint(
-            ["member_id"],
-            ["members.id"],
-            name=op.f("fk_campaign_targetings_member_id_members"),
-            ondelete="CASCADE",
-        ),
-        sa.ForeignKeyConstraint(
-            ["program_id"],
-            ["programs.id"],
-            name=op.f("fk_campaign_targetings_program_id_programs"),
-            ondelete="CASCADE",
-        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_campaign_targetings")),
         sa.UniqueConstraint(
             "campaign_id",
@@ -170,6 +152,13 @@ def upgrade() -> None:
     op.add_column(
         "programs", sa.Column("reminders_checked_at", sa.DateTime(timezone=True), nullable=True)
     )
+    op.create_index(
+        "ix_coupons_program_id_campaign_id",
+        "coupons",
+        ["program_id", "campaign_id"],
+        unique=False,
+        postgresql_where=sa.text("campaign_id IS NOT NULL"),
+    )
     op.create_check_constraint(
         op.f("ck_programs_expiry_reminder_days_range"),
         "programs",
@@ -183,6 +172,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_coupons_program_id_campaign_id", table_name="coupons")
     op.drop_constraint(op.f("ck_programs_birthday_reminder_days_range"), "programs")
     op.drop_constraint(op.f("ck_programs_expiry_reminder_days_range"), "programs")
     op.drop_column("programs", "reminders_checked_at")

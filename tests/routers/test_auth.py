@@ -45,6 +45,9 @@ MEMBER_TOKEN_ROUTES = {
     ("GET", "/v1/me/tier"),
     ("GET", "/v1/me/referrals"),
     ("POST", "/v1/me/referral-link"),
+    ("GET", "/v1/me/rewards"),
+    ("POST", "/v1/me/rewards/{reward_id}/redeem"),
+    ("GET", "/v1/me/coupons"),
 }
 MEMBER = "/v1/members/{member}"
 HOLD = "/v1/holds/{hold_id}"
@@ -54,6 +57,8 @@ WEBHOOK = "/v1/webhook-endpoints/{endpoint_id}"
 TIER = "/v1/tiers/{key}"
 CAMPAIGN = "/v1/campaigns/{campaign_id}"
 NEW_CAMPAIGN = {"name": "Thanks", "audience": {}, "action": {"notify_only": True}}
+REWARD = "/v1/rewards/{reward_id}"
+COUPON = "/v1/coupons/{coupon_code}"
 # Tests have no public host to deliver to, so their programs allow private ones.
 HOOK_URL = "http://127.0.0.1:9/hooks/patron"
 NEW_RULE = {
@@ -62,6 +67,7 @@ NEW_RULE = {
     "conditions": {"min_amount": 100},
     "effect": {"multiplier": "2"},
 }
+NEW_REWARD = {"name": "5 off", "kind": "fixed_discount", "points_cost": 10, "value": 500}
 
 
 @dataclass(frozen=True)
@@ -160,6 +166,7 @@ ENDPOINTS: dict[tuple[str, str], Endpoint] = {
     ("GET", "/v1/insights/tiers"): Endpoint("admin"),
     ("GET", "/v1/insights/referral-funnel"): Endpoint("admin"),
     ("POST", "/v1/insights/refresh"): Endpoint("admin"),
+    ("GET", "/v1/insights/rewards"): Endpoint("admin"),
     ("POST", MEMBER + "/feedback"): Endpoint("members:write", {"score": 9}),
     ("GET", "/v1/campaigns"): Endpoint("admin"),
     ("POST", "/v1/campaigns"): Endpoint("admin", NEW_CAMPAIGN),
@@ -169,6 +176,19 @@ ENDPOINTS: dict[tuple[str, str], Endpoint] = {
     ("DELETE", CAMPAIGN): Endpoint("admin"),
     ("POST", CAMPAIGN + "/run"): Endpoint("admin"),
     ("GET", CAMPAIGN + "/results"): Endpoint("admin"),
+    ("GET", "/v1/rewards"): Endpoint("points:read"),
+    ("POST", "/v1/rewards"): Endpoint("admin", NEW_REWARD),
+    ("GET", REWARD): Endpoint("admin"),
+    ("PATCH", REWARD): Endpoint("admin", {"name": "Renamed"}),
+    ("DELETE", REWARD): Endpoint("admin"),
+    ("GET", MEMBER + "/rewards"): Endpoint("points:read"),
+    ("POST", MEMBER + "/rewards/{reward_id}/redeem"): Endpoint("points:write"),
+    ("GET", MEMBER + "/coupons"): Endpoint("points:read"),
+    ("GET", COUPON): Endpoint("points:read", not_found_code="coupon_invalid"),
+    ("POST", COUPON + "/validate"): Endpoint(
+        "points:read", {"member_id": "{member}", "amount": 10000, "currency": "CNY"}
+    ),
+    ("POST", COUPON + "/void"): Endpoint("points:write", not_found_code="coupon_invalid"),
 }
 ROUTES = [pytest.param(method, path, id=f"{method} {path}") for method, path in ENDPOINTS]
 
@@ -281,6 +301,29 @@ async def _code_state(program: Program, code: str) -> Any:
     return (await program.get(f"/v1/referral-codes/{code}")).json()
 
 
+async def _new_reward_id(program: Program) -> str:
+    response = await program.post("/v1/rewards", json=NEW_REWARD)
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+async def _reward_state(program: Program, reward_id: str) -> Any:
+    return (await program.get(f"/v1/rewards/{reward_id}")).json()
+
+
+async def _new_coupon_code(program: Program) -> str:
+    member = await _new_member(program)
+    reward_id = await _new_reward_id(program)
+    response = await program.post(f"/v1/members/{member}/rewards/{reward_id}/redeem")
+    assert response.status_code == 201, response.text
+    code: str = response.json()["coupon"]["code"]
+    return code
+
+
+async def _coupon_state(program: Program, code: str) -> Any:
+    return (await program.get(f"/v1/coupons/{code}")).json()
+
+
 # For each path parameter: how to make a fresh object for it, and how to see its state.
 PATH_PARAMETERS: dict[
     str,
@@ -295,6 +338,8 @@ PATH_PARAMETERS: dict[
     "key": (_new_tier_key, _tier_state),
     "code": (_new_code, _code_state),
     "campaign_id": (_new_campaign_id, _campaign_state),
+    "reward_id": (_new_reward_id, _reward_state),
+    "coupon_code": (_new_coupon_code, _coupon_state),
 }
 
 

@@ -14,6 +14,7 @@ from tests.conftest import Program
 from tests.insights_support import buy, refresh, rows
 
 NOW = datetime(2026, 6, 15, 12, tzinfo=UTC)
+REWARD = {"name": "5 off", "kind": "fixed_discount", "points_cost": 10, "value": 500}
 
 
 class TestCreateCampaign:
@@ -61,12 +62,15 @@ class TestCreateCampaign:
         assert response.status_code == 422, response.text
         assert response.json()["code"] == "validation_error"
 
-    async def test_coupon_action_not_available_yet(self, program: Program) -> None:
-        body = {"name": "C", "audience": {}, "action": {"reward_id": 1}}
-        response = await program.post("/v1/campaigns", json=body)
-        assert response.status_code == 422
-        assert response.json()["code"] == "validation_error"
-        assert "reward_id" in response.json()["detail"]
+    async def test_unknown_reward_is_422(self, program: Program, other_program: Program) -> None:
+        theirs = await other_program.post("/v1/rewards", json=REWARD)
+        assert theirs.status_code == 201, theirs.text
+        for reward_id in (theirs.json()["id"], 10**12):
+            body = {"name": "C", "audience": {}, "action": {"reward_id": reward_id}}
+            response = await program.post("/v1/campaigns", json=body)
+            assert response.status_code == 422
+            assert response.json()["code"] == "validation_error"
+            assert response.json()["errors"][0]["loc"] == ["body", "action", "reward_id"]
 
     async def test_replay_with_idempotency_key(self, program: Program) -> None:
         body = {"name": "C", "audience": {}, "action": {"notify_only": True}}

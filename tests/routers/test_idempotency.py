@@ -237,6 +237,35 @@ def _endpoint_action(action: str) -> Callable[[Program], Awaitable[Target]]:
 
 
 WEBHOOK = "/v1/webhook-endpoints/{endpoint_id}"
+NEW_CAMPAIGN = {"name": "Thanks", "audience": {}, "action": {"bonus_points": 5}}
+
+
+async def _campaign(program: Program) -> Target:
+    return Target(
+        "/v1/campaigns",
+        NEW_CAMPAIGN,
+        {**NEW_CAMPAIGN, "holdout_percent": 20},
+        None,
+        ("/v1/campaigns",),
+    )
+
+
+async def _campaign_preview(program: Program) -> Target:
+    await _member(program)
+    body = {"audience": {}, "holdout_percent": 10}
+    return Target("/v1/campaigns/preview", body, {**body, "holdout_percent": 20})
+
+
+async def _campaign_run(program: Program) -> Target:
+    member = await _member(program)
+    # No cooldown: a second run that was not a replay would target the member again.
+    created = await program.post("/v1/campaigns", json={**NEW_CAMPAIGN, "cooldown_days": 0})
+    assert created.status_code == 201, created.text
+    path = f"/v1/campaigns/{created.json()['id']}"
+    return Target(
+        f"{path}/run", None, None, member, (f"{path}/results", f"/v1/members/{member}/points")
+    )
+
 
 POSTS: dict[str, Post] = {
     MEMBER + "/points/earn": _points(
@@ -269,6 +298,9 @@ POSTS: dict[str, Post] = {
         _endpoint_action("rotate-secret"), status=200, secret_fields=("secret",), visible=False
     ),
     WEBHOOK + "/resume": Post(_endpoint_action("resume"), status=200, visible=False),
+    "/v1/campaigns": Post(_campaign),
+    "/v1/campaigns/preview": Post(_campaign_preview, status=200, visible=False),
+    "/v1/campaigns/{campaign_id}/run": Post(_campaign_run, status=200),
 }
 # POST routes whose Idempotency-Key behaviour is tested in another file, and why.
 COVERED_ELSEWHERE = {

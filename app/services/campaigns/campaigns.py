@@ -29,7 +29,7 @@ from app.schemas.campaigns import (
     CampaignPreviewRequest,
 )
 from app.services.campaigns.audience import audience_sql
-from app.services.idempotency import IdempotencyRequest, StoredResponse, run_once
+from app.services.idempotency import IdempotencyRequest, Reply, run_once, run_recomputation
 from app.services.pagination import decode_cursor, encode_cursor
 
 COLUMNS = (
@@ -98,19 +98,27 @@ def _stored_audience(audience: Audience) -> str:
 
 
 def _action_params(action: CampaignAction) -> dict[str, Any]:
-    if action.reward_id is not None:
-        # Coupons come from the rewards catalog (issue 13); until it is part of this build a
-        # coupon campaign is refused rather than stored and never run.
-        raise ValidationError(
-            "Coupon campaigns (action.reward_id) are not available in this version; use "
-            "bonus_points or notify_only.",
-            loc=["body", "action", "reward_id"],
-        )
     return {
         "bonus_points": action.bonus_points,
         "reward_id": action.reward_id,
         "notify_only": bool(action.notify_only),
     }
+
+
+_REWARD_EXISTS = text("SELECT 1 FROM rewards WHERE program_id = :program_id AND id = :id")
+
+
+async def _check_reward(conn: Connection, program_id: int, action: dict[str, Any]) -> None:
+    """A coupon action names a reward of this program (active or not: a campaign may give
+    a reward that is not in the catalog)."""
+    reward_id = action["reward_id"]
+    if reward_id is None:
+        return
+    found = await conn.execute(_REWARD_EXISTS, {"program_id": program_id, "id": reward_id})
+    if found.first() is None:
+        raise ValidationError(
+            f"No reward {reward_id} in this program.", loc=["body", "action", "reward_id"]
+        )
 
 
 def _check_window(starts_at: datetime | None, ends_at: datetime | None) -> None:
@@ -120,10 +128,11 @@ def _check_window(starts_at: datetime | None, ends_at: datetime | None) -> None:
 
 async def create_campaign(
     program_id: int, body: CampaignCreate, request: IdempotencyRequest | None
-) -> StoredResponse:
+) -> Reply:
     action = _action_params(body.action)
 
-    async def work(conn: Connection) -> tuple[int, str]:
+    async def work(conn: Connection) -> Reply:
+        await _check_reward(conn, program_id, action)
         row = (
             await conn.execute(
                 _INSERT,
@@ -142,7 +151,7 @@ async def create_campaign(
                 },
             )
         ).one()
-        return 201, campaign_out(row).model_dump_json()
+        return Reply(campaign_out(row).model_dump_json())
 
     return await run_once(program_id, request, work)
 
@@ -181,6 +190,8 @@ async def update_campaign(program_id: int, campaign_id: int, body: CampaignPatch
         ).first()
         if current is None:
             raise NotFoundError(f"No campaign {campaign_id} in this program.")
+        if action is not None:
+            await _check_reward(conn, program_id, action)
         starts_at = body.starts_at if "starts_at" in sent else current.starts_at
         ends_at = body.ends_at if "ends_at" in sent else current.ends_at
         _check_window(starts_at, ends_at)
@@ -259,3 +270,14 @@ async def preview_audience(program_id: int, body: CampaignPreviewRequest) -> Cam
         ).scalar_one()
     holdout = expected_holdout(members, body.holdout_percent)
     return CampaignPreviewOut(members=members, treated=members - holdout, holdout=holdout)
+
+
+async def preview_once(
+    program_id: int, body: CampaignPreviewRequest, request: IdempotencyRequest | None
+) -> Reply:
+    """The preview, honouring Idempotency-Key like every POST (it changes nothing)."""
+
+    async def compute() -> Reply:
+        return Reply((await preview_audience(program_id, body)).model_dump_json(), created=False)
+
+    return await run_recomputation(program_id, request, compute)

@@ -58,9 +58,17 @@ SELECT grp, count(*) AS members, count(*) FILTER (WHERE orders > 0) AS returned,
  GROUP BY grp
 """
 )
-_POINTS_GRANTED = text(
-    "SELECT coalesce(sum(points), 0) FROM campaign_targetings "
-    "WHERE program_id = :program_id AND campaign_id = :campaign_id"
+_COST = text(
+    """
+SELECT (SELECT coalesce(sum(points), 0) FROM campaign_targetings
+         WHERE program_id = :program_id AND campaign_id = :campaign_id) AS points_granted,
+       c.issued, c.used, c.discount_amount
+  FROM (SELECT count(*) AS issued, count(*) FILTER (WHERE status = 'used') AS used,
+               coalesce(sum(discount_amount) FILTER (WHERE status = 'used'), 0)
+                   AS discount_amount
+          FROM coupons
+         WHERE program_id = :program_id AND campaign_id = :campaign_id) AS c
+"""
 )
 
 
@@ -111,7 +119,10 @@ def _interval_text(value: float) -> str:
 
 
 def build_results(
-    window_days: int, treated: GroupCounts, holdout: GroupCounts, points_granted: int
+    window_days: int,
+    treated: GroupCounts,
+    holdout: GroupCounts,
+    cost: CampaignCost | None = None,
 ) -> CampaignResultsOut:
     interval = difference_interval(
         treated.returned, treated.members, holdout.returned, holdout.members
@@ -148,9 +159,8 @@ def build_results(
             ),
         ),
         verdict=verdict,
-        cost=CampaignCost(
-            points_granted=points_granted, coupons_issued=0, coupons_used=0, discount_amount=0
-        ),
+        cost=cost
+        or CampaignCost(points_granted=0, coupons_issued=0, coupons_used=0, discount_amount=0),
     )
 
 
@@ -166,7 +176,7 @@ async def campaign_results(
         rows = (
             await conn.execute(_GROUPS, {**params, "window": timedelta(days=window_days)})
         ).all()
-        points_granted = int((await conn.execute(_POINTS_GRANTED, params)).scalar_one())
+        spent = (await conn.execute(_COST, params)).one()
     counts = {
         row.grp: GroupCounts(int(row.members), int(row.returned), int(row.revenue)) for row in rows
     }
@@ -174,5 +184,10 @@ async def campaign_results(
         window_days,
         counts.get("treated", GroupCounts()),
         counts.get("holdout", GroupCounts()),
-        points_granted,
+        CampaignCost(
+            points_granted=int(spent.points_granted),
+            coupons_issued=int(spent.issued),
+            coupons_used=int(spent.used),
+            discount_amount=int(spent.discount_amount),
+        ),
     )

@@ -9,7 +9,8 @@ transaction that
 3. locks their account rows in ascending id order (the ledger's lock order);
 4. in one statement: a ``campaign_targetings`` row for each (unique per campaign, member
    and run: nobody is targeted twice by one run, whatever the timing), the bonus entries of
-   the treated (through the ledger's multi-member credit), and a ``campaign.targeted`` event
+   the treated (through the ledger's multi-member credit) or their coupons (through the
+   rewards package, at no points cost), and a ``campaign.targeted`` event
    for every member of both groups;
 5. moves the cursor on (or ends the run).
 
@@ -35,8 +36,9 @@ from app.errors import ConflictError, NotFoundError
 from app.schemas.campaigns import CampaignRunOut
 from app.services.campaigns.assignment import holdout_bucket_sql
 from app.services.campaigns.audience import audience_sql
-from app.services.idempotency import IdempotencyRequest, StoredResponse, run_recomputation
+from app.services.idempotency import IdempotencyRequest, Reply, run_recomputation
 from app.services.ledger.postings import credit_many_ctes, lock_members_for_events
+from app.services.rewards import coupons
 from app.services.tiers import tier_evaluation
 
 RUN_INTERVAL = timedelta(days=1)
@@ -59,7 +61,7 @@ _THIS_CAMPAIGN = text(
     + " WHERE c.program_id = :program_id AND c.id = :id AND c.deleted_at IS NULL"
     + " FOR UPDATE OF c"
 )
-_RUNNABLE = """c.deleted_at IS NULL AND c.active AND c.reward_id IS NULL
+_RUNNABLE = """c.deleted_at IS NULL AND c.active
    AND (c.starts_at IS NULL OR c.starts_at <= :now)
    AND (c.ends_at IS NULL OR c.ends_at > :now)"""
 # The worker takes one campaign whose run is under way or due, one program at a time.
@@ -70,6 +72,7 @@ _DUE_CAMPAIGN = text(
     + "        OR c.last_run_at <= :due_before)"
     + " ORDER BY c.program_id, c.id LIMIT 1 FOR UPDATE OF c SKIP LOCKED"
 )
+_CUSTOM_PLANS = text("SET LOCAL plan_cache_mode = force_custom_plan")
 _ADVANCE = text(
     "UPDATE campaigns SET run_number = :run_number, run_cursor = :cursor, "
     "last_run_at = :last_run_at WHERE id = :id"
@@ -78,12 +81,15 @@ _ADVANCE = text(
 _ACT = text(
     f"""
 WITH picked AS (
-    SELECT p.member_id, p.grp, p.sequence
-      FROM unnest(CAST(:member_ids AS bigint[]), CAST(:groups AS text[]),
-                  CAST(:sequences AS bigint[])) AS p(member_id, grp, sequence)
+    SELECT p.member_id, p.external_id, p.grp, p.sequence, p.coupon_code
+      FROM unnest(CAST(:member_ids AS bigint[]), CAST(:external_ids AS text[]),
+                  CAST(:groups AS text[]), CAST(:sequences AS bigint[]),
+                  CAST(:coupon_codes AS text[]))
+           AS p(member_id, external_id, grp, sequence, coupon_code)
 ), due AS (
-    SELECT member_id, CAST(:bonus_points AS bigint) AS points
-      FROM picked WHERE grp = 'treated' AND CAST(:bonus_points AS bigint) IS NOT NULL
+    -- Its own array (not a filter of picked), so that the planner knows how many rows come.
+    SELECT d.member_id, CAST(:bonus_points AS bigint) AS points
+      FROM unnest(CAST(:bonus_member_ids AS bigint[])) AS d(member_id)
 ), {
         credit_many_ctes(
             "'bonus'",
@@ -93,20 +99,20 @@ WITH picked AS (
         )
     }, targeted AS (
     INSERT INTO campaign_targetings (program_id, campaign_id, member_id, run_number, "group",
-                                     points, entry_id, targeted_at)
+                                     points, entry_id, coupon_code, targeted_at)
     SELECT CAST(:program_id AS bigint), CAST(:campaign_id AS bigint), picked.member_id,
            CAST(:run_number AS integer), picked.grp, entry.points, entry.id,
-           CAST(:now AS timestamptz)
+           picked.coupon_code, CAST(:now AS timestamptz)
       FROM picked LEFT JOIN entry USING (member_id)
 ), targeted_event AS (
     INSERT INTO events (program_id, type, member_id, data, created_at)
     SELECT CAST(:program_id AS bigint), 'campaign.targeted', picked.member_id,
-           jsonb_build_object('member_id', m.external_id, 'sequence', picked.sequence,
+           jsonb_build_object('member_id', picked.external_id, 'sequence', picked.sequence,
                               'campaign_id', CAST(:campaign_id AS bigint),
                               'group', picked.grp, 'message', CAST(:message AS text),
-                              'coupon_code', NULL),
+                              'coupon_code', picked.coupon_code),
            CAST(:now AS timestamptz)
-      FROM picked JOIN members AS m ON m.id = picked.member_id
+      FROM picked
 )
 SELECT count(*) FILTER (WHERE grp = 'treated') AS treated,
        count(*) FILTER (WHERE grp = 'holdout') AS holdout
@@ -130,7 +136,7 @@ def _candidates_sql(campaign: Any, now: datetime) -> tuple[str, dict[str, Any]]:
     sql = audience_sql(audience, campaign.program_id, today, campaign.timezone)
     bucket = holdout_bucket_sql("CAST(:campaign_id AS bigint)", "m.id")
     statement = f"""
-SELECT m.id AS member_id,
+SELECT m.id AS member_id, m.external_id,
        CASE WHEN {bucket} < :holdout_percent THEN 'holdout' ELSE 'treated' END AS grp
   FROM members AS m {sql.joins}
  WHERE {sql.where} AND m.id > :cursor
@@ -168,15 +174,33 @@ async def _run_batch(
     if picked:
         member_ids = [row.member_id for row in picked]
         groups = {row.member_id: row.grp for row in picked}
+        external_ids = {row.member_id: row.external_id for row in picked}
         sequences = await lock_members_for_events(conn, member_ids)
         locked = sorted(sequences)
+        codes: dict[int, str] = {}
+        if campaign.reward_id is not None:
+            # One coupon per treated member, costing no points (rewards package).
+            for member_id in locked:
+                if groups[member_id] == "treated":
+                    coupon = await coupons.issue_campaign_coupon(
+                        conn, campaign.program_id, member_id, campaign.reward_id, campaign.id, now
+                    )
+                    codes[member_id] = coupon.code
+        # The statement's joins are right only for the true row counts, which a plan made
+        # for any parameters (a generic plan) cannot know.
+        await conn.execute(_CUSTOM_PLANS)
         outcome = (
             await conn.execute(
                 _ACT,
                 {
                     "member_ids": locked,
+                    "external_ids": [external_ids[m] for m in locked],
+                    "bonus_member_ids": [
+                        m for m in locked if groups[m] == "treated" and campaign.bonus_points
+                    ],
                     "groups": [groups[m] for m in locked],
                     "sequences": [sequences[m] for m in locked],
+                    "coupon_codes": [codes.get(m) for m in locked],
                     "bonus_points": campaign.bonus_points,
                     "reason": f"campaign {campaign.id}",
                     "actor": f"campaign:{campaign.id}",
@@ -213,17 +237,20 @@ async def _run_batch(
 def _runnable(campaign: Any, now: datetime) -> bool:
     return (
         campaign.active
-        and campaign.reward_id is None
         and (campaign.starts_at is None or campaign.starts_at <= now)
         and (campaign.ends_at is None or campaign.ends_at > now)
     )
 
 
 async def run_campaign_now(
-    program_id: int, campaign_id: int, batch_size: int = BATCH_SIZE
+    program_id: int,
+    campaign_id: int,
+    batch_size: int = BATCH_SIZE,
+    at: datetime | None = None,
 ) -> CampaignRunOut:
     """Run a campaign to the end of its run (starting one when none is under way), batch by
-    batch, sharing the run with any worker or call running it at the same time."""
+    batch, sharing the run with any worker or call running it at the same time. ``at``
+    fixes the time of the run (default: the clock at each batch)."""
     treated = holdout = 0
     start = True
     while True:
@@ -233,7 +260,7 @@ async def run_campaign_now(
             ).first()
             if campaign is None:
                 raise NotFoundError(f"No campaign {campaign_id} in this program.")
-            now = clock.now()
+            now = at or clock.now()
             if not _runnable(campaign, now):
                 raise CampaignNotRunnableError(
                     "Only an active campaign within its starts_at/ends_at window runs."
@@ -248,13 +275,13 @@ async def run_campaign_now(
 
 async def run_campaign(
     program_id: int, campaign_id: int, request: IdempotencyRequest | None
-) -> StoredResponse:
+) -> Reply:
     """``POST /v1/campaigns/{id}/run``: the run is many transactions; with a key, its
     answer is stored and a repeat replays it instead of running again."""
 
-    async def compute() -> tuple[int, str]:
+    async def compute() -> Reply:
         result = await run_campaign_now(program_id, campaign_id)
-        return 200, result.model_dump_json()
+        return Reply(result.model_dump_json(), created=False)
 
     return await run_recomputation(program_id, request, compute)
 
@@ -270,3 +297,24 @@ async def run_due_campaigns(now: datetime, batch_size: int = BATCH_SIZE) -> int:
             return 0
         outcome = await _run_batch(conn, campaign, now, batch_size, start=True)
     return max(outcome.treated + outcome.holdout, 1)
+
+
+_TARGETED_MEMBERS = text(
+    """
+SELECT DISTINCT ON (t.member_id) m.external_id, t."group" AS grp, t.targeted_at
+  FROM campaign_targetings AS t JOIN members AS m ON m.id = t.member_id
+ WHERE t.program_id = :program_id AND t.campaign_id = :campaign_id
+ ORDER BY t.member_id, t.targeted_at
+"""
+)
+
+
+async def targeted_members(program_id: int, campaign_id: int) -> list[tuple[str, str, datetime]]:
+    """(external id, group, first targeted at) of every member the campaign targeted."""
+    async with db.read_only() as conn:
+        rows = (
+            await conn.execute(
+                _TARGETED_MEMBERS, {"program_id": program_id, "campaign_id": campaign_id}
+            )
+        ).all()
+    return [(row.external_id, row.grp, row.targeted_at) for row in rows]

@@ -5,7 +5,14 @@
 3. ``max(available + held, 0)`` = sum of remaining lot amounts;
 4. ``available >= 0``, except after a refund clawback;
 5. every entry, lot and event points at an existing member of its own program (these tables
-   carry no foreign keys; see docs/ledger.md).
+   carry no foreign keys; see docs/ledger.md);
+6. every reward redemption has exactly one ``redeem`` entry, of its cost, for its member;
+7. a redemption whose coupon was voided has exactly one ``restore`` entry of its cost (and
+   one whose coupon stands has none), and the redemption is voided exactly when its coupon
+   is void;
+8. a reward's ``redeemed_count`` (so ``stock_remaining = stock - redeemed_count``) is the
+   number of its redemptions whose coupon is active, used or expired, and never exceeds its
+   stock.
 
 ``patron audit`` and the tests run this; it only reads.
 """
@@ -13,6 +20,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import text
 
@@ -97,10 +105,112 @@ SELECT t.program_id, t.member_id, t.what, count(*) AS rows
 )
 
 
+# Invariants 6 and 7: each redemption against its entries and its coupon.
+_REDEMPTIONS = text(
+    """
+SELECT d.program_id, m.external_id, d.id, d.points_spent, d.voided_at IS NOT NULL AS voided,
+       c.status AS coupon_status,
+       count(e.id) FILTER (WHERE e.kind = 'redeem') AS redeems,
+       count(e.id) FILTER (WHERE e.kind = 'redeem' AND e.points = -d.points_spent
+                           AND e.member_id = d.member_id) AS exact_redeems,
+       count(e.id) FILTER (WHERE e.kind = 'restore') AS restores,
+       count(e.id) FILTER (WHERE e.kind = 'restore' AND e.points = d.points_spent
+                           AND e.member_id = d.member_id) AS exact_restores
+  FROM reward_redemptions AS d
+  JOIN members AS m ON m.id = d.member_id
+  LEFT JOIN coupons AS c ON c.redemption_id = d.id
+  LEFT JOIN point_entries AS e ON e.redemption_id = d.id AND e.program_id = d.program_id
+ WHERE CAST(:program_id AS bigint) IS NULL OR d.program_id = :program_id
+ GROUP BY d.program_id, m.external_id, d.id, d.points_spent, d.voided_at, c.status
+HAVING count(e.id) FILTER (WHERE e.kind = 'redeem') <> 1
+    OR count(e.id) FILTER (WHERE e.kind = 'redeem' AND e.points = -d.points_spent
+                           AND e.member_id = d.member_id) <> 1
+    OR count(e.id) FILTER (WHERE e.kind = 'restore')
+       <> CASE WHEN d.voided_at IS NULL THEN 0 ELSE 1 END
+    OR count(e.id) FILTER (WHERE e.kind = 'restore' AND e.points = d.points_spent
+                           AND e.member_id = d.member_id)
+       <> CASE WHEN d.voided_at IS NULL THEN 0 ELSE 1 END
+    OR (d.voided_at IS NOT NULL) <> (c.status IS NOT DISTINCT FROM 'void')
+"""
+)
+# Invariant 8: each reward's count against its standing redemptions and its stock.
+_STOCK = text(
+    """
+SELECT r.program_id, r.id, r.stock, r.redeemed_count,
+       (SELECT count(*) FROM reward_redemptions AS d
+         WHERE d.reward_id = r.id AND d.voided_at IS NULL) AS standing
+  FROM rewards AS r
+ WHERE CAST(:program_id AS bigint) IS NULL OR r.program_id = :program_id
+"""
+)
+
+
+def _redemption_violations(rows: list[Any]) -> list[Violation]:
+    found = []
+    for r in rows:
+        where = f"redemption {r.id}"
+        if r.redeems != 1 or r.exact_redeems != 1:
+            found.append(
+                Violation(
+                    r.program_id,
+                    r.external_id,
+                    6,
+                    f"{where} has {r.redeems} redeem entries, {r.exact_redeems} of its cost",
+                )
+            )
+        expected = 1 if r.voided else 0
+        if r.restores != expected or r.exact_restores != expected:
+            found.append(
+                Violation(
+                    r.program_id,
+                    r.external_id,
+                    7,
+                    f"{where} (voided: {r.voided}) has {r.restores} restore entries, "
+                    f"{r.exact_restores} of its cost",
+                )
+            )
+        if r.voided != (r.coupon_status == "void"):
+            found.append(
+                Violation(
+                    r.program_id,
+                    r.external_id,
+                    7,
+                    f"{where} voided: {r.voided}, but its coupon is {r.coupon_status}",
+                )
+            )
+    return found
+
+
+def _stock_violations(rows: list[Any]) -> list[Violation]:
+    found = []
+    for r in rows:
+        if r.redeemed_count != r.standing:
+            found.append(
+                Violation(
+                    r.program_id,
+                    f"reward #{r.id}",
+                    8,
+                    f"redeemed_count={r.redeemed_count} but {r.standing} redemptions stand",
+                )
+            )
+        if r.stock is not None and r.standing > r.stock:
+            found.append(
+                Violation(
+                    r.program_id,
+                    f"reward #{r.id}",
+                    8,
+                    f"{r.standing} redemptions stand against a stock of {r.stock}",
+                )
+            )
+    return found
+
+
 async def audit(program_id: int | None = None) -> list[Violation]:
     async with db.read_only() as conn:
         rows = (await conn.execute(_AUDIT, {"program_id": program_id})).all()
         strays = (await conn.execute(_STRAYS, {"program_id": program_id})).all()
+        redemptions = (await conn.execute(_REDEMPTIONS, {"program_id": program_id})).all()
+        stock = (await conn.execute(_STOCK, {"program_id": program_id})).all()
     violations: list[Violation] = []
     for r in rows:
         total = r.available + r.held
@@ -125,4 +235,6 @@ async def audit(program_id: int | None = None) -> list[Violation]:
                 f"{stray.rows} {stray.what} row(s) point at no member of this program",
             )
         )
+    violations.extend(_redemption_violations(redemptions))
+    violations.extend(_stock_violations(stock))
     return violations

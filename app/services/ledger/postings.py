@@ -22,33 +22,28 @@ from sqlalchemy import text
 
 from app import db
 from app.clock import clock
-from app.db import Connection, IntegrityError
-from app.errors import InsufficientPointsError, NotFoundError, PatronError
-from app.services import idempotency
-from app.services.idempotency import IdempotencyRequest, StoredResponse
-from app.services.pagination import decode_cursor, encode_cursor
+from app.db import Connection
+from app.errors import InsufficientPointsError, NotFoundError
+from app.services.idempotency import (
+    REMEMBER_CTE,
+    IdempotencyRequest,
+    Reply,
+    idempotent,
+    remember_params,
+)
 from app.services.tiers import tier_evaluation
 
 # The wire form of an entry (api.md "list of entries"), built by PostgreSQL.
 ENTRY_JSON = """(SELECT row_to_json(r) FROM (SELECT
-    {e}.id, {e}.kind, {e}.points, {status} AS status, {e}.order_id, {e}.hold_id, {e}.reason,
-    {e}.created_at, {e}.available_at, {e}.expires_at) AS r)"""
+    {e}.id, {e}.kind, {e}.points, {status} AS status, {e}.order_id, {e}.hold_id,
+    {e}.redemption_id, {e}.campaign_id, {e}.reason, {e}.created_at, {e}.available_at,
+    {e}.expires_at) AS r)"""
 
 # Lots expire at the end of the local day ``points_expiry_days`` after they were earned, in
 # the program's time zone, so a member sees one expiry bucket per day, not one per purchase.
 EXPIRES_AT_SQL = """CASE WHEN p.points_expiry_days IS NULL THEN NULL::timestamptz ELSE
     (date_trunc('day', CAST(:now AS timestamptz) AT TIME ZONE p.timezone)
      + make_interval(days => p.points_expiry_days + 1)) AT TIME ZONE p.timezone END"""
-
-# The idempotency insert joins a statement only when a key was sent; ``body`` is the CTE
-# holding the response text.
-REMEMBER_CTE = """, remembered AS (
-    INSERT INTO idempotency_keys (program_id, key, request_hash, status_code, response,
-                                  created_at)
-    SELECT body.program_id, CAST(:idem_key AS text), CAST(:idem_hash AS bytea),
-           CAST(:idem_status AS integer), body.response, CAST(:now AS timestamptz)
-      FROM body
-)"""
 
 # Spend ``:points`` of ``:member_id``'s lots, soonest-expiring first (never-expiring last).
 # Runs after the member's account row is locked, so it sees every committed lot. When the
@@ -118,6 +113,7 @@ WITH acc AS (
     UPDATE accounts AS a
        SET available = a.available + :points,
            lifetime_earned = a.lifetime_earned + :earned,
+           lifetime_redeemed = a.lifetime_redeemed - :unredeemed,
            version = a.version + 1,
            updated_at = :now
       FROM members AS m
@@ -125,10 +121,10 @@ WITH acc AS (
  RETURNING a.member_id, a.available, a.pending, a.held, a.version
 ), entry AS (
     INSERT INTO point_entries (program_id, member_id, kind, points, status, reason, actor,
-                               created_at, expires_at)
+                               redemption_id, created_at, expires_at)
     SELECT CAST(:program_id AS bigint), acc.member_id, CAST(:kind AS text),
            CAST(:points AS bigint), 'available', CAST(:reason AS text), CAST(:actor AS text),
-           CAST(:now AS timestamptz), {expires_at}
+           CAST(:redemption_id AS bigint), CAST(:now AS timestamptz), {expires_at}
       FROM acc CROSS JOIN programs AS p
      WHERE p.id = :program_id
  RETURNING *
@@ -156,8 +152,10 @@ WITH acc AS (
                                                             'held', acc.held)),
            body.created_at
       FROM body JOIN acc USING (member_id)
+     WHERE CAST(:event_type AS text) IS NOT NULL
 ){remember}
-SELECT response, member_id FROM body
+SELECT body.response, body.member_id, acc.available, acc.pending, acc.held, acc.version
+  FROM body JOIN acc USING (member_id)
 """
 
 _LOCK_FOR_DEBIT_SQL = """
@@ -176,9 +174,9 @@ RETURNING a.member_id, a.available, a.pending, a.held, a.version
 _DEBIT_SQL = """
 WITH {consume}, entry AS (
     INSERT INTO point_entries (program_id, member_id, kind, points, status, reason, actor,
-                               order_id, created_at)
+                               order_id, redemption_id, created_at)
     VALUES (:program_id, :member_id, :kind, -CAST(:points AS bigint), 'available', :reason,
-            :actor, :order_id, :now)
+            :actor, :order_id, :redemption_id, :now)
  RETURNING *
 ), body AS (
     SELECT entry.*, {entry_json}::text AS response FROM entry
@@ -230,17 +228,13 @@ class Posting:
     member: str
     points: int
     kind: str
-    event_type: str
+    # The event the posting writes; None when the caller's own event carries the entry.
+    event_type: str | None
     actor: str
     reason: str | None = None
     order_id: str | None = None
-
-
-def idem_params(request: IdempotencyRequest | None, status_code: int = 201) -> dict[str, Any]:
-    """Bind parameters for REMEMBER_CTE."""
-    if request is None:
-        return {}
-    return {"idem_key": request.key, "idem_hash": request.fingerprint, "idem_status": status_code}
+    # The reward redemption this redeem (or, after a void, restore) belongs to.
+    redemption_id: int | None = None
 
 
 async def member_missing(conn: Connection, program_id: int, member: str) -> bool:
@@ -248,7 +242,7 @@ async def member_missing(conn: Connection, program_id: int, member: str) -> bool
     return found.first() is None
 
 
-async def credit(posting: Posting, request: IdempotencyRequest | None) -> StoredResponse:
+async def credit(posting: Posting, request: IdempotencyRequest | None) -> Reply:
     """Add points that are spendable at once (manual earn, positive adjustment)."""
     now = clock.now()
     params = {
@@ -256,48 +250,44 @@ async def credit(posting: Posting, request: IdempotencyRequest | None) -> Stored
         "member": posting.member,
         "points": posting.points,
         "earned": posting.points if posting.kind == "earn" else 0,
+        "unredeemed": 0,
         "kind": posting.kind,
         "reason": posting.reason,
         "actor": posting.actor,
+        "redemption_id": None,
         "event_type": posting.event_type,
         "now": now,
-        **idem_params(request),
+        **remember_params(request),
     }
     # Earned points count towards tiers: for a program with tiers the credit runs in a
     # transaction that also settles the member's tier; otherwise it is one statement.
     qualifies = posting.kind in QUALIFYING_KINDS and await tier_evaluation.program_has_tiers(
         posting.program_id
     )
-    unit_of_work = db.transaction() if qualifies else db.single_statement()
-    try:
+
+    async def attempt() -> Reply:
+        unit_of_work = db.transaction() if qualifies else db.single_statement()
         async with unit_of_work as conn:
             row = (await conn.execute(_CREDIT[request is not None], params)).first()
             if row is None:
                 raise NotFoundError(f"No member {posting.member!r} in this program.")
             if qualifies:
                 await tier_evaluation.evaluate_locked(conn, [row.member_id], now)
-        return StoredResponse(201, row.response)
-    except IntegrityError as exc:
-        if request is None or not idempotency.is_idempotency_conflict(exc):
-            raise
-        return await idempotency.replay_after_failure(posting.program_id, request, exc)
-    except PatronError as exc:
-        return await idempotency.replay_after_failure(posting.program_id, request, exc)
+        return Reply(row.response)
+
+    return await idempotent(posting.program_id, request, attempt)
 
 
-async def debit(posting: Posting, request: IdempotencyRequest | None) -> StoredResponse:
+async def debit(posting: Posting, request: IdempotencyRequest | None) -> Reply:
     """Remove available points (redeem, negative adjustment), soonest-expiring lots first."""
     now = clock.now()
-    try:
+
+    async def attempt() -> Reply:
         async with db.transaction() as conn:
             body = await debit_in(conn, posting, request, now)
-        return StoredResponse(201, body)
-    except IntegrityError as exc:
-        if request is None or not idempotency.is_idempotency_conflict(exc):
-            raise
-        return await idempotency.replay_after_failure(posting.program_id, request, exc)
-    except PatronError as exc:
-        return await idempotency.replay_after_failure(posting.program_id, request, exc)
+        return Reply(body)
+
+    return await idempotent(posting.program_id, request, attempt)
 
 
 async def debit_in(
@@ -334,86 +324,90 @@ async def debit_in(
         "reason": posting.reason,
         "actor": posting.actor,
         "order_id": posting.order_id,
+        "redemption_id": posting.redemption_id,
         "event_type": posting.event_type,
         "version": locked.version,
         "available": locked.available,
         "pending": locked.pending,
         "held": locked.held,
         "now": now,
-        **idem_params(request),
+        **remember_params(request),
     }
     body: str = (await conn.execute(_DEBIT[request is not None], params)).scalar_one()
     return body
 
 
-_POINTS = text(
-    """
-SELECT a.available, a.pending, a.held, a.lifetime_earned, a.lifetime_redeemed,
-       COALESCE((
-           SELECT json_agg(json_build_object('points', b.points, 'expires_at', b.expires_at)
-                           ORDER BY b.expires_at)
-             FROM (SELECT expires_at, sum(remaining) AS points
-                     FROM point_lots
-                    WHERE member_id = a.member_id AND remaining > 0
-                      AND expires_at IS NOT NULL
-                    GROUP BY expires_at
-                    ORDER BY expires_at
-                    LIMIT 5) AS b), '[]') AS expiring
-  FROM members AS m JOIN accounts AS a ON a.member_id = m.id
- WHERE m.program_id = :program_id AND m.external_id = :member
-"""
-)
+@dataclass(frozen=True, slots=True)
+class PostedCredit:
+    """A credit written inside the caller's transaction, and the balance after it."""
+
+    entry_json: str
+    member_id: int
+    available: int
+    pending: int
+    held: int
+    version: int
 
 
-async def get_points(program_id: int, member: str) -> dict[str, Any]:
-    async with db.read_only() as conn:
-        row = (
-            (await conn.execute(_POINTS, {"program_id": program_id, "member": member}))
-            .mappings()
-            .first()
-        )
+async def credit_in(conn: Connection, posting: Posting, now: datetime) -> PostedCredit:
+    """A spendable credit inside an open transaction (a ``restore`` when a coupon bought with
+    points is voided): the entry, its lot after any debt is repaid, and the balance. A
+    ``restore`` takes its points back out of ``lifetime_redeemed``, as a refund's does."""
+    params = {
+        "program_id": posting.program_id,
+        "member": posting.member,
+        "points": posting.points,
+        "earned": posting.points if posting.kind == "earn" else 0,
+        "unredeemed": posting.points if posting.kind == "restore" else 0,
+        "kind": posting.kind,
+        "reason": posting.reason,
+        "actor": posting.actor,
+        "redemption_id": posting.redemption_id,
+        "event_type": posting.event_type,
+        "now": now,
+    }
+    row = (await conn.execute(_CREDIT[False], params)).first()
     if row is None:
-        raise NotFoundError(f"No member {member!r} in this program.")
-    return dict(row)
+        raise NotFoundError(f"No member {posting.member!r} in this program.")
+    return PostedCredit(
+        row.response, row.member_id, row.available, row.pending, row.held, row.version
+    )
 
 
-# A pending entry shows as available once its release row exists.
-_LISTED_STATUS = "CASE WHEN rel.entry_id IS NULL THEN e.status ELSE 'available' END"
-# A campaign bonus also names its campaign (api.md), appended to the entry's JSON object.
-_LISTED_ENTRY = ENTRY_JSON.format(e="e", status=_LISTED_STATUS) + "::text"
-_TRANSACTIONS = text(
-    f"""
-SELECT e.id,
-       CASE WHEN e.campaign_id IS NULL THEN {_LISTED_ENTRY}
-            ELSE left({_LISTED_ENTRY}, -1) || ',"campaign_id":' || e.campaign_id || '}}'
-       END AS response
-  FROM members AS m
-  JOIN point_entries AS e ON e.member_id = m.id
-  LEFT JOIN point_releases AS rel ON rel.entry_id = e.id
- WHERE m.program_id = :program_id AND m.external_id = :member AND e.id < :before
- ORDER BY e.id DESC
- LIMIT :limit
+@dataclass(frozen=True, slots=True)
+class LockedAccount:
+    """A member's account row, locked for the rest of the caller's transaction."""
+
+    member_id: int
+    member: str
+    available: int
+    tier_key: str | None
+
+
+_LOCK_ACCOUNT = text(
+    """
+SELECT a.member_id, m.external_id, a.available, a.tier_key
+  FROM members AS m JOIN accounts AS a ON a.member_id = m.id
+ WHERE m.program_id = :program_id
+   AND (m.external_id = CAST(:member AS text) OR m.id = CAST(:member_id AS bigint))
+   FOR UPDATE OF a
 """
 )
 
 
-async def list_transactions(
-    program_id: int, member: str, limit: int, cursor: str | None
-) -> tuple[list[str], str | None]:
-    """A page of the member's entries, newest first, as JSON texts."""
-    before = decode_cursor(cursor) if cursor else 2**63 - 1
-    async with db.read_only() as conn:
-        rows = (
-            await conn.execute(
-                _TRANSACTIONS,
-                {"program_id": program_id, "member": member, "before": before, "limit": limit + 1},
-            )
-        ).all()
-        if not rows and await member_missing(conn, program_id, member):
-            raise NotFoundError(f"No member {member!r} in this program.")
-    page = rows[:limit]
-    next_cursor = encode_cursor(page[-1].id) if len(rows) > limit else None
-    return [row.response for row in page], next_cursor
+async def lock_account(
+    conn: Connection, program_id: int, *, member: str | None = None, member_id: int | None = None
+) -> LockedAccount | None:
+    """Lock one member's account (by external id or by id) before anything else the
+    transaction does for them: the fixed lock order of architecture.md."""
+    row = (
+        await conn.execute(
+            _LOCK_ACCOUNT, {"program_id": program_id, "member": member, "member_id": member_id}
+        )
+    ).first()
+    if row is None:
+        return None
+    return LockedAccount(row.member_id, row.external_id, row.available, row.tier_key)
 
 
 _LOCK_AND_SEQUENCE = text(

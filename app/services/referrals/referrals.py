@@ -36,7 +36,7 @@ from app.schemas.referrals import (
     ReferralLinkOut,
 )
 from app.services.events.events import write_event
-from app.services.idempotency import IdempotencyRequest, StoredResponse, constraint_name, run_once
+from app.services.idempotency import IdempotencyRequest, Reply, constraint_name, run_once
 from app.services.ledger.postings import credit_many_ctes
 from app.services.pagination import decode_cursor, encode_cursor
 from app.services.programs import rate_limits
@@ -114,11 +114,11 @@ async def _link_in(conn: Connection, program_id: int, member: str) -> ReferralLi
 
 async def referral_link(
     program_id: int, member: str, request: IdempotencyRequest | None = None
-) -> StoredResponse:
+) -> Reply:
     """The member's code (made on first request, the same ever after) and share link."""
 
-    async def work(conn: Connection) -> tuple[int, str]:
-        return 200, (await _link_in(conn, program_id, member)).model_dump_json()
+    async def work(conn: Connection) -> Reply:
+        return Reply((await _link_in(conn, program_id, member)).model_dump_json(), created=False)
 
     for _ in range(5):
         try:
@@ -253,9 +253,9 @@ async def attribute_in(
 
 async def create_referral(
     program_id: int, code: str, referee: str, request: IdempotencyRequest | None
-) -> StoredResponse:
-    async def work(conn: Connection) -> tuple[int, str]:
-        return 201, await attribute_in(conn, program_id, code, referee, clock.now())
+) -> Reply:
+    async def work(conn: Connection) -> Reply:
+        return Reply(await attribute_in(conn, program_id, code, referee, clock.now()))
 
     return await run_once(program_id, request, work)
 

@@ -33,7 +33,7 @@ from app.schemas.tiers import (
 from app.services.checkout.money import decimal_text
 from app.services.idempotency import (
     IdempotencyRequest,
-    StoredResponse,
+    Reply,
     constraint_name,
     run_once,
     run_recomputation,
@@ -158,18 +158,18 @@ def _raise_duplicate(exc: IntegrityError) -> None:
 
 
 async def _saved(
-    program_id: int, request: IdempotencyRequest | None, change: Any, status_code: int
-) -> StoredResponse:
+    program_id: int, request: IdempotencyRequest | None, change: Any, *, created: bool
+) -> Reply:
     plan_holder: list[Reevaluation] = []
 
-    async def work(conn: Connection) -> tuple[int, str]:
+    async def work(conn: Connection) -> Reply:
         body = await change(conn)
         plan, holders = await _mark_dirty_and_count(conn, program_id)
         plan_holder.append(plan)
         if "key" in body:
             body["members"] = holders.get(body["key"], 0)
         body["reevaluation"] = plan.model_dump(mode="json")
-        return status_code, orjson.dumps(body).decode()
+        return Reply(orjson.dumps(body).decode(), created=created)
 
     try:
         stored = await run_once(program_id, request, work)
@@ -183,7 +183,7 @@ async def _saved(
 
 async def create_tier(
     program_id: int, body: TierCreate, request: IdempotencyRequest | None
-) -> StoredResponse:
+) -> Reply:
     async def change(conn: Connection) -> dict[str, Any]:
         now = clock.now()
         await conn.execute(
@@ -204,10 +204,10 @@ async def create_tier(
         )
         return (await _read_tier(conn, program_id, body.key)).model_dump(mode="json")
 
-    return await _saved(program_id, request, change, 201)
+    return await _saved(program_id, request, change, created=True)
 
 
-async def update_tier(program_id: int, key: str, changes: dict[str, Any]) -> StoredResponse:
+async def update_tier(program_id: int, key: str, changes: dict[str, Any]) -> Reply:
     async def change(conn: Connection) -> dict[str, Any]:
         columns = {"earn_multiplier": "earn_multiplier"}
         assignments = ", ".join(f"{columns.get(c, c)} = :{c}" for c in changes)
@@ -224,10 +224,10 @@ async def update_tier(program_id: int, key: str, changes: dict[str, Any]) -> Sto
             raise NotFoundError(f"No tier {key!r} in this program.")
         return (await _read_tier(conn, program_id, key)).model_dump(mode="json")
 
-    return await _saved(program_id, None, change, 200)
+    return await _saved(program_id, None, change, created=False)
 
 
-async def delete_tier(program_id: int, key: str) -> StoredResponse:
+async def delete_tier(program_id: int, key: str) -> Reply:
     """Delete a tier. Its members are re-evaluated at once against the tiers that remain
     (no grace: the tier they held no longer exists)."""
 
@@ -257,7 +257,7 @@ async def delete_tier(program_id: int, key: str) -> StoredResponse:
         )
         return {}
 
-    return await _saved(program_id, None, change, 200)
+    return await _saved(program_id, None, change, created=False)
 
 
 # --- Policy ----------------------------------------------------------------------------------
@@ -277,7 +277,7 @@ async def get_policy(program_id: int) -> TierPolicyOut:
 
 async def put_policy(
     program_id: int, policy: TierPolicy, request: IdempotencyRequest | None = None
-) -> StoredResponse:
+) -> Reply:
     async def change(conn: Connection) -> dict[str, Any]:
         await conn.execute(
             text(
@@ -294,7 +294,7 @@ async def put_policy(
         )
         return TierPolicyOut(**policy.model_dump()).model_dump(mode="json")
 
-    return await _saved(program_id, request, change, 200)
+    return await _saved(program_id, request, change, created=False)
 
 
 # --- Preview ---------------------------------------------------------------------------------
@@ -302,11 +302,11 @@ async def put_policy(
 
 async def preview_once(
     program_id: int, body: TierPreviewRequest, request: IdempotencyRequest | None
-) -> StoredResponse:
+) -> Reply:
     """The preview, honouring Idempotency-Key like every POST (it changes nothing)."""
 
-    async def compute() -> tuple[int, str]:
-        return 200, (await preview(program_id, body)).model_dump_json()
+    async def compute() -> Reply:
+        return Reply((await preview(program_id, body)).model_dump_json(), created=False)
 
     return await run_recomputation(program_id, request, compute)
 

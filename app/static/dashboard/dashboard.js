@@ -9,6 +9,8 @@ const ENDPOINTS = {
   tiers: "/v1/insights/tiers",
   funnel: "/v1/insights/referral-funnel",
   expiry: "/v1/insights/points-expiry",
+  rewards: "/v1/insights/rewards",
+  campaigns: "/v1/campaigns?limit=10",
   refresh: "/v1/insights/refresh",
 };
 const KEY_STORAGE = "patron.adminKey";
@@ -284,6 +286,212 @@ function tierBars(body) {
   }));
 }
 
+const COUPON_STATUSES = ["active", "used", "expired", "void"];
+
+// Coupons per status; the caption carries the use rate (used out of issued and not voided).
+function couponChart(body) {
+  const coupons = body.coupons;
+  document.querySelector("#chart-coupons .use-rate").textContent =
+    "use rate " + formatPercent(coupons.use_rate);
+  return {
+    title: "Coupons by status",
+    headings: ["Status", "Coupons"],
+    bars: coupons.issued === 0 ? [] : COUPON_STATUSES.map((status) => ({
+      label: status,
+      value: coupons[status],
+      display: formatInteger(coupons[status]),
+    })),
+    emptyNote: "No coupons yet.",
+  };
+}
+
+// --- Campaigns ---------------------------------------------------------------------------
+
+const CAMPAIGN_WINDOW_DAYS = 30;
+const VERDICTS = {
+  positive: "it worked",
+  negative: "it did harm",
+  too_early_to_tell: "too early to tell",
+};
+
+function formatPoints(rate) {
+  // A difference of rates, in percentage points.
+  const points = Number(rate) * 100;
+  return (points > 0 ? "+" : "") + points.toFixed(1) + " pts";
+}
+
+function campaignCost(cost) {
+  const parts = [];
+  if (cost.points_granted) parts.push(formatInteger(cost.points_granted) + " points");
+  if (cost.coupons_issued) {
+    parts.push(`${formatInteger(cost.coupons_used)}/${formatInteger(cost.coupons_issued)} coupons used`);
+  }
+  return parts.join(", ") || "nothing given";
+}
+
+// Per campaign: a bar for each group's return rate, then the lift drawn as its 95% interval
+// around a dashed zero line (an interval that crosses it is "too early to tell").
+function campaignChart(campaigns) {
+  const labelWidth = 170;
+  const valueWidth = 190;
+  const width = 760;
+  const plotWidth = width - labelWidth - valueWidth;
+  const rowHeight = 24;
+  const blockHeight = rowHeight * 3 + 22;
+  const height = campaigns.length * blockHeight + 4;
+  const rateMax = Math.max(
+    ...campaigns.flatMap(({ results }) => [
+      Number(results.treated.return_rate || 0),
+      Number(results.holdout.return_rate || 0),
+    ]),
+    0,
+  ) || 1;
+  const liftMax = Math.max(
+    ...campaigns.flatMap(({ results }) =>
+      (results.lift.return_rate_ci95 || []).map((bound) => Math.abs(Number(bound))),
+    ),
+    0,
+  ) || 1;
+  const id = "t" + Math.random().toString(36).slice(2);
+  const svg = svgElement("svg", {
+    viewBox: `0 0 ${width} ${height}`,
+    width,
+    height,
+    role: "img",
+    "aria-labelledby": id,
+  });
+  const summary = campaigns
+    .map(({ campaign, results }) => `${campaign.name}: ${VERDICTS[results.verdict]}`)
+    .join("; ");
+  svg.append(svgElement("title", { id }, `Campaign results. ${summary}`));
+  campaigns.forEach(({ campaign, results }, index) => {
+    const top = index * blockHeight;
+    const group = svgElement("g", {});
+    group.append(
+      svgElement("text", { class: "campaign-name", x: 0, y: top + 14 }, campaign.name),
+    );
+    group.append(
+      svgElement(
+        "text",
+        { class: "value", x: labelWidth, y: top + 14 },
+        `${VERDICTS[results.verdict]} · cost: ${campaignCost(results.cost)}`,
+      ),
+    );
+    const rows = [
+      ["Treated", results.treated, ""],
+      ["Held out", results.holdout, " alt"],
+    ];
+    rows.forEach(([label, figures, alt], row) => {
+      const y = top + 20 + row * rowHeight;
+      const rate = Number(figures.return_rate || 0);
+      const length = Math.max((rate / rateMax) * plotWidth, rate > 0 ? 2 : 0);
+      const display = figures.return_rate === null
+        ? "no members"
+        : `${formatPercent(figures.return_rate)} of ${formatInteger(figures.members)}`;
+      group.append(svgElement("text", { x: labelWidth - 8, y: y + 14, "text-anchor": "end" }, label));
+      group.append(
+        svgElement("rect", { class: "bar" + alt, x: labelWidth, y, width: length, height: rowHeight - 8, rx: 2 }),
+      );
+      group.append(svgElement("text", { class: "value", x: labelWidth + length + 6, y: y + 14 }, display));
+    });
+    const y = top + 20 + 2 * rowHeight + 8;
+    const zero = labelWidth + plotWidth / 2;
+    const scale = (value) => zero + (Number(value) / liftMax) * (plotWidth / 2);
+    group.append(svgElement("text", { x: labelWidth - 8, y: y + 4, "text-anchor": "end" }, "Lift (95%)"));
+    group.append(svgElement("line", { class: "ci-zero", x1: zero, y1: y - 8, x2: zero, y2: y + 8 }));
+    const interval = results.lift.return_rate_ci95;
+    if (interval) {
+      group.append(
+        svgElement("line", { class: "ci", x1: scale(interval[0]), y1: y, x2: scale(interval[1]), y2: y }),
+      );
+      group.append(svgElement("circle", { class: "ci-point", cx: scale(results.lift.return_rate), cy: y, r: 4 }));
+      group.append(
+        svgElement(
+          "text",
+          { class: "value", x: labelWidth + plotWidth + 8, y: y + 4 },
+          `${formatPoints(results.lift.return_rate)} [${formatPoints(interval[0])}, ${formatPoints(interval[1])}]`,
+        ),
+      );
+    } else {
+      group.append(
+        svgElement("text", { class: "value", x: labelWidth + plotWidth + 8, y: y + 4 }, "no held-out group"),
+      );
+    }
+    svg.append(group);
+  });
+  return svg;
+}
+
+function campaignTable(campaigns) {
+  const table = document.createElement("table");
+  const head = table.createTHead().insertRow();
+  ["Campaign", "Treated", "Held out", "Lift", "95% interval", "Verdict", "Cost"].forEach((heading, index) => {
+    const cell = document.createElement("th");
+    cell.scope = "col";
+    cell.textContent = heading;
+    if (index > 0 && index < 5) cell.className = "num";
+    head.append(cell);
+  });
+  const body = table.createTBody();
+  for (const { campaign, results } of campaigns) {
+    const row = body.insertRow();
+    const name = document.createElement("th");
+    name.scope = "row";
+    name.textContent = campaign.name;
+    row.append(name);
+    const interval = results.lift.return_rate_ci95;
+    const cells = [
+      results.treated.return_rate === null ? "–" : formatPercent(results.treated.return_rate),
+      results.holdout.return_rate === null ? "–" : formatPercent(results.holdout.return_rate),
+      results.lift.return_rate === null ? "–" : formatPoints(results.lift.return_rate),
+      interval ? `${formatPoints(interval[0])} to ${formatPoints(interval[1])}` : "–",
+      VERDICTS[results.verdict],
+      campaignCost(results.cost),
+    ];
+    cells.forEach((text, index) => {
+      const cell = row.insertCell();
+      if (index < 4) cell.className = "num";
+      cell.textContent = text;
+    });
+  }
+  return table;
+}
+
+async function loadCampaigns() {
+  const figure = $("#chart-campaigns");
+  const plot = figure.querySelector(".plot");
+  const table = figure.querySelector(".table");
+  try {
+    const listed = await api(ENDPOINTS.campaigns);
+    const campaigns = await Promise.all(
+      listed.data.map(async (campaign) => ({
+        campaign,
+        results: await api(
+          `/v1/campaigns/${campaign.id}/results?window_days=${CAMPAIGN_WINDOW_DAYS}`,
+        ),
+      })),
+    );
+    const shown = campaigns.filter(({ results }) => results.treated.members + results.holdout.members > 0);
+    plot.replaceChildren();
+    table.replaceChildren();
+    figure.querySelector("details").hidden = shown.length === 0;
+    if (shown.length === 0) {
+      const note = document.createElement("p");
+      note.className = "empty";
+      note.textContent = "No campaign has targeted anyone yet.";
+      plot.append(note);
+      figure.dataset.state = "empty";
+      return;
+    }
+    plot.append(campaignChart(shown));
+    table.append(campaignTable(shown));
+    figure.dataset.state = "ready";
+  } catch (error) {
+    chartFailed("chart-campaigns", error);
+    throw error;
+  }
+}
+
 // --- Loading -----------------------------------------------------------------------------
 
 function periodQuery() {
@@ -360,6 +568,21 @@ async function loadAll() {
         emptyNote: "No referrals yet.",
       };
     }),
+    loadChart("chart-rewards", async () => {
+      const body = await api(ENDPOINTS.rewards);
+      return {
+        title: "Points spent per reward",
+        headings: ["Reward", "Points spent"],
+        bars: body.data.map((reward) => ({
+          label: reward.name,
+          value: reward.points_spent,
+          display: formatInteger(reward.points_spent),
+        })),
+        emptyNote: "No redemptions yet.",
+      };
+    }),
+    loadChart("chart-coupons", async () => couponChart(await api(ENDPOINTS.rewards))),
+    loadCampaigns(),
     loadChart("chart-expiry", async () => {
       const body = await api(ENDPOINTS.expiry);
       return {
