@@ -32,6 +32,7 @@ EventType = Literal[
     "coupon.used",
     "coupon.voided",
     "coupon.expired",
+    "coupon.reactivated",
 ]
 EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]
 

@@ -54,6 +54,7 @@ from app.services.ledger.checkout_postings import (
 )
 from app.services.ledger.postings import CONSUME_LOTS_CTE, ENTRY_JSON
 from app.services.referrals import referrals
+from app.services.rewards import coupons
 from app.services.tiers import tier_evaluation
 
 LOCK_IN_ORDER = text(
@@ -75,8 +76,11 @@ _REFUNDS_JSON = f"""COALESCE((
     SELECT json_agg({REFUND_JSON.format(f="f")} ORDER BY f.id)
       FROM refunds AS f WHERE f.order_pk = {{o}}.id), '[]'::json)"""
 
-# The wire form of an order (api.md), built by PostgreSQL so it can be stored for replay.
-ORDER_JSON = """(SELECT row_to_json(r) FROM (SELECT
+# The wire form of an order (api.md), built by PostgreSQL so it can be stored for replay. An
+# order that used coupons gains ``coupons``; other orders show no such key.
+ORDER_JSON = """(SELECT CASE WHEN {o}.coupons IS NULL THEN row_to_json(r)
+                    ELSE (to_jsonb(r) || jsonb_build_object('coupons', {o}.coupons))::json END
+   FROM (SELECT
     {o}.order_id, {member} AS member_id, {o}.amount, {o}.currency, {o}.points_earned,
     {o}.points_redeemed, {o}.status, {o}.available_at, {o}.occurred_at, {o}.breakdown,
     {refunds} AS refunds, {o}.created_at) AS r)"""
@@ -90,13 +94,14 @@ WITH prog AS (
 ){guard}, ord AS (
     INSERT INTO orders (program_id, order_id, member_id, amount, currency, items, occurred_at,
                         points_earned, points_redeemed, breakdown, status, available_at,
-                        redeem_hold_id, request_hash, created_at, released_at)
+                        redeem_hold_id, coupons, request_hash, created_at, released_at)
     SELECT prog.id, CAST(:order_id AS text), {member_id},
            CAST(:amount AS bigint), CAST(:currency AS text), CAST(:items AS jsonb),
            CAST(:occurred_at AS timestamptz), CAST(:earned AS bigint),
            CAST(:points AS bigint), CAST(:breakdown AS jsonb),
            CASE WHEN prog.available_at <= :now THEN 'available' ELSE 'pending' END,
-           prog.available_at, CAST(:hold_id AS uuid), CAST(:request_hash AS bytea),
+           prog.available_at, CAST(:hold_id AS uuid), CAST(:coupons AS jsonb),
+           CAST(:request_hash AS bytea),
            CAST(:now AS timestamptz),
            CASE WHEN prog.available_at <= :now THEN CAST(:now AS timestamptz) END
       FROM {order_from}
@@ -243,7 +248,8 @@ async def create_order(
     order = _NewOrder(program_id, actor, body, request, now, body.occurred_at or now)
 
     async def attempt() -> Reply:
-        if body.redeem_hold_id is None:
+        # An order that uses coupons locks them after the member's account: the full path.
+        if body.redeem_hold_id is None and body.coupon_codes is None:
             answered = await _create_directly(order)
             if answered is not None:
                 return answered
@@ -284,6 +290,7 @@ class _NewOrder:
             ).decode(),
             "hold_id": None,
             "points": 0,
+            "coupons": None,
             "request_hash": order_fingerprint(body),
             "actor": self.actor,
             "now": self.now,
@@ -350,21 +357,32 @@ async def _create_after_reading_member(order: _NewOrder) -> Reply:
     # otherwise an order without a hold is a single statement.
     tiered = await tier_evaluation.program_has_tiers(program_id)
     try:
-        if body.redeem_hold_id is None and not tiered and referrer_id is None:
+        if (
+            body.redeem_hold_id is None
+            and body.coupon_codes is None
+            and not tiered
+            and referrer_id is None
+        ):
             async with db.single_statement() as conn:
                 created = (await conn.execute(statement, params)).scalar()
         else:
             async with db.transaction() as conn:
-                if referrer_id is not None:
+                if referrer_id is not None or body.coupon_codes is not None:
                     # The referee's order may pay the referral: lock both members in id order
-                    # before anything else.
-                    await conn.execute(
-                        LOCK_IN_ORDER, {"member_ids": sorted({member_id, referrer_id})}
-                    )
+                    # before anything else. Coupons are locked after the member's account.
+                    locked = {member_id} if referrer_id is None else {member_id, referrer_id}
+                    await conn.execute(LOCK_IN_ORDER, {"member_ids": sorted(locked)})
+                applied = None
+                if body.coupon_codes is not None:
+                    applied = await _apply_coupons(conn, order, context, member_id, params)
                 if body.redeem_hold_id is None:
                     created = (await conn.execute(statement, params)).scalar()
                 else:
                     created = await _create_with_hold(conn, program_id, body, params, statement)
+                if created is not None and applied:
+                    await coupons.mark_used(
+                        conn, program_id, applied, body.order_id, member_id, now
+                    )
                 if created is not None and referrer_id is not None:
                     await referrals.on_order_created_in(
                         conn, program_id, member_id, body.order_id, now
@@ -376,6 +394,47 @@ async def _create_after_reading_member(order: _NewOrder) -> Reply:
     if created is not None:
         return Reply(created)
     return await _existing_order(program_id, body, request)
+
+
+async def _apply_coupons(
+    conn: Connection,
+    order: _NewOrder,
+    context: earning.EarnContext,
+    member_id: int,
+    params: dict[str, Any],
+) -> list[coupons.AppliedCoupon]:
+    """Lock and check the order's coupons (the member's account is locked), and earn on the
+    amount minus their discounts. A retry of an order already recorded uses none: it is
+    answered with that order."""
+    body = order.body
+    assert body.coupon_codes is not None
+    if await _order_recorded(conn, order.program_id, body.order_id):
+        raise _OrderExists
+    applied = await coupons.lock_for_order(
+        conn,
+        order.program_id,
+        member_id,
+        body.coupon_codes,
+        body.amount,
+        body.currency,
+        order.now,
+    )
+    # Several coupons may together discount more than the amount; nothing is earned then.
+    earned_on = max(body.amount - sum(item.discount_amount for item in applied), 0)
+    breakdown = earning.compute_breakdown(context, earned_on, body.items, order.occurred_at)
+    params.update(
+        earned=earning.points_earned(breakdown),
+        breakdown=orjson.dumps(
+            [{"source": source, "points": points} for source, points in breakdown]
+        ).decode(),
+        coupons=orjson.dumps(
+            [
+                {"code": item.coupon.code, "discount_amount": item.discount_amount}
+                for item in applied
+            ]
+        ).decode(),
+    )
+    return applied
 
 
 async def _create_with_hold(
@@ -632,6 +691,8 @@ async def _record_refund(
     }
     body: str = (await conn.execute(_REFUND[request is not None], params)).scalar_one()
     await referrals.on_refund_in(conn, program_id, order.id, holder.external_id, now)
+    if order.refunded_amount + amount == order.amount and order.coupons is not None:
+        await coupons.reactivate_for_refund(conn, program_id, order.id, order_id, now)
     if await tier_evaluation.program_has_tiers(program_id):
         await tier_evaluation.evaluate_locked(conn, [holder.member_id], now, "refund")
     return body

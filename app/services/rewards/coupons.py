@@ -27,6 +27,7 @@ from app.errors import (
     CouponNotUsableError,
     CurrencyMismatchError,
     NotFoundError,
+    ValidationError,
 )
 from app.services import idempotency
 from app.services.events.events import write_event
@@ -520,3 +521,145 @@ async def expire_due_coupons(now: datetime, batch_size: int = 500) -> int:
                 now,
             )
     return len(rows)
+
+
+# --- Orders and refunds -----------------------------------------------------------------
+
+_LOCK_FOR_ORDER = text(
+    f"""
+SELECT {COUPON_COLUMNS}
+  FROM coupons AS c LEFT JOIN members AS m ON m.id = c.member_id
+ WHERE c.program_id = :program_id AND c.code = ANY(:codes)
+   FOR UPDATE OF c
+"""
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedCoupon:
+    coupon: Coupon
+    discount_amount: int
+
+
+async def lock_for_order(
+    conn: Connection,
+    program_id: int,
+    member_id: int,
+    codes: list[str],
+    amount: int,
+    currency: str,
+    now: datetime,
+) -> list[AppliedCoupon]:
+    """Lock the coupons an order names (after the member's account: the caller holds it) and
+    check each is usable on it, in the order given; the first that is not refuses the order
+    with 409 ``coupon_not_usable`` and its reason. Codes that are not codes are ``unknown``."""
+    canonical = [normalize_code(code) for code in codes]
+    named = [code for code in canonical if code]
+    if len(set(named)) != len(named):
+        raise ValidationError("A coupon code may be named once.", loc=["body", "coupon_codes"])
+    found = {
+        coupon.code: coupon
+        for coupon in map(
+            Coupon.from_row,
+            (
+                await conn.execute(
+                    _LOCK_FOR_ORDER,
+                    {"program_id": program_id, "codes": named},
+                )
+            ).all(),
+        )
+    }
+    applied = []
+    for typed, code in zip(codes, canonical, strict=True):
+        coupon = found.get(code) if code else None
+        if coupon is None:
+            raise CouponNotUsableError("unknown", f"No coupon {typed!r} in this program.")
+        reason = coupon.unusable_reason(member_id, amount, currency, now)
+        if reason is not None:
+            raise CouponNotUsableError(reason, f"Coupon {coupon.code} cannot be used: {reason}.")
+        applied.append(AppliedCoupon(coupon, coupon.discount_on(amount)))
+    return applied
+
+
+_MARK_USED = text(
+    """
+UPDATE coupons
+   SET status = 'used', order_pk = o.id, order_id = o.order_id, discount_amount = :discount,
+       used_at = :now
+  FROM orders AS o
+ WHERE coupons.id = :coupon_id AND o.program_id = :program_id AND o.order_id = :order_id
+"""
+)
+
+
+async def mark_used(
+    conn: Connection,
+    program_id: int,
+    applied: list[AppliedCoupon],
+    order_id: str,
+    member_id: int,
+    now: datetime,
+) -> None:
+    """The order that used them is recorded: mark each coupon used with it, one
+    ``coupon.used`` event each."""
+    for item in applied:
+        await conn.execute(
+            _MARK_USED,
+            {
+                "coupon_id": item.coupon.id,
+                "program_id": program_id,
+                "order_id": order_id,
+                "discount": item.discount_amount,
+                "now": now,
+            },
+        )
+        used = {**item.coupon.wire(now), "status": "used", "order_id": order_id}
+        await write_event(
+            conn,
+            program_id,
+            "coupon.used",
+            member_id,
+            {
+                "member_id": used["member_id"],
+                "coupon": used,
+                "order_id": order_id,
+                "discount_amount": item.discount_amount,
+            },
+            now,
+        )
+
+
+_REACTIVATE = text(
+    f"""
+WITH freed AS (
+    UPDATE coupons
+       SET status = 'active', order_pk = NULL, order_id = NULL, discount_amount = NULL,
+           used_at = NULL
+     WHERE order_pk = :order_pk AND status = 'used' AND expires_at > :now
+ RETURNING *
+)
+SELECT {COUPON_COLUMNS}
+  FROM freed AS c LEFT JOIN members AS m ON m.id = c.member_id
+ ORDER BY c.id
+"""
+)
+
+
+async def reactivate_for_refund(
+    conn: Connection, program_id: int, order_pk: int, order_id: str, now: datetime
+) -> list[str]:
+    """A full refund of the order: its coupons that have not expired are active again (one
+    ``coupon.reactivated`` event each); returns their codes. The caller holds the member's
+    account and the order."""
+    rows = (await conn.execute(_REACTIVATE, {"order_pk": order_pk, "now": now})).all()
+    for row in rows:
+        coupon = Coupon.from_row(row)
+        await write_event(
+            conn,
+            program_id,
+            "coupon.reactivated",
+            coupon.member_id,
+            {"member_id": coupon.member, "coupon": coupon.wire(now), "order_id": order_id},
+            now,
+        )
+    return [row.code for row in rows]
