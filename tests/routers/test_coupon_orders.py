@@ -72,6 +72,40 @@ class TestOrderWithCoupon:
         assert [c["discount_amount"] for c in order["coupons"]] == [2000, 2000]
         assert order["points_earned"] == 0
 
+    async def test_in_a_program_with_tiers(self, program: Program) -> None:
+        # The earning depends on the member: the order reads the member first, then locks.
+        tier = {"key": "gold", "name": "Gold", "threshold": 0, "earn_multiplier": "2"}
+        assert (await program.post("/v1/tiers", json=tier)).status_code == 201
+        await program.member("m1", points=1000)
+        code = await issued_code(program)
+        response = await place(program, "A-1", [code])
+        assert response.status_code == 201, response.text
+        assert response.json()["breakdown"] == [
+            {"source": "base", "points": 80},
+            {"source": "tier", "points": 80},
+        ]
+        assert (await place(program, "A-1", [code])).status_code == 200
+        await self.assert_refused_twice(program, code)
+
+    async def assert_refused_twice(self, program: Program, code: str) -> None:
+        again = await place(program, "A-2", [code])
+        assert_problem(again, 409, "coupon_not_usable")
+        assert again.json()["reason"] == "used"
+
+    async def test_referee_with_a_pending_referral(self, program: Program) -> None:
+        await program.patch(
+            "/v1/program", json={"referral": {"referrer_points": 10, "referee_points": 5}}
+        )
+        await program.member("friend")
+        link = (await program.post("/v1/members/friend/referral-link")).json()
+        await program.member("m1", points=1000, referral_code=link["code"])
+        code = await issued_code(program)
+        response = await place(program, "A-1", [code])
+        assert response.status_code == 201, response.text
+        assert response.json()["points_earned"] == 80
+        await self.assert_refused_twice(program, code)
+        assert (await program.balance("friend"))["available"] == 10
+
     async def test_plain_order_has_no_coupons_key(self, program: Program) -> None:
         await program.member("m1")
         response = await program.post(

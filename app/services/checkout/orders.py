@@ -118,7 +118,7 @@ WITH prog AS (
     SELECT ord.member_id, ord.id, ord.program_id, ord.available_at, entry.id
       FROM ord LEFT JOIN entry ON true
      WHERE ord.status = 'pending'
-), {order_lot}{capture}, body AS (
+), {order_lot}{capture}{use_coupons}, body AS (
     SELECT ord.program_id, ord.member_id,
            {order_json}::text AS response
       FROM ord
@@ -186,7 +186,9 @@ _CAPTURE_CTES = f""", {CONSUME_LOTS_CTE}, captured AS (
 )"""
 
 
-def _create_statement(*, capture: bool, remember: bool, direct: bool = False) -> Any:
+def _create_statement(
+    *, capture: bool, remember: bool, direct: bool = False, use_coupons: bool = False
+) -> Any:
     return text(
         _CREATE_SQL.format(
             guard=_DIRECT_GUARD if direct else "",
@@ -200,6 +202,7 @@ def _create_statement(*, capture: bool, remember: bool, direct: bool = False) ->
             order_posting=ORDER_POSTING_CTES,
             order_lot=ORDER_LOT_CTE,
             capture=_CAPTURE_CTES if capture else "",
+            use_coupons=coupons.USE_COUPONS_CTES if use_coupons else "",
             order_json=ORDER_JSON.format(
                 o="ord", member="CAST(:member AS text)", refunds="'[]'::json"
             ),
@@ -209,9 +212,12 @@ def _create_statement(*, capture: bool, remember: bool, direct: bool = False) ->
 
 
 _CREATE = {
-    (capture, remember): _create_statement(capture=capture, remember=remember)
+    (capture, remember, use_coupons): _create_statement(
+        capture=capture, remember=remember, use_coupons=use_coupons
+    )
     for capture in (False, True)
     for remember in (False, True)
+    for use_coupons in (False, True)
 }
 _CREATE_DIRECT = {
     remember: _create_statement(capture=False, remember=remember, direct=True)
@@ -248,9 +254,11 @@ async def create_order(
     order = _NewOrder(program_id, actor, body, request, now, body.occurred_at or now)
 
     async def attempt() -> Reply:
-        # An order that uses coupons locks them after the member's account: the full path.
-        if body.redeem_hold_id is None and body.coupon_codes is None:
-            answered = await _create_directly(order)
+        if body.redeem_hold_id is None:
+            # An order that uses coupons locks them after the member's account, so it is a
+            # transaction; in the common program it needs no read before it.
+            direct = _create_directly if body.coupon_codes is None else _create_with_coupons
+            answered = await direct(order)
             if answered is not None:
                 return answered
         return await _create_after_reading_member(order)
@@ -339,6 +347,59 @@ async def _create_directly(order: _NewOrder) -> Reply | None:
     return None
 
 
+# The member's account locked by the shop's id (the first lock of an order using coupons),
+# with what decides whether the common path may go on: the program's currency and earning
+# setup version, and a pending referral (whose payout locks the referrer too, in id order).
+_LOCK_COUPON_BUYER = text(
+    """
+SELECT a.member_id, p.currency, p.config_version,
+       EXISTS (SELECT 1 FROM referrals AS f
+                WHERE f.program_id = p.id AND f.referee_id = a.member_id
+                  AND f.status = 'pending') AS referral_pending
+  FROM members AS m
+  JOIN accounts AS a ON a.member_id = m.id
+  JOIN programs AS p ON p.id = m.program_id
+ WHERE m.program_id = :program_id AND m.external_id = :member
+   FOR UPDATE OF a
+"""
+)
+
+
+async def _create_with_coupons(order: _NewOrder) -> Reply | None:
+    """An order with coupons in a program whose earning does not depend on the member: lock
+    the account, then the coupons, then one order statement that also marks them used. None
+    when it needs the full path (the earning depends on the member, the setup changed, or a
+    pending referral needs both members locked in id order)."""
+    body, request = order.body, order.request
+    setup = await earning.program_earning(order.program_id)
+    if setup.member_dependent:
+        return None
+    try:
+        async with db.transaction() as conn:
+            buyer = (
+                await conn.execute(
+                    _LOCK_COUPON_BUYER, {"program_id": order.program_id, "member": body.member_id}
+                )
+            ).first()
+            if buyer is None:
+                raise order.unknown_member()
+            if body.currency != buyer.currency:
+                raise order.currency_mismatch(buyer.currency)
+            if buyer.referral_pending or buyer.config_version != setup.config_version:
+                return None  # nothing written; the full path takes it from here
+            context = setup.context()
+            params = order.params([])
+            params["member_id"] = buyer.member_id
+            await _apply_coupons(conn, order, context, buyer.member_id, params)
+            statement = _CREATE[(False, request is not None, True)]
+            created = (await conn.execute(statement, params)).scalar()
+    except coupons.CouponUsedByThisOrder:
+        created = None
+    if created is not None:
+        return Reply(created)
+    return await _existing_order(order.program_id, body, request)
+
+
 async def _create_after_reading_member(order: _NewOrder) -> Reply:
     program_id, body, request, now = order.program_id, order.body, order.request, order.now
     async with db.read_only() as conn:
@@ -352,7 +413,9 @@ async def _create_after_reading_member(order: _NewOrder) -> Reply:
     breakdown = earning.compute_breakdown(context, body.amount, body.items, order.occurred_at)
     params = order.params(breakdown)
     params["member_id"] = member_id
-    statement = _CREATE[(body.redeem_hold_id is not None, request is not None)]
+    statement = _CREATE[
+        (body.redeem_hold_id is not None, request is not None, body.coupon_codes is not None)
+    ]
     # For a program with tiers the order also settles the member's tier, in one transaction;
     # otherwise an order without a hold is a single statement.
     tiered = await tier_evaluation.program_has_tiers(program_id)
@@ -372,24 +435,19 @@ async def _create_after_reading_member(order: _NewOrder) -> Reply:
                     # before anything else. Coupons are locked after the member's account.
                     locked = {member_id} if referrer_id is None else {member_id, referrer_id}
                     await conn.execute(LOCK_IN_ORDER, {"member_ids": sorted(locked)})
-                applied = None
                 if body.coupon_codes is not None:
-                    applied = await _apply_coupons(conn, order, context, member_id, params)
+                    await _apply_coupons(conn, order, context, member_id, params)
                 if body.redeem_hold_id is None:
                     created = (await conn.execute(statement, params)).scalar()
                 else:
                     created = await _create_with_hold(conn, program_id, body, params, statement)
-                if created is not None and applied:
-                    await coupons.mark_used(
-                        conn, program_id, applied, body.order_id, member_id, now
-                    )
                 if created is not None and referrer_id is not None:
                     await referrals.on_order_created_in(
                         conn, program_id, member_id, body.order_id, now
                     )
                 if created is not None and tiered:
                     await tier_evaluation.evaluate_locked(conn, [member_id], now)
-    except _OrderExists:
+    except (_OrderExists, coupons.CouponUsedByThisOrder):
         created = None
     if created is not None:
         return Reply(created)
@@ -402,18 +460,17 @@ async def _apply_coupons(
     context: earning.EarnContext,
     member_id: int,
     params: dict[str, Any],
-) -> list[coupons.AppliedCoupon]:
+) -> None:
     """Lock and check the order's coupons (the member's account is locked), and earn on the
-    amount minus their discounts. A retry of an order already recorded uses none: it is
-    answered with that order."""
+    amount minus their discounts; the order statement marks them used. A retry of an order
+    that used them is answered with that order (coupons.CouponUsedByThisOrder)."""
     body = order.body
     assert body.coupon_codes is not None
-    if await _order_recorded(conn, order.program_id, body.order_id):
-        raise _OrderExists
     applied = await coupons.lock_for_order(
         conn,
         order.program_id,
         member_id,
+        body.order_id,
         body.coupon_codes,
         body.amount,
         body.currency,
@@ -433,8 +490,8 @@ async def _apply_coupons(
                 for item in applied
             ]
         ).decode(),
+        **coupons.use_params(applied),
     )
-    return applied
 
 
 async def _create_with_hold(

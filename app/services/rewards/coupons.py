@@ -316,11 +316,16 @@ async def list_member_coupons(
 
 # --- Validation (writes nothing) --------------------------------------------------------
 
-_MEMBER_AND_CURRENCY = text(
-    """
-SELECT m.id AS member_id, p.currency
-  FROM programs AS p LEFT JOIN members AS m
-    ON m.program_id = p.id AND m.external_id = :member
+# The program's currency, the member and the coupon, in one read. The coupon's columns are
+# COUPON_COLUMNS, its member's external id read apart from the member being validated for.
+_VALIDATION_CONTEXT = text(
+    f"""
+SELECT p.currency AS program_currency, asked.id AS asking_member_id,
+       {COUPON_COLUMNS}
+  FROM programs AS p
+  LEFT JOIN members AS asked ON asked.program_id = p.id AND asked.external_id = :member
+  LEFT JOIN coupons AS c ON c.program_id = p.id AND c.code = :code
+  LEFT JOIN members AS m ON m.id = c.member_id
  WHERE p.id = :program_id
 """
 )
@@ -333,20 +338,23 @@ async def validate_coupon(
     rules as the order path, without locking or writing anything."""
     now = clock.now()
     async with db.read_only() as conn:
-        context = (
-            await conn.execute(_MEMBER_AND_CURRENCY, {"program_id": program_id, "member": member})
+        row = (
+            await conn.execute(
+                _VALIDATION_CONTEXT,
+                {"program_id": program_id, "member": member, "code": normalize_code(code)},
+            )
         ).one()
-        coupon = await find_coupon(conn, program_id, code)
-    if context.member_id is None:
+    if row.asking_member_id is None:
         raise NotFoundError(f"No member {member!r} in this program.")
-    if currency != context.currency:
+    if currency != row.program_currency:
         raise CurrencyMismatchError(
-            f"This program keeps {context.currency}; the amount was in {currency}."
+            f"This program keeps {row.program_currency}; the amount was in {currency}."
         )
+    coupon = Coupon.from_row(row) if row.id is not None else None
     reason = (
         "unknown"
         if coupon is None
-        else coupon.unusable_reason(context.member_id, amount, currency, now)
+        else coupon.unusable_reason(row.asking_member_id, amount, currency, now)
     )
     discount = 0 if coupon is None or reason is not None else coupon.discount_on(amount)
     return dumps({"valid": reason is None, "discount_amount": discount, "reason": reason})
@@ -535,6 +543,11 @@ SELECT {COUPON_COLUMNS}
 )
 
 
+class CouponUsedByThisOrder(Exception):
+    """The order naming the coupon is the one that used it: a retry of a recorded order,
+    to be answered with that order."""
+
+
 @dataclass(frozen=True, slots=True)
 class AppliedCoupon:
     coupon: Coupon
@@ -545,6 +558,7 @@ async def lock_for_order(
     conn: Connection,
     program_id: int,
     member_id: int,
+    order_id: str,
     codes: list[str],
     amount: int,
     currency: str,
@@ -552,7 +566,8 @@ async def lock_for_order(
 ) -> list[AppliedCoupon]:
     """Lock the coupons an order names (after the member's account: the caller holds it) and
     check each is usable on it, in the order given; the first that is not refuses the order
-    with 409 ``coupon_not_usable`` and its reason. Codes that are not codes are ``unknown``."""
+    with 409 ``coupon_not_usable`` and its reason. Codes that are not codes are ``unknown``.
+    A coupon this very order used means the order is a retry: CouponUsedByThisOrder."""
     canonical = [normalize_code(code) for code in codes]
     named = [code for code in canonical if code]
     if len(set(named)) != len(named):
@@ -572,6 +587,8 @@ async def lock_for_order(
     applied = []
     for typed, code in zip(codes, canonical, strict=True):
         coupon = found.get(code) if code else None
+        if coupon is not None and coupon.status == "used" and coupon.order_id == order_id:
+            raise CouponUsedByThisOrder
         if coupon is None:
             raise CouponNotUsableError("unknown", f"No coupon {typed!r} in this program.")
         reason = coupon.unusable_reason(member_id, amount, currency, now)
@@ -581,52 +598,49 @@ async def lock_for_order(
     return applied
 
 
-_MARK_USED = text(
-    """
-UPDATE coupons
-   SET status = 'used', order_pk = o.id, order_id = o.order_id, discount_amount = :discount,
-       used_at = :now
-  FROM orders AS o
- WHERE coupons.id = :coupon_id AND o.program_id = :program_id AND o.order_id = :order_id
-"""
-)
+# The coupon's wire form (api.md) built in SQL from a coupons row ``{c}``, for statements that
+# write its event themselves.
+COUPON_JSON = """jsonb_build_object(
+    'code', {c}.code,
+    'member_id', (SELECT external_id FROM members WHERE id = {c}.member_id),
+    'kind', {c}.kind, 'value', {c}.value, 'currency', {c}.currency,
+    'min_order_amount', {c}.min_order_amount, 'status', {c}.status, 'source', {c}.source,
+    'reward_id', {c}.reward_id, 'campaign_id', {c}.campaign_id, 'order_id', {c}.order_id,
+    'expires_at', {c}.expires_at, 'created_at', {c}.created_at)"""
+
+# CTEs that join the order statement (app/services/checkout/orders.py) when the order uses
+# coupons: mark each used with the order and write its ``coupon.used`` event. Reads ``ord``
+# (the inserted order: none when the order_id was taken, and then nothing is marked) and
+# ``acc`` (the account after the order). Binds :coupon_ids and :discounts (arrays in the same
+# order, from ``lock_for_order``), :member and :now. Starts with a comma.
+USE_COUPONS_CTES = f""", applied AS (
+    SELECT * FROM unnest(CAST(:coupon_ids AS bigint[]), CAST(:discounts AS bigint[]))
+        AS a(coupon_id, discount)
+), used AS (
+    UPDATE coupons AS c
+       SET status = 'used', order_pk = ord.id, order_id = ord.order_id,
+           discount_amount = applied.discount, used_at = CAST(:now AS timestamptz)
+      FROM ord CROSS JOIN applied
+     WHERE c.id = applied.coupon_id
+ RETURNING c.*
+), used_event AS (
+    INSERT INTO events (program_id, type, member_id, data, created_at)
+    SELECT used.program_id, 'coupon.used', acc.member_id,
+           jsonb_build_object('member_id', CAST(:member AS text), 'sequence', acc.version,
+                              'coupon', {COUPON_JSON.format(c="used")},
+                              'order_id', used.order_id,
+                              'discount_amount', used.discount_amount),
+           CAST(:now AS timestamptz)
+      FROM used CROSS JOIN acc
+)"""
 
 
-async def mark_used(
-    conn: Connection,
-    program_id: int,
-    applied: list[AppliedCoupon],
-    order_id: str,
-    member_id: int,
-    now: datetime,
-) -> None:
-    """The order that used them is recorded: mark each coupon used with it, one
-    ``coupon.used`` event each."""
-    for item in applied:
-        await conn.execute(
-            _MARK_USED,
-            {
-                "coupon_id": item.coupon.id,
-                "program_id": program_id,
-                "order_id": order_id,
-                "discount": item.discount_amount,
-                "now": now,
-            },
-        )
-        used = {**item.coupon.wire(now), "status": "used", "order_id": order_id}
-        await write_event(
-            conn,
-            program_id,
-            "coupon.used",
-            member_id,
-            {
-                "member_id": used["member_id"],
-                "coupon": used,
-                "order_id": order_id,
-                "discount_amount": item.discount_amount,
-            },
-            now,
-        )
+def use_params(applied: list[AppliedCoupon]) -> dict[str, Any]:
+    """Bind parameters of USE_COUPONS_CTES."""
+    return {
+        "coupon_ids": [item.coupon.id for item in applied],
+        "discounts": [item.discount_amount for item in applied],
+    }
 
 
 _REACTIVATE = text(
