@@ -73,7 +73,8 @@ SHARED = "HOLD_ID TOKEN CODE REWARD_ID COUPON"
 
 def run_blocks(blocks: list[str], base: str, key: str) -> list[list[str]]:
     """Run each block in bash; returns each block's output lines. Blocks share shell
-    variables (HOLD_ID, TOKEN, CODE, REWARD_ID, COUPON), as when pasted into one terminal one after another."""
+    variables (HOLD_ID, TOKEN, CODE, REWARD_ID, COUPON), as when pasted into one terminal one
+    after another."""
     outputs = []
     env = {**os.environ, "PATRON": base, "KEY": key}
     carried = ""
@@ -149,9 +150,7 @@ class TestRewardsGuide:
         outputs = run_blocks(blocks, server, key)
         reward_id = int(outputs[1][-1])
         catalog = json_documents(outputs[2])[-1]["data"]
-        assert [(r["id"], r["eligible"], r["reason"]) for r in catalog] == [
-            (reward_id, True, None)
-        ]
+        assert [(r["id"], r["eligible"], r["reason"]) for r in catalog] == [(reward_id, True, None)]
         code = outputs[3][-1]
         assert len(code) == 12
         assert json_documents(outputs[4])[-1] == {
