@@ -46,6 +46,7 @@ from app.services.idempotency import (
     idempotent,
     remember_params,
 )
+from app.services.ledger import accounts
 from app.services.ledger.checkout_postings import (
     CAPTURE_REDEEM_CTE,
     ORDER_LOT_CTE,
@@ -564,14 +565,6 @@ async def get_order(program_id: int, order_id: str) -> str:
 
 # --- Refunds -------------------------------------------------------------------------------
 
-_LOCK_ORDER_HOLDER = text(
-    """
-UPDATE accounts AS a SET version = a.version + 1
-  FROM orders AS o JOIN members AS m ON m.id = o.member_id
- WHERE o.program_id = :program_id AND o.order_id = :order_id AND a.member_id = o.member_id
-RETURNING a.member_id, m.external_id, o.order_id
-"""
-)
 _READ_ORDER = text(
     "SELECT * FROM orders WHERE program_id = :program_id AND order_id = :order_id FOR UPDATE"
 )
@@ -671,7 +664,8 @@ async def create_refund(
             async with db.transaction() as conn:
                 holder = (
                     await conn.execute(
-                        _LOCK_ORDER_HOLDER, {"program_id": program_id, "order_id": order_id}
+                        accounts.LOCK_HOLDER_OF_ORDER,
+                        {"program_id": program_id, "order_id": order_id},
                     )
                 ).first()
                 if holder is None:
