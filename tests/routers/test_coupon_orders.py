@@ -8,8 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from app.clock import clock
-from tests.conftest import Program
-from tests.routers.test_auth import assert_problem
+from tests.conftest import Program, assert_problem
 from tests.routers.test_events import feed
 from tests.routers.test_rewards import coupon, redeemed, reward
 

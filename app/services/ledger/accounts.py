@@ -9,6 +9,7 @@ the balance it depends on.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import text
@@ -79,3 +80,39 @@ async def detach_tier(conn: Connection, program_id: int, key: str) -> None:
     """Members of a tier that is being deleted lose it, locked in id order (the fixed lock
     order); the re-evaluation that follows gives them the tier they now qualify for."""
     await conn.execute(_DETACH_TIER, {"program_id": program_id, "key": key})
+
+
+@dataclass(frozen=True, slots=True)
+class LockedAccount:
+    """A member's account row, locked for the rest of the caller's transaction."""
+
+    member_id: int
+    member: str
+    available: int
+    tier_key: str | None
+
+
+_LOCK_ACCOUNT = text(
+    """
+SELECT a.member_id, m.external_id, a.available, a.tier_key
+  FROM members AS m JOIN accounts AS a ON a.member_id = m.id
+ WHERE m.program_id = :program_id
+   AND (m.external_id = CAST(:member AS text) OR m.id = CAST(:member_id AS bigint))
+   FOR UPDATE OF a
+"""
+)
+
+
+async def lock_account(
+    conn: Connection, program_id: int, *, member: str | None = None, member_id: int | None = None
+) -> LockedAccount | None:
+    """Lock one member's account (by external id or by id) before anything else the
+    transaction does for them: the fixed lock order of architecture.md."""
+    row = (
+        await conn.execute(
+            _LOCK_ACCOUNT, {"program_id": program_id, "member": member, "member_id": member_id}
+        )
+    ).first()
+    if row is None:
+        return None
+    return LockedAccount(row.member_id, row.external_id, row.available, row.tier_key)

@@ -32,7 +32,8 @@ from app.errors import (
 from app.services import idempotency
 from app.services.events.events import write_event
 from app.services.idempotency import IdempotencyRequest, Reply
-from app.services.ledger.postings import Posting, credit_in, lock_account
+from app.services.ledger.accounts import lock_account
+from app.services.ledger.postings import Posting, credit_in
 from app.services.pagination import decode_cursor, encode_cursor
 from app.services.rewards.codes import new_code, normalize_code
 
