@@ -83,6 +83,9 @@ class Order(Base):
     status: Mapped[str] = mapped_column(String(16))
     available_at: Mapped[datetime]
     redeem_hold_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    # The coupons the order used, as its reply shows them ([{code, discount_amount}]); null
+    # for an order that named none. Kept after a full refund frees the coupons again.
+    coupons: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB)
     refunded_amount: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     points_reversed: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     points_restored: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))

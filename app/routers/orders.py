@@ -37,7 +37,7 @@ OrderIdPath = Annotated[str, Path(min_length=1, max_length=128, examples=["A-100
         },
         **problems(
             (404, "not_found"),
-            (409, "order_conflict, hold_not_active"),
+            (409, "order_conflict, hold_not_active, coupon_not_usable (with reason)"),
             (422, "currency_mismatch"),
         ),
     },
@@ -50,8 +50,10 @@ async def create_order(
 ) -> Response:
     """Record an order and credit what it earns (see the breakdown rules). With
     `pending_days` > 0 the points are pending until `occurred_at + pending_days`.
-    `redeem_hold_id` captures that hold as part of the order, atomically. `order_id` is the
-    natural idempotency key: sending the same order again is always safe."""
+    `redeem_hold_id` captures that hold as part of the order, atomically; `coupon_codes` uses
+    those coupons in the same transaction (the order earns on `amount` minus their
+    discounts). `order_id` is the natural idempotency key: sending the same order again is
+    always safe."""
     body = await read_json_body(request, OrderCreate)
     reply = await orders.create_order(
         principal.program_id,

@@ -19,8 +19,8 @@ from app.routers.deps import (
     reply_json,
 )
 from app.schemas.common import Page
+from app.schemas.orders import CouponCode
 from app.schemas.rewards import (
-    CouponCode,
     CouponOut,
     CouponStatus,
     CouponValidateRequest,

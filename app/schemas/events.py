@@ -32,6 +32,7 @@ EventType = Literal[
     "coupon.used",
     "coupon.voided",
     "coupon.expired",
+    "coupon.reactivated",
     "campaign.targeted",
     "points.expiring",
     "tier.downgrade_scheduled",

@@ -13,6 +13,12 @@ Currency = Annotated[
     str, StringConstraints(pattern=r"^[A-Z]{3}$"), Field(description="ISO 4217, e.g. CNY.")
 ]
 OrderId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=NO_NUL)]
+CouponCode = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=64, pattern=NO_NUL),
+    Field(description="12 Crockford base32 characters; case-insensitive."),
+]
+MAX_COUPONS = 5
 MAX_ITEMS = 200
 
 
@@ -76,6 +82,13 @@ class OrderCreate(QuoteRequest):
     redeem_hold_id: str | None = Field(
         default=None, description="An active hold to capture as part of this order."
     )
+    coupon_codes: list[CouponCode] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_COUPONS,
+        description="Coupons to use with this order, in the same transaction; the order "
+        "earns points on `amount` minus their discounts.",
+    )
 
     model_config = {
         "json_schema_extra": {
@@ -94,6 +107,13 @@ class OrderCreate(QuoteRequest):
             ]
         }
     }
+
+    @field_validator("coupon_codes")
+    @classmethod
+    def _codes_unique(cls, codes: list[str] | None) -> list[str] | None:
+        if codes is not None and len({code.upper() for code in codes}) != len(codes):
+            raise ValueError("a coupon code may be named once")
+        return codes
 
     @field_validator("occurred_at")
     @classmethod
@@ -118,6 +138,11 @@ class RefundOut(BaseModel):
     created_at: Timestamp
 
 
+class OrderCoupon(BaseModel):
+    code: str
+    discount_amount: int = Field(description="Minor units, computed on `amount`.")
+
+
 class OrderOut(BaseModel):
     order_id: str
     member_id: str
@@ -130,4 +155,7 @@ class OrderOut(BaseModel):
     occurred_at: Timestamp
     breakdown: list[BreakdownLine]
     refunds: list[RefundOut]
+    coupons: list[OrderCoupon] | None = Field(
+        default=None, description="Only for an order that used coupons (`coupon_codes`)."
+    )
     created_at: Timestamp

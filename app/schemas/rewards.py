@@ -30,11 +30,6 @@ MinOrderAmount = Annotated[int, Field(strict=True, ge=0, le=MAX_AMOUNT)]
 Stock = Annotated[int, Field(strict=True, ge=0, le=10**9)]
 PerMemberLimit = Annotated[int, Field(strict=True, ge=1, le=10**6)]
 CouponTtlDays = Annotated[int, Field(strict=True, ge=1, le=3650)]
-CouponCode = Annotated[
-    str,
-    StringConstraints(min_length=1, max_length=64),
-    Field(description="12 Crockford base32 characters; case-insensitive."),
-]
 
 
 def _time_text(value: object) -> object:

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import postgresql
 
 revision: str = "0012"
 down_revision: str | None = "0011"
@@ -182,6 +183,10 @@ def upgrade() -> None:
         postgresql_where=sa.text("order_pk IS NOT NULL"),
     )
     op.add_column("point_entries", sa.Column("redemption_id", sa.BigInteger(), nullable=True))
+    op.add_column(
+        "orders",
+        sa.Column("coupons", postgresql.JSONB(astext_type=sa.Text()), nullable=True),
+    )
     op.create_index(
         "ix_point_entries_redemption_id",
         "point_entries",
@@ -192,6 +197,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_column("orders", "coupons")
     op.drop_index(
         "ix_point_entries_redemption_id",
         table_name="point_entries",

@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
+from app import db
+from app.clock import clock
+from app.services.rewards.coupons import issue_campaign_coupon
 from tests.conftest import Program
 
 
@@ -78,3 +81,84 @@ class TestVoidRace:
         assert (await program.balance("m1"))["available"] == 100
         reward = (await program.get(f"/v1/rewards/{reward_id}")).json()
         assert reward["stock_remaining"] == 1
+
+
+async def coupon_of(program: Program, member: str) -> str:
+    reward_id = await new_reward(program, kind="fixed_discount", value=1000)
+    response = await program.post(f"/v1/members/{member}/rewards/{reward_id}/redeem")
+    assert response.status_code == 201, response.text
+    code: str = response.json()["coupon"]["code"]
+    return code
+
+
+def order(order_id: str, code: str, member: str = "m1") -> dict[str, object]:
+    return {
+        "order_id": order_id,
+        "member_id": member,
+        "amount": 5000,
+        "currency": "CNY",
+        "coupon_codes": [code],
+    }
+
+
+class TestCouponOnTwoOrders:
+    async def test_one_order_uses_it(self, program: Program) -> None:
+        for round_number in range(5):
+            member = f"m{round_number}"
+            await program.member(member, points=100)
+            code = await coupon_of(program, member)
+            first, second = await asyncio.gather(
+                program.post("/v1/orders", json=order(f"A-{member}", code, member)),
+                program.post("/v1/orders", json=order(f"B-{member}", code, member)),
+            )
+            statuses = sorted((first.status_code, second.status_code))
+            assert statuses == [201, 409], (first.text, second.text)
+            loser = first if first.status_code == 409 else second
+            assert (loser.json()["code"], loser.json()["reason"]) == ("coupon_not_usable", "used")
+            winner = first if first.status_code == 201 else second
+            shown = (await program.get(f"/v1/coupons/{code}")).json()
+            assert (shown["status"], shown["order_id"]) == ("used", winner.json()["order_id"])
+            loser_id = (
+                "B-" + member if winner.json()["order_id"] == "A-" + member else "A-" + member
+            )
+            assert (await program.get(f"/v1/orders/{loser_id}")).status_code == 404
+
+    async def test_campaign_coupon_of_no_member_on_two_members(self, program: Program) -> None:
+        await program.member("m1")
+        await program.member("m2")
+        reward_id = await new_reward(program, kind="fixed_discount", value=1000)
+        async with db.transaction() as conn:
+            issued = await issue_campaign_coupon(conn, program.id, None, reward_id, 7, clock.now())
+        first, second = await asyncio.gather(
+            program.post("/v1/orders", json=order("A-1", issued.code, "m1")),
+            program.post("/v1/orders", json=order("A-2", issued.code, "m2")),
+        )
+        assert sorted((first.status_code, second.status_code)) == [201, 409]
+
+
+class TestVoidRacingAnOrder:
+    async def test_exactly_one_wins(self, program: Program) -> None:
+        outcomes: Counter[str] = Counter()
+        for round_number in range(8):
+            member = f"m{round_number}"
+            await program.member(member, points=100)
+            code = await coupon_of(program, member)
+            placed, voided = await asyncio.gather(
+                program.post("/v1/orders", json=order(f"A-{member}", code, member)),
+                program.post(f"/v1/coupons/{code}/void"),
+            )
+            shown = (await program.get(f"/v1/coupons/{code}")).json()
+            balance = await program.balance(member)
+            if placed.status_code == 201:
+                assert voided.status_code == 409, voided.text
+                assert voided.json()["reason"] == "used"
+                assert shown["status"] == "used"
+                assert balance["available"] == 100 - 100 + 40  # spent, then earned on 4000
+                outcomes["order"] += 1
+            else:
+                assert (placed.status_code, voided.status_code) == (409, 200), placed.text
+                assert placed.json()["reason"] == "void"
+                assert shown["status"] == "void"
+                assert balance["available"] == 100
+                outcomes["void"] += 1
+        assert sum(outcomes.values()) == 8

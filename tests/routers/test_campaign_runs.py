@@ -8,9 +8,6 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import text
-
-from app import db
 from app.clock import clock
 from app.services.campaigns.assignment import group_for
 from app.services.campaigns.results import difference_interval
@@ -167,18 +164,19 @@ class TestRunCouponCampaign:
             assert coupon["campaign_id"] == campaign["id"]
             assert coupon["member_id"] == row.external_id
             assert (await program.balance(row.external_id))["available"] == 0
-        # One used coupon shows in the cost. Checkouts do not take coupon_codes in this
-        # build yet, so the use is written as the checkout will write it.
-        code = events[treated[0].external_id]["coupon_code"]
-        async with db.transaction() as conn:
-            await conn.execute(
-                text(
-                    "UPDATE coupons SET status = 'used', order_id = 'C-1', "
-                    "discount_amount = 2000, used_at = :now "
-                    "WHERE program_id = :p AND code = :code"
-                ),
-                {"p": program.id, "code": code, "now": NOW},
-            )
+        # One coupon used at checkout shows in the cost.
+        first = treated[0].external_id
+        order = await program.post(
+            "/v1/orders",
+            json={
+                "order_id": "C-1",
+                "member_id": first,
+                "amount": 20_000,
+                "currency": "CNY",
+                "coupon_codes": [events[first]["coupon_code"]],
+            },
+        )
+        assert order.status_code == 201, order.text
         cost = (await program.get(f"/v1/campaigns/{campaign['id']}/results")).json()["cost"]
         assert cost == {
             "points_granted": 0,

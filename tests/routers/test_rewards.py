@@ -9,8 +9,7 @@ from typing import Any
 
 from app.clock import clock
 from app.worker import run_once
-from tests.conftest import Program
-from tests.routers.test_auth import assert_problem
+from tests.conftest import Program, assert_problem
 from tests.routers.test_events import feed
 
 DISCOUNT = {"name": "20 off", "kind": "fixed_discount", "points_cost": 200, "value": 2000}

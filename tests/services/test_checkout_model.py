@@ -1,5 +1,6 @@
 """A stateful model test: hypothesis mixes earn, redeem, hold, capture, release, order,
-refund, advance-time and run-jobs against a small in-memory model of the rules, checking every
+refund, redeem-reward, use-coupon (an order with coupon_codes), void, advance-time and
+run-jobs against a small in-memory model of the rules, checking every
 balance and the ledger audit after each step.
 
 It runs the real app through HTTP (ASGI) on its own event loop and engine, so the sync state
@@ -38,6 +39,16 @@ MEMBERS = ("a", "b")
 PENDING_DAYS = 2
 EXPIRY_DAYS = 3
 START = datetime(2026, 1, 5, 9, tzinfo=UTC)
+# The one reward of the model: 1000 off for 50 points, stock 3, two per member, one day.
+REWARD = {
+    "name": "10 off",
+    "kind": "fixed_discount",
+    "points_cost": 50,
+    "value": 1000,
+    "stock": 3,
+    "per_member_limit": 2,
+    "coupon_ttl_days": 1,
+}
 
 
 @dataclass
@@ -75,6 +86,17 @@ class OrderModel:
     refunded: int = 0
     reversed: int = 0
     restored: int = 0
+    coupon: str | None = None
+
+
+@dataclass
+class CouponModel:
+    member: str
+    expires_at: datetime
+    status: str = "active"
+
+    def usable(self, now: datetime) -> bool:
+        return self.status == "active" and self.expires_at > now
 
 
 class Model:
@@ -84,7 +106,16 @@ class Model:
         self.members = {name: MemberModel() for name in MEMBERS}
         self.holds: dict[str, HoldModel] = {}
         self.orders: dict[str, OrderModel] = {}
+        self.coupons: dict[str, CouponModel] = {}
         self._seq = itertools.count()
+
+    def standing(self, member: str | None = None) -> int:
+        """Redemptions not voided (of one member, or of everyone)."""
+        return sum(
+            1
+            for c in self.coupons.values()
+            if c.status != "void" and (member is None or c.member == member)
+        )
 
     @staticmethod
     def expiry(now: datetime) -> datetime:
@@ -144,6 +175,7 @@ class CheckoutMachine(RuleBasedStateMachine):
 
     holds = Bundle("holds")
     orders = Bundle("orders")
+    coupons = Bundle("coupons")
 
     def __init__(self) -> None:
         super().__init__()
@@ -165,6 +197,7 @@ class CheckoutMachine(RuleBasedStateMachine):
         )
         for name in MEMBERS:
             self.call("PUT", f"/v1/members/{name}", {}, 201)
+        self.reward_id = self.call("POST", "/v1/rewards", REWARD, 201).json()["id"]
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         return self.loop.run_until_complete(coroutine)
@@ -306,6 +339,10 @@ class CheckoutMachine(RuleBasedStateMachine):
         )
         order.reversed += reversed_now
         order.restored += restored_now
+        if order.coupon is not None and order.refunded == order.amount:
+            freed = self.model.coupons[order.coupon]
+            if freed.expires_at > self.now:
+                freed.status = "active"
         m = self.model.members[order.member]
         if order.status == "pending":
             m.pending -= reversed_now
@@ -313,6 +350,77 @@ class CheckoutMachine(RuleBasedStateMachine):
             self.model.consume(order.member, reversed_now)
             m.available -= reversed_now
         self.model.credit(order.member, restored_now, self.now)
+
+    @rule(target=coupons, member=st.sampled_from(MEMBERS))
+    def redeem_reward(self, member: str) -> str:
+        m = self.model.members[member]
+        path = f"/v1/members/{member}/rewards/{self.reward_id}/redeem"
+        refusal = None
+        if self.model.standing(member) >= REWARD["per_member_limit"]:
+            refusal = "reward_limit_reached"
+        elif self.model.standing() >= REWARD["stock"]:
+            refusal = "out_of_stock"
+        elif m.available < REWARD["points_cost"]:
+            refusal = "insufficient_points"
+        if refusal is not None:
+            assert self.call("POST", path, None, 409).json()["code"] == refusal
+            return ""
+        code = str(self.call("POST", path, None, 201).json()["coupon"]["code"])
+        cost = int(REWARD["points_cost"])
+        self.model.consume(member, cost)
+        m.available -= cost
+        self.model.coupons[code] = CouponModel(member, self.now + timedelta(days=1))
+        return code
+
+    @rule(code=coupons)
+    def void(self, code: str) -> None:
+        coupon = self.model.coupons.get(code)
+        if coupon is None:
+            return
+        if not coupon.usable(self.now):
+            self.call("POST", f"/v1/coupons/{code}/void", None, 409)
+            return
+        self.call("POST", f"/v1/coupons/{code}/void", None, 200)
+        coupon.status = "void"
+        self.model.credit(coupon.member, int(REWARD["points_cost"]), self.now)
+
+    @rule(
+        target=orders,
+        member=st.sampled_from(MEMBERS),
+        amount=st.integers(0, 60_000),
+        code=coupons,
+    )
+    def use_coupon(self, member: str, amount: int, code: str) -> str:
+        coupon = self.model.coupons.get(code)
+        if coupon is None:
+            return ""
+        order_id = f"O-{next(self.ids)}"
+        body = {
+            "order_id": order_id,
+            "member_id": member,
+            "amount": amount,
+            "currency": "CNY",
+            "coupon_codes": [code],
+        }
+        if not coupon.usable(self.now) or coupon.member != member:
+            self.call("POST", "/v1/orders", body, 409)
+            return ""
+        discount = min(int(REWARD["value"]), amount)
+        result = self.call("POST", "/v1/orders", body, 201).json()
+        assert result["coupons"] == [{"code": code, "discount_amount": discount}]
+        coupon.status = "used"
+        earned = (amount - discount) // 100
+        self.model.members[member].pending += earned
+        self.model.orders[order_id] = OrderModel(
+            member,
+            amount,
+            earned,
+            0,
+            self.now + timedelta(days=PENDING_DAYS),
+            next(self.ids),
+            coupon=code,
+        )
+        return order_id
 
     @rule(hours=st.integers(1, 60))
     def advance_time(self, hours: int) -> None:
@@ -332,6 +440,13 @@ class CheckoutMachine(RuleBasedStateMachine):
                 expected.pending,
                 expected.held,
             ), name
+
+    @invariant()
+    def coupons_match_the_model(self) -> None:
+        for code, expected in self.model.coupons.items():
+            shown = self.call("GET", f"/v1/coupons/{code}", None, 200).json()["status"]
+            lapsed = expected.status == "active" and expected.expires_at <= self.now
+            assert shown == ("expired" if lapsed else expected.status), code
 
     @invariant()
     def ledger_audit_passes(self) -> None:

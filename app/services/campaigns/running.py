@@ -37,7 +37,8 @@ from app.schemas.campaigns import CampaignRunOut
 from app.services.campaigns.assignment import holdout_bucket_sql
 from app.services.campaigns.audience import audience_sql
 from app.services.idempotency import IdempotencyRequest, Reply, run_recomputation
-from app.services.ledger.postings import credit_many_ctes, lock_members_for_events
+from app.services.ledger.accounts import lock_members_for_events
+from app.services.ledger.postings import credit_many_ctes
 from app.services.rewards import coupons
 from app.services.tiers import tier_evaluation
 

@@ -26,6 +26,7 @@ from app.services.idempotency import (
     idempotent,
     remember_params,
 )
+from app.services.ledger import accounts
 from app.services.ledger.checkout_postings import (
     RELEASE_EXPIRED_HOLDS_CTE,
     RESERVE_CTE,
@@ -72,15 +73,6 @@ _CREATE = {
     flag: text(_CREATE_SQL.format(remember=REMEMBER_CTE if flag else "")) for flag in (False, True)
 }
 
-# Lock the member's account first (the fixed lock order), then read the hold afresh.
-_LOCK_HOLDER = text(
-    """
-UPDATE accounts AS a SET version = a.version + 1
-  FROM holds AS h JOIN members AS m ON m.id = h.member_id
- WHERE h.id = :hold_id AND h.program_id = :program_id AND a.member_id = h.member_id
-RETURNING a.member_id, a.version, m.external_id
-"""
-)
 _READ_HOLD = text("SELECT * FROM holds WHERE id = :hold_id FOR UPDATE")
 
 # Closing a hold: give back what is not captured, redeem what is, one statement.
@@ -183,7 +175,9 @@ class LockedHold:
 async def lock_hold(conn: Connection, program_id: int, hold_id: uuid.UUID) -> LockedHold:
     """Lock the holder's account, then read the hold as it is now."""
     holder = (
-        await conn.execute(_LOCK_HOLDER, {"hold_id": hold_id, "program_id": program_id})
+        await conn.execute(
+            accounts.LOCK_HOLDER_OF_HOLD, {"hold_id": hold_id, "program_id": program_id}
+        )
     ).first()
     if holder is None:
         raise NotFoundError("No such hold.")

@@ -46,6 +46,7 @@ from app.services.idempotency import (
     idempotent,
     remember_params,
 )
+from app.services.ledger import accounts
 from app.services.ledger.checkout_postings import (
     CAPTURE_REDEEM_CTE,
     ORDER_LOT_CTE,
@@ -54,6 +55,7 @@ from app.services.ledger.checkout_postings import (
 )
 from app.services.ledger.postings import CONSUME_LOTS_CTE, ENTRY_JSON
 from app.services.referrals import referrals
+from app.services.rewards import coupons
 from app.services.tiers import tier_evaluation
 
 LOCK_IN_ORDER = text(
@@ -75,8 +77,11 @@ _REFUNDS_JSON = f"""COALESCE((
     SELECT json_agg({REFUND_JSON.format(f="f")} ORDER BY f.id)
       FROM refunds AS f WHERE f.order_pk = {{o}}.id), '[]'::json)"""
 
-# The wire form of an order (api.md), built by PostgreSQL so it can be stored for replay.
-ORDER_JSON = """(SELECT row_to_json(r) FROM (SELECT
+# The wire form of an order (api.md), built by PostgreSQL so it can be stored for replay. An
+# order that used coupons gains ``coupons``; other orders show no such key.
+ORDER_JSON = """(SELECT CASE WHEN {o}.coupons IS NULL THEN row_to_json(r)
+                    ELSE (to_jsonb(r) || jsonb_build_object('coupons', {o}.coupons))::json END
+   FROM (SELECT
     {o}.order_id, {member} AS member_id, {o}.amount, {o}.currency, {o}.points_earned,
     {o}.points_redeemed, {o}.status, {o}.available_at, {o}.occurred_at, {o}.breakdown,
     {refunds} AS refunds, {o}.created_at) AS r)"""
@@ -90,13 +95,14 @@ WITH prog AS (
 ){guard}, ord AS (
     INSERT INTO orders (program_id, order_id, member_id, amount, currency, items, occurred_at,
                         points_earned, points_redeemed, breakdown, status, available_at,
-                        redeem_hold_id, request_hash, created_at, released_at)
+                        redeem_hold_id, coupons, request_hash, created_at, released_at)
     SELECT prog.id, CAST(:order_id AS text), {member_id},
            CAST(:amount AS bigint), CAST(:currency AS text), CAST(:items AS jsonb),
            CAST(:occurred_at AS timestamptz), CAST(:earned AS bigint),
            CAST(:points AS bigint), CAST(:breakdown AS jsonb),
            CASE WHEN prog.available_at <= :now THEN 'available' ELSE 'pending' END,
-           prog.available_at, CAST(:hold_id AS uuid), CAST(:request_hash AS bytea),
+           prog.available_at, CAST(:hold_id AS uuid), CAST(:coupons AS jsonb),
+           CAST(:request_hash AS bytea),
            CAST(:now AS timestamptz),
            CASE WHEN prog.available_at <= :now THEN CAST(:now AS timestamptz) END
       FROM {order_from}
@@ -113,7 +119,7 @@ WITH prog AS (
     SELECT ord.member_id, ord.id, ord.program_id, ord.available_at, entry.id
       FROM ord LEFT JOIN entry ON true
      WHERE ord.status = 'pending'
-), {order_lot}{capture}, body AS (
+), {order_lot}{capture}{use_coupons}, body AS (
     SELECT ord.program_id, ord.member_id,
            {order_json}::text AS response
       FROM ord
@@ -181,7 +187,9 @@ _CAPTURE_CTES = f""", {CONSUME_LOTS_CTE}, captured AS (
 )"""
 
 
-def _create_statement(*, capture: bool, remember: bool, direct: bool = False) -> Any:
+def _create_statement(
+    *, capture: bool, remember: bool, direct: bool = False, use_coupons: bool = False
+) -> Any:
     return text(
         _CREATE_SQL.format(
             guard=_DIRECT_GUARD if direct else "",
@@ -195,6 +203,7 @@ def _create_statement(*, capture: bool, remember: bool, direct: bool = False) ->
             order_posting=ORDER_POSTING_CTES,
             order_lot=ORDER_LOT_CTE,
             capture=_CAPTURE_CTES if capture else "",
+            use_coupons=coupons.USE_COUPONS_CTES if use_coupons else "",
             order_json=ORDER_JSON.format(
                 o="ord", member="CAST(:member AS text)", refunds="'[]'::json"
             ),
@@ -204,9 +213,12 @@ def _create_statement(*, capture: bool, remember: bool, direct: bool = False) ->
 
 
 _CREATE = {
-    (capture, remember): _create_statement(capture=capture, remember=remember)
+    (capture, remember, use_coupons): _create_statement(
+        capture=capture, remember=remember, use_coupons=use_coupons
+    )
     for capture in (False, True)
     for remember in (False, True)
+    for use_coupons in (False, True)
 }
 _CREATE_DIRECT = {
     remember: _create_statement(capture=False, remember=remember, direct=True)
@@ -244,7 +256,10 @@ async def create_order(
 
     async def attempt() -> Reply:
         if body.redeem_hold_id is None:
-            answered = await _create_directly(order)
+            # An order that uses coupons locks them after the member's account, so it is a
+            # transaction; in the common program it needs no read before it.
+            direct = _create_directly if body.coupon_codes is None else _create_with_coupons
+            answered = await direct(order)
             if answered is not None:
                 return answered
         return await _create_after_reading_member(order)
@@ -284,6 +299,7 @@ class _NewOrder:
             ).decode(),
             "hold_id": None,
             "points": 0,
+            "coupons": None,
             "request_hash": order_fingerprint(body),
             "actor": self.actor,
             "now": self.now,
@@ -332,6 +348,59 @@ async def _create_directly(order: _NewOrder) -> Reply | None:
     return None
 
 
+# The member's account locked by the shop's id (the first lock of an order using coupons),
+# with what decides whether the common path may go on: the program's currency and earning
+# setup version, and a pending referral (whose payout locks the referrer too, in id order).
+_LOCK_COUPON_BUYER = text(
+    """
+SELECT a.member_id, p.currency, p.config_version,
+       EXISTS (SELECT 1 FROM referrals AS f
+                WHERE f.program_id = p.id AND f.referee_id = a.member_id
+                  AND f.status = 'pending') AS referral_pending
+  FROM members AS m
+  JOIN accounts AS a ON a.member_id = m.id
+  JOIN programs AS p ON p.id = m.program_id
+ WHERE m.program_id = :program_id AND m.external_id = :member
+   FOR UPDATE OF a
+"""
+)
+
+
+async def _create_with_coupons(order: _NewOrder) -> Reply | None:
+    """An order with coupons in a program whose earning does not depend on the member: lock
+    the account, then the coupons, then one order statement that also marks them used. None
+    when it needs the full path (the earning depends on the member, the setup changed, or a
+    pending referral needs both members locked in id order)."""
+    body, request = order.body, order.request
+    setup = await earning.program_earning(order.program_id)
+    if setup.member_dependent:
+        return None
+    try:
+        async with db.transaction() as conn:
+            buyer = (
+                await conn.execute(
+                    _LOCK_COUPON_BUYER, {"program_id": order.program_id, "member": body.member_id}
+                )
+            ).first()
+            if buyer is None:
+                raise order.unknown_member()
+            if body.currency != buyer.currency:
+                raise order.currency_mismatch(buyer.currency)
+            if buyer.referral_pending or buyer.config_version != setup.config_version:
+                return None  # nothing written; the full path takes it from here
+            context = setup.context()
+            params = order.params([])
+            params["member_id"] = buyer.member_id
+            await _apply_coupons(conn, order, context, buyer.member_id, params)
+            statement = _CREATE[(False, request is not None, True)]
+            created = (await conn.execute(statement, params)).scalar()
+    except coupons.CouponUsedByThisOrder:
+        created = None
+    if created is not None:
+        return Reply(created)
+    return await _existing_order(order.program_id, body, request)
+
+
 async def _create_after_reading_member(order: _NewOrder) -> Reply:
     program_id, body, request, now = order.program_id, order.body, order.request, order.now
     async with db.read_only() as conn:
@@ -345,22 +414,30 @@ async def _create_after_reading_member(order: _NewOrder) -> Reply:
     breakdown = earning.compute_breakdown(context, body.amount, body.items, order.occurred_at)
     params = order.params(breakdown)
     params["member_id"] = member_id
-    statement = _CREATE[(body.redeem_hold_id is not None, request is not None)]
+    statement = _CREATE[
+        (body.redeem_hold_id is not None, request is not None, body.coupon_codes is not None)
+    ]
     # For a program with tiers the order also settles the member's tier, in one transaction;
     # otherwise an order without a hold is a single statement.
     tiered = await tier_evaluation.program_has_tiers(program_id)
     try:
-        if body.redeem_hold_id is None and not tiered and referrer_id is None:
+        if (
+            body.redeem_hold_id is None
+            and body.coupon_codes is None
+            and not tiered
+            and referrer_id is None
+        ):
             async with db.single_statement() as conn:
                 created = (await conn.execute(statement, params)).scalar()
         else:
             async with db.transaction() as conn:
-                if referrer_id is not None:
+                if referrer_id is not None or body.coupon_codes is not None:
                     # The referee's order may pay the referral: lock both members in id order
-                    # before anything else.
-                    await conn.execute(
-                        LOCK_IN_ORDER, {"member_ids": sorted({member_id, referrer_id})}
-                    )
+                    # before anything else. Coupons are locked after the member's account.
+                    locked = {member_id} if referrer_id is None else {member_id, referrer_id}
+                    await conn.execute(LOCK_IN_ORDER, {"member_ids": sorted(locked)})
+                if body.coupon_codes is not None:
+                    await _apply_coupons(conn, order, context, member_id, params)
                 if body.redeem_hold_id is None:
                     created = (await conn.execute(statement, params)).scalar()
                 else:
@@ -371,11 +448,51 @@ async def _create_after_reading_member(order: _NewOrder) -> Reply:
                     )
                 if created is not None and tiered:
                     await tier_evaluation.evaluate_locked(conn, [member_id], now)
-    except _OrderExists:
+    except (_OrderExists, coupons.CouponUsedByThisOrder):
         created = None
     if created is not None:
         return Reply(created)
     return await _existing_order(program_id, body, request)
+
+
+async def _apply_coupons(
+    conn: Connection,
+    order: _NewOrder,
+    context: earning.EarnContext,
+    member_id: int,
+    params: dict[str, Any],
+) -> None:
+    """Lock and check the order's coupons (the member's account is locked), and earn on the
+    amount minus their discounts; the order statement marks them used. A retry of an order
+    that used them is answered with that order (coupons.CouponUsedByThisOrder)."""
+    body = order.body
+    assert body.coupon_codes is not None
+    applied = await coupons.lock_for_order(
+        conn,
+        order.program_id,
+        member_id,
+        body.order_id,
+        body.coupon_codes,
+        body.amount,
+        body.currency,
+        order.now,
+    )
+    # Several coupons may together discount more than the amount; nothing is earned then.
+    earned_on = max(body.amount - sum(item.discount_amount for item in applied), 0)
+    breakdown = earning.compute_breakdown(context, earned_on, body.items, order.occurred_at)
+    params.update(
+        earned=earning.points_earned(breakdown),
+        breakdown=orjson.dumps(
+            [{"source": source, "points": points} for source, points in breakdown]
+        ).decode(),
+        coupons=orjson.dumps(
+            [
+                {"code": item.coupon.code, "discount_amount": item.discount_amount}
+                for item in applied
+            ]
+        ).decode(),
+        **coupons.use_params(applied),
+    )
 
 
 async def _create_with_hold(
@@ -448,14 +565,6 @@ async def get_order(program_id: int, order_id: str) -> str:
 
 # --- Refunds -------------------------------------------------------------------------------
 
-_LOCK_ORDER_HOLDER = text(
-    """
-UPDATE accounts AS a SET version = a.version + 1
-  FROM orders AS o JOIN members AS m ON m.id = o.member_id
- WHERE o.program_id = :program_id AND o.order_id = :order_id AND a.member_id = o.member_id
-RETURNING a.member_id, m.external_id, o.order_id
-"""
-)
 _READ_ORDER = text(
     "SELECT * FROM orders WHERE program_id = :program_id AND order_id = :order_id FOR UPDATE"
 )
@@ -555,7 +664,8 @@ async def create_refund(
             async with db.transaction() as conn:
                 holder = (
                     await conn.execute(
-                        _LOCK_ORDER_HOLDER, {"program_id": program_id, "order_id": order_id}
+                        accounts.LOCK_HOLDER_OF_ORDER,
+                        {"program_id": program_id, "order_id": order_id},
                     )
                 ).first()
                 if holder is None:
@@ -632,6 +742,8 @@ async def _record_refund(
     }
     body: str = (await conn.execute(_REFUND[request is not None], params)).scalar_one()
     await referrals.on_refund_in(conn, program_id, order.id, holder.external_id, now)
+    if order.refunded_amount + amount == order.amount and order.coupons is not None:
+        await coupons.reactivate_for_refund(conn, program_id, order.id, order_id, now)
     if await tier_evaluation.program_has_tiers(program_id):
         await tier_evaluation.evaluate_locked(conn, [holder.member_id], now, "refund")
     return body

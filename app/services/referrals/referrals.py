@@ -350,20 +350,22 @@ _REWARDS_IN_30_DAYS = text(
     "SELECT count(*) FROM referrals WHERE referrer_id = :referrer_id AND status = 'rewarded' "
     "AND closed_at > :since"
 )
+# The referral closes only while it is still qualified (a concurrent payout or rejection
+# that committed first leaves it alone), and the credits hang off that update, so a referral
+# is paid at most once whatever the timing.
 _PAY = text(
     f"""
-WITH due AS (
-    SELECT * FROM unnest(CAST(:member_ids AS bigint[]), CAST(:points AS bigint[]))
-        AS d(member_id, points)
-     WHERE d.points > 0
-), {credit_many_ctes("'referral'", "'referral'", "'referrals'", "CAST(:referral_id AS bigint)")},
-closed AS (
+WITH closed AS (
     UPDATE referrals
        SET status = :status, referrer_points = :referrer_points,
            referee_points = :referee_points, closed_at = :now
-     WHERE id = :referral_id
+     WHERE id = :referral_id AND status = 'qualified'
  RETURNING id
-)
+), due AS (
+    SELECT * FROM unnest(CAST(:member_ids AS bigint[]), CAST(:points AS bigint[]))
+        AS d(member_id, points)
+     WHERE d.points > 0 AND EXISTS (SELECT 1 FROM closed)
+), {credit_many_ctes("'referral'", "'referral'", "'referrals'", "CAST(:referral_id AS bigint)")}
 SELECT count(*) FROM closed
 """
 )
@@ -387,7 +389,7 @@ async def pay_in(
         ).scalar_one()
         capped = recent >= settings.max_rewards_per_referrer_30d
     referrer_points = 0 if capped else settings.referrer_points
-    await conn.execute(
+    paid = await conn.execute(
         _PAY,
         {
             "member_ids": [referral.referrer_id, referral.referee_id],
@@ -399,6 +401,8 @@ async def pay_in(
             "now": now,
         },
     )
+    if paid.scalar_one() == 0:
+        return False
     body = (await conn.execute(_READ_REFERRAL, {"id": referral.id})).scalar_one()
     await write_event(
         conn,

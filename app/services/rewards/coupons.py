@@ -27,11 +27,13 @@ from app.errors import (
     CouponNotUsableError,
     CurrencyMismatchError,
     NotFoundError,
+    ValidationError,
 )
 from app.services import idempotency
 from app.services.events.events import write_event
 from app.services.idempotency import IdempotencyRequest, Reply
-from app.services.ledger.postings import Posting, credit_in, lock_account
+from app.services.ledger.accounts import lock_account
+from app.services.ledger.postings import Posting, credit_in
 from app.services.pagination import decode_cursor, encode_cursor
 from app.services.rewards.codes import new_code, normalize_code
 
@@ -315,11 +317,16 @@ async def list_member_coupons(
 
 # --- Validation (writes nothing) --------------------------------------------------------
 
-_MEMBER_AND_CURRENCY = text(
-    """
-SELECT m.id AS member_id, p.currency
-  FROM programs AS p LEFT JOIN members AS m
-    ON m.program_id = p.id AND m.external_id = :member
+# The program's currency, the member and the coupon, in one read. The coupon's columns are
+# COUPON_COLUMNS, its member's external id read apart from the member being validated for.
+_VALIDATION_CONTEXT = text(
+    f"""
+SELECT p.currency AS program_currency, asked.id AS asking_member_id,
+       {COUPON_COLUMNS}
+  FROM programs AS p
+  LEFT JOIN members AS asked ON asked.program_id = p.id AND asked.external_id = :member
+  LEFT JOIN coupons AS c ON c.program_id = p.id AND c.code = :code
+  LEFT JOIN members AS m ON m.id = c.member_id
  WHERE p.id = :program_id
 """
 )
@@ -332,20 +339,23 @@ async def validate_coupon(
     rules as the order path, without locking or writing anything."""
     now = clock.now()
     async with db.read_only() as conn:
-        context = (
-            await conn.execute(_MEMBER_AND_CURRENCY, {"program_id": program_id, "member": member})
+        row = (
+            await conn.execute(
+                _VALIDATION_CONTEXT,
+                {"program_id": program_id, "member": member, "code": normalize_code(code)},
+            )
         ).one()
-        coupon = await find_coupon(conn, program_id, code)
-    if context.member_id is None:
+    if row.asking_member_id is None:
         raise NotFoundError(f"No member {member!r} in this program.")
-    if currency != context.currency:
+    if currency != row.program_currency:
         raise CurrencyMismatchError(
-            f"This program keeps {context.currency}; the amount was in {currency}."
+            f"This program keeps {row.program_currency}; the amount was in {currency}."
         )
+    coupon = Coupon.from_row(row) if row.id is not None else None
     reason = (
         "unknown"
         if coupon is None
-        else coupon.unusable_reason(context.member_id, amount, currency, now)
+        else coupon.unusable_reason(row.asking_member_id, amount, currency, now)
     )
     discount = 0 if coupon is None or reason is not None else coupon.discount_on(amount)
     return dumps({"valid": reason is None, "discount_amount": discount, "reason": reason})
@@ -520,3 +530,151 @@ async def expire_due_coupons(now: datetime, batch_size: int = 500) -> int:
                 now,
             )
     return len(rows)
+
+
+# --- Orders and refunds -----------------------------------------------------------------
+
+_LOCK_FOR_ORDER = text(
+    f"""
+SELECT {COUPON_COLUMNS}
+  FROM coupons AS c LEFT JOIN members AS m ON m.id = c.member_id
+ WHERE c.program_id = :program_id AND c.code = ANY(:codes)
+   FOR UPDATE OF c
+"""
+)
+
+
+class CouponUsedByThisOrder(Exception):
+    """The order naming the coupon is the one that used it: a retry of a recorded order,
+    to be answered with that order."""
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedCoupon:
+    coupon: Coupon
+    discount_amount: int
+
+
+async def lock_for_order(
+    conn: Connection,
+    program_id: int,
+    member_id: int,
+    order_id: str,
+    codes: list[str],
+    amount: int,
+    currency: str,
+    now: datetime,
+) -> list[AppliedCoupon]:
+    """Lock the coupons an order names (after the member's account: the caller holds it) and
+    check each is usable on it, in the order given; the first that is not refuses the order
+    with 409 ``coupon_not_usable`` and its reason. Codes that are not codes are ``unknown``.
+    A coupon this very order used means the order is a retry: CouponUsedByThisOrder."""
+    canonical = [normalize_code(code) for code in codes]
+    named = [code for code in canonical if code]
+    if len(set(named)) != len(named):
+        raise ValidationError("A coupon code may be named once.", loc=["body", "coupon_codes"])
+    found = {
+        coupon.code: coupon
+        for coupon in map(
+            Coupon.from_row,
+            (
+                await conn.execute(
+                    _LOCK_FOR_ORDER,
+                    {"program_id": program_id, "codes": named},
+                )
+            ).all(),
+        )
+    }
+    applied = []
+    for typed, code in zip(codes, canonical, strict=True):
+        coupon = found.get(code) if code else None
+        if coupon is not None and coupon.status == "used" and coupon.order_id == order_id:
+            raise CouponUsedByThisOrder
+        if coupon is None:
+            raise CouponNotUsableError("unknown", f"No coupon {typed!r} in this program.")
+        reason = coupon.unusable_reason(member_id, amount, currency, now)
+        if reason is not None:
+            raise CouponNotUsableError(reason, f"Coupon {coupon.code} cannot be used: {reason}.")
+        applied.append(AppliedCoupon(coupon, coupon.discount_on(amount)))
+    return applied
+
+
+# The coupon's wire form (api.md) built in SQL from a coupons row ``{c}``, for statements that
+# write its event themselves.
+COUPON_JSON = """jsonb_build_object(
+    'code', {c}.code,
+    'member_id', (SELECT external_id FROM members WHERE id = {c}.member_id),
+    'kind', {c}.kind, 'value', {c}.value, 'currency', {c}.currency,
+    'min_order_amount', {c}.min_order_amount, 'status', {c}.status, 'source', {c}.source,
+    'reward_id', {c}.reward_id, 'campaign_id', {c}.campaign_id, 'order_id', {c}.order_id,
+    'expires_at', {c}.expires_at, 'created_at', {c}.created_at)"""
+
+# CTEs that join the order statement (app/services/checkout/orders.py) when the order uses
+# coupons: mark each used with the order and write its ``coupon.used`` event. Reads ``ord``
+# (the inserted order: none when the order_id was taken, and then nothing is marked) and
+# ``acc`` (the account after the order). Binds :coupon_ids and :discounts (arrays in the same
+# order, from ``lock_for_order``), :member and :now. Starts with a comma.
+USE_COUPONS_CTES = f""", applied AS (
+    SELECT * FROM unnest(CAST(:coupon_ids AS bigint[]), CAST(:discounts AS bigint[]))
+        AS a(coupon_id, discount)
+), used AS (
+    UPDATE coupons AS c
+       SET status = 'used', order_pk = ord.id, order_id = ord.order_id,
+           discount_amount = applied.discount, used_at = CAST(:now AS timestamptz)
+      FROM ord CROSS JOIN applied
+     WHERE c.id = applied.coupon_id
+ RETURNING c.*
+), used_event AS (
+    INSERT INTO events (program_id, type, member_id, data, created_at)
+    SELECT used.program_id, 'coupon.used', acc.member_id,
+           jsonb_build_object('member_id', CAST(:member AS text), 'sequence', acc.version,
+                              'coupon', {COUPON_JSON.format(c="used")},
+                              'order_id', used.order_id,
+                              'discount_amount', used.discount_amount),
+           CAST(:now AS timestamptz)
+      FROM used CROSS JOIN acc
+)"""
+
+
+def use_params(applied: list[AppliedCoupon]) -> dict[str, Any]:
+    """Bind parameters of USE_COUPONS_CTES."""
+    return {
+        "coupon_ids": [item.coupon.id for item in applied],
+        "discounts": [item.discount_amount for item in applied],
+    }
+
+
+_REACTIVATE = text(
+    f"""
+WITH freed AS (
+    UPDATE coupons
+       SET status = 'active', order_pk = NULL, order_id = NULL, discount_amount = NULL,
+           used_at = NULL
+     WHERE order_pk = :order_pk AND status = 'used' AND expires_at > :now
+ RETURNING *
+)
+SELECT {COUPON_COLUMNS}
+  FROM freed AS c LEFT JOIN members AS m ON m.id = c.member_id
+ ORDER BY c.id
+"""
+)
+
+
+async def reactivate_for_refund(
+    conn: Connection, program_id: int, order_pk: int, order_id: str, now: datetime
+) -> list[str]:
+    """A full refund of the order: its coupons that have not expired are active again (one
+    ``coupon.reactivated`` event each); returns their codes. The caller holds the member's
+    account and the order."""
+    rows = (await conn.execute(_REACTIVATE, {"order_pk": order_pk, "now": now})).all()
+    for row in rows:
+        coupon = Coupon.from_row(row)
+        await write_event(
+            conn,
+            program_id,
+            "coupon.reactivated",
+            coupon.member_id,
+            {"member_id": coupon.member, "coupon": coupon.wire(now), "order_id": order_id},
+            now,
+        )
+    return [row.code for row in rows]

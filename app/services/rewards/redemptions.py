@@ -30,7 +30,8 @@ from app.errors import (
 from app.services import idempotency
 from app.services.events.events import write_event
 from app.services.idempotency import IdempotencyRequest, Reply
-from app.services.ledger.postings import Posting, debit_in, lock_account
+from app.services.ledger.accounts import lock_account
+from app.services.ledger.postings import Posting, debit_in
 from app.services.rewards.catalog import eligibility
 from app.services.rewards.coupons import CouponTerms, dumps, issue_coupon
 

@@ -38,6 +38,7 @@ from app.services.idempotency import (
     run_once,
     run_recomputation,
 )
+from app.services.ledger import accounts
 from app.services.tiers import tier_evaluation
 from app.services.tiers.tier_rules import QUALIFYING_CTES, dry_run_sql
 
@@ -242,15 +243,7 @@ async def delete_tier(program_id: int, key: str) -> Reply:
         ).first()
         if found is None:
             raise NotFoundError(f"No tier {key!r} in this program.")
-        # Lock the tier's members in id order (the fixed lock order), then detach them.
-        await conn.execute(
-            text(
-                "UPDATE accounts SET tier_key = NULL, tier_below_since = NULL "
-                "WHERE member_id IN (SELECT member_id FROM accounts WHERE program_id = "
-                ":program_id AND tier_key = :key ORDER BY member_id FOR UPDATE)"
-            ),
-            {"program_id": program_id, "key": key},
-        )
+        await accounts.detach_tier(conn, program_id, key)
         await conn.execute(
             text("DELETE FROM tiers WHERE program_id = :program_id AND key = :key"),
             {"program_id": program_id, "key": key},

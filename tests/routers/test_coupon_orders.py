@@ -1,0 +1,269 @@
+"""Orders with coupon_codes through HTTP: the discount, earning on amount minus discounts,
+every refusal writing nothing, retries, and a full refund freeing the coupons."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from app.clock import clock
+from tests.conftest import Program, assert_problem
+from tests.routers.test_events import feed
+from tests.routers.test_rewards import coupon, redeemed, reward
+
+
+async def issued_code(program: Program, member: str = "m1", **fields: Any) -> str:
+    created = await reward(program, **fields)
+    code: str = (await redeemed(program, member, created["id"]))["coupon"]["code"]
+    return code
+
+
+def order_body(order_id: str, codes: list[str], member: str = "m1", amount: int = 10_000) -> Any:
+    return {
+        "order_id": order_id,
+        "member_id": member,
+        "amount": amount,
+        "currency": "CNY",
+        "coupon_codes": codes,
+    }
+
+
+async def place(program: Program, order_id: str, codes: list[str], **kwargs: Any) -> Any:
+    return await program.post("/v1/orders", json=order_body(order_id, codes, **kwargs))
+
+
+class TestOrderWithCoupon:
+    async def test_discount_and_points_on_the_rest(self, program: Program) -> None:
+        await program.member("m1", points=1000)
+        code = await issued_code(program)  # 2000 off, bought for 200 points
+        response = await place(program, "A-1", [code.lower()])
+        assert response.status_code == 201, response.text
+        order = response.json()
+        assert order["coupons"] == [{"code": code, "discount_amount": 2000}]
+        assert order["amount"] == 10_000
+        # base = floor((10000 - 2000) / 100 * 1)
+        assert order["points_earned"] == 80
+        assert order["breakdown"] == [{"source": "base", "points": 80}]
+        used = await coupon(program, code)
+        assert (used["status"], used["order_id"]) == ("used", "A-1")
+        assert (await program.get("/v1/orders/A-1")).json()["coupons"] == order["coupons"]
+        assert (await program.balance("m1"))["available"] == 800 + 80
+
+    async def test_percent_and_gift_together(self, program: Program) -> None:
+        await program.member("m1", points=1000)
+        percent = await issued_code(program, kind="percent_discount", value=15)
+        gift = await issued_code(program, kind="gift", value=None)
+        response = await place(program, "A-1", [percent, gift], amount=9999)
+        assert response.status_code == 201, response.text
+        assert response.json()["coupons"] == [
+            {"code": percent, "discount_amount": 1499},
+            {"code": gift, "discount_amount": 0},
+        ]
+
+    async def test_discounts_beyond_the_amount_earn_nothing(self, program: Program) -> None:
+        await program.member("m1", points=1000)
+        first = await issued_code(program)
+        second = await issued_code(program)
+        response = await place(program, "A-1", [first, second], amount=3000)
+        assert response.status_code == 201, response.text
+        order = response.json()
+        assert [c["discount_amount"] for c in order["coupons"]] == [2000, 2000]
+        assert order["points_earned"] == 0
+
+    async def test_in_a_program_with_tiers(self, program: Program) -> None:
+        # The earning depends on the member: the order reads the member first, then locks.
+        tier = {"key": "gold", "name": "Gold", "threshold": 0, "earn_multiplier": "2"}
+        assert (await program.post("/v1/tiers", json=tier)).status_code == 201
+        await program.member("m1", points=1000)
+        code = await issued_code(program)
+        response = await place(program, "A-1", [code])
+        assert response.status_code == 201, response.text
+        assert response.json()["breakdown"] == [
+            {"source": "base", "points": 80},
+            {"source": "tier", "points": 80},
+        ]
+        assert (await place(program, "A-1", [code])).status_code == 200
+        await self.assert_refused_twice(program, code)
+
+    async def assert_refused_twice(self, program: Program, code: str) -> None:
+        again = await place(program, "A-2", [code])
+        assert_problem(again, 409, "coupon_not_usable")
+        assert again.json()["reason"] == "used"
+
+    async def test_referee_with_a_pending_referral(self, program: Program) -> None:
+        await program.patch(
+            "/v1/program", json={"referral": {"referrer_points": 10, "referee_points": 5}}
+        )
+        await program.member("friend")
+        link = (await program.post("/v1/members/friend/referral-link")).json()
+        await program.member("m1", points=1000, referral_code=link["code"])
+        code = await issued_code(program)
+        response = await place(program, "A-1", [code])
+        assert response.status_code == 201, response.text
+        assert response.json()["points_earned"] == 80
+        await self.assert_refused_twice(program, code)
+        assert (await program.balance("friend"))["available"] == 10
+
+    async def test_plain_order_has_no_coupons_key(self, program: Program) -> None:
+        await program.member("m1")
+        response = await program.post(
+            "/v1/orders",
+            json={"order_id": "A-1", "member_id": "m1", "amount": 100, "currency": "CNY"},
+        )
+        assert "coupons" not in response.json()
+
+    async def test_events(self, program: Program) -> None:
+        await program.member("m1", points=1000)
+        code = await issued_code(program)
+        await place(program, "A-1", [code])
+        events = await feed(program)
+        used = [e for e in events if e["type"] == "coupon.used"]
+        assert len(used) == 1
+        assert used[0]["data"]["order_id"] == "A-1"
+        assert used[0]["data"]["discount_amount"] == 2000
+        assert used[0]["data"]["coupon"]["status"] == "used"
+
+
+class TestCouponNotUsable:
+    async def refused(self, program: Program, codes: list[str], reason: str, **kw: Any) -> None:
+        before = await feed(program)
+        response = await place(program, "A-X", codes, **kw)
+        assert_problem(response, 409, "coupon_not_usable")
+        assert response.json()["reason"] == reason
+        assert (await program.get("/v1/orders/A-X")).status_code == 404
+        assert await feed(program) == before
+
+    async def test_used(self, program: Program) -> None:
+        await program.member("m1", points=1000)
+        code = await issued_code(program)
+        assert (await place(program, "A-1", [code])).status_code == 201
+        await self.refused(program, [code], "used")
+
+    async def test_void(self, program: Program) -> None:
+        await program.member("m1", points=1000)
+        code = await issued_code(program)
+        await program.post(f"/v1/coupons/{code}/void")
+        await self.refused(program, [code], "void")
+
+    async def test_expired_before_the_worker_runs(self, program: Program) -> None:
+        clock.freeze(datetime(2026, 6, 1, tzinfo=UTC))
+        await program.member("m1", points=1000)
+        code = await issued_code(program, coupon_ttl_days=1)
+        clock.advance(timedelta(days=1))
+        await self.refused(program, [code], "expired")
+
+    async def test_wrong_member(self, program: Program) -> None:
+        await program.member("m1", points=1000)
+        await program.member("m2")
+        code = await issued_code(program)
+        await self.refused(program, [code], "wrong_member", member="m2")
+
+    async def test_min_order_amount(self, program: Program) -> None:
+        await program.member("m1", points=1000)
+        code = await issued_code(program, min_order_amount=10_001)
+        await self.refused(program, [code], "min_order_amount")
+
+    async def test_unknown(self, program: Program) -> None:
+        await program.member("m1", points=1000)
+        await self.refused(program, ["ZZZZZZZZZZZZ"], "unknown")
+        await self.refused(program, ["not a code"], "unknown")
+
+    async def test_another_programs_coupon_is_unknown(
+        self, program: Program, other_program: Program
+    ) -> None:
+        await other_program.member("m1", points=1000)
+        theirs = await issued_code(other_program)
+        await program.member("m1", points=1000)
+        await self.refused(program, [theirs], "unknown")
+        assert (await coupon(other_program, theirs))["status"] == "active"
+
+    async def test_one_bad_code_uses_none(self, program: Program) -> None:
+        await program.member("m1", points=1000)
+        good = await issued_code(program)
+        await self.refused(program, [good, "ZZZZZZZZZZZZ"], "unknown")
+        assert (await coupon(program, good))["status"] == "active"
+
+    async def test_currency_mismatch_first(self, program: Program) -> None:
+        await program.member("m1", points=1000)
+        code = await issued_code(program)
+        body = {**order_body("A-1", [code]), "currency": "USD"}
+        assert_problem(await program.post("/v1/orders", json=body), 422, "currency_mismatch")
+
+
+class TestCouponCodesValidation:
+    async def test_at_most_five_and_no_repeats(self, program: Program) -> None:
+        await program.member("m1")
+        for codes in (["A" * 12] * 2, [f"{n:012d}" for n in range(6)], []):
+            assert_problem(await place(program, "A-1", codes), 422, "validation_error")
+
+    async def test_same_code_spelled_twice(self, program: Program) -> None:
+        await program.member("m1", points=1000)
+        code = await issued_code(program)
+        spelled = code.replace("1", "I") if "1" in code else code.replace("0", "O")
+        if spelled == code:
+            spelled = "-".join([code[:6], code[6:]])
+        assert_problem(await place(program, "A-1", [code, spelled]), 422, "validation_error")
+
+
+class TestRetriedOrder:
+    async def test_same_order_again_is_200_and_no_second_use(self, program: Program) -> None:
+        await program.member("m1", points=1000)
+        code = await issued_code(program)
+        first = await place(program, "A-1", [code])
+        again = await place(program, "A-1", [code])
+        assert (first.status_code, again.status_code) == (201, 200)
+        assert again.json() == first.json()
+        counts = Counter(e["type"] for e in await feed(program))
+        assert counts["coupon.used"] == 1
+        assert (await program.balance("m1"))["available"] == 800 + 80
+
+    async def test_different_coupons_is_order_conflict(self, program: Program) -> None:
+        await program.member("m1", points=1000)
+        code = await issued_code(program)
+        other = await issued_code(program)
+        assert (await place(program, "A-1", [code])).status_code == 201
+        assert_problem(await place(program, "A-1", [other]), 409, "order_conflict")
+        assert (await coupon(program, other))["status"] == "active"
+
+    async def test_with_idempotency_key_replays(self, program: Program) -> None:
+        await program.member("m1", points=1000)
+        code = await issued_code(program)
+        headers = {"Idempotency-Key": "order-1"}
+        body = order_body("A-1", [code])
+        first = await program.post("/v1/orders", json=body, headers=headers)
+        again = await program.post("/v1/orders", json=body, headers=headers)
+        assert (first.status_code, again.status_code) == (201, 201)
+        assert again.headers["Idempotency-Replayed"] == "true"
+
+
+class TestRefundFreesCoupons:
+    async def test_full_refund_reactivates(self, program: Program) -> None:
+        await program.member("m1", points=1000)
+        code = await issued_code(program)
+        await place(program, "A-1", [code])
+        partial = await program.post(
+            "/v1/orders/A-1/refunds", json={"refund_id": "R-1", "amount": 4000}
+        )
+        assert partial.status_code == 201
+        assert (await coupon(program, code))["status"] == "used"
+        rest = await program.post(
+            "/v1/orders/A-1/refunds", json={"refund_id": "R-2", "amount": 6000}
+        )
+        assert rest.status_code == 201
+        freed = await coupon(program, code)
+        assert (freed["status"], freed["order_id"]) == ("active", None)
+        # The order keeps what it used; the coupon can be used again.
+        assert (await program.get("/v1/orders/A-1")).json()["coupons"][0]["code"] == code
+        assert (await place(program, "A-2", [code])).status_code == 201
+        reactivated = [e for e in await feed(program) if e["type"] == "coupon.reactivated"]
+        assert [e["data"]["coupon"]["code"] for e in reactivated] == [code]
+
+    async def test_expired_coupon_stays_used(self, program: Program) -> None:
+        clock.freeze(datetime(2026, 6, 1, tzinfo=UTC))
+        await program.member("m1", points=1000)
+        code = await issued_code(program, coupon_ttl_days=1)
+        await place(program, "A-1", [code])
+        clock.advance(timedelta(days=2))
+        await program.post("/v1/orders/A-1/refunds", json={"refund_id": "R-1", "amount": 10_000})
+        assert (await coupon(program, code))["status"] == "used"
