@@ -81,7 +81,7 @@ LOAD = [
         """
         INSERT INTO members (program_id, external_id, birthday, metadata, created_at,
                              updated_at)
-        SELECT $1, 'm' || g, date '1960-01-01' + (g * 7919 % 18000),
+        SELECT $1, 'm' || g, date '1960-01-01' + (g::bigint * 7919 % 18000)::int,
                CASE WHEN g % 10 = 0 THEN jsonb_build_object('store', 'store-' || g % 7) END,
                $2::timestamptz - interval '400 days', $2::timestamptz
           FROM generate_series(1, $3::int) AS g

@@ -71,6 +71,28 @@ class TestRunBonusCampaign:
         # notify_only: nobody's points move.
         assert await rows("SELECT 1 FROM point_entries WHERE program_id = :p", p=program.id) == []
 
+    async def test_each_event_takes_its_own_sequence(self, program: Program) -> None:
+        clock.freeze(NOW)
+        for n in range(30):
+            await program.member(f"m{n}")
+        campaign = await create(program, action={"bonus_points": 5}, holdout_percent=30)
+        await run(program, campaign["id"])
+        per_member: dict[str, list[tuple[str, int]]] = {}
+        for event in await feed(program):
+            per_member.setdefault(event["member_id"], []).append(
+                (event["type"], event["data"]["sequence"])
+            )
+        groups = {
+            row.external_id: row.group for row in await targetings(program.id, campaign["id"])
+        }
+        for member, events in per_member.items():
+            sequences = [sequence for _, sequence in events]
+            assert sequences == list(range(1, len(events) + 1)), (member, events)
+            expected = ["member.created", "campaign.targeted"]
+            if groups[member] == "treated":
+                expected.append("points.earned")
+            assert [kind for kind, _ in events] == expected
+
     async def test_rerun_within_cooldown_targets_nobody(self, program: Program) -> None:
         clock.freeze(NOW)
         await program.member("m1")

@@ -20,11 +20,18 @@ _NPS_CLASS = (
     "CASE WHEN latest_feedback.score >= 9 THEN 'promoter' "
     "WHEN latest_feedback.score >= 7 THEN 'passive' ELSE 'detractor' END"
 )
-_LATEST_FEEDBACK = """CROSS JOIN LATERAL (
+# The latest score: looked up member by member when a batch of members is read (a run), or
+# for the whole program in one pass when every member is (a preview counts them all).
+_LATEST_FEEDBACK_PER_MEMBER = """CROSS JOIN LATERAL (
     SELECT f.score FROM member_feedback AS f
      WHERE f.member_id = m.id
      ORDER BY f.created_at DESC, f.id DESC
      LIMIT 1) AS latest_feedback"""
+_LATEST_FEEDBACK_OF_PROGRAM = """JOIN (
+    SELECT DISTINCT ON (f.member_id) f.member_id, f.score FROM member_feedback AS f
+     WHERE f.program_id = :program_id
+     ORDER BY f.member_id, f.created_at DESC, f.id DESC) AS latest_feedback
+  ON latest_feedback.member_id = m.id"""
 
 
 def _birthday_in_year(year: str) -> str:
@@ -54,9 +61,15 @@ class AudienceSql:
 
 
 def audience_sql(
-    audience: dict[str, Any], program_id: int, today: date, timezone: str
+    audience: dict[str, Any],
+    program_id: int,
+    today: date,
+    timezone: str,
+    *,
+    whole_program: bool = False,
 ) -> AudienceSql:
-    """The SQL of an audience for a program whose local date is ``today``."""
+    """The SQL of an audience for a program whose local date is ``today``; with
+    ``whole_program`` the joins suit reading every member at once rather than a batch."""
     joins: list[str] = []
     where = ["m.program_id = :program_id", "m.erased_at IS NULL"]
     params: dict[str, Any] = {"program_id": program_id}
@@ -96,7 +109,7 @@ def audience_sql(
         where.append("a.tier_key = ANY(CAST(:tiers AS text[]))")
         params["tiers"] = list(audience["tiers"])
     if audience.get("nps_classes") is not None:
-        joins.append(_LATEST_FEEDBACK)
+        joins.append(_LATEST_FEEDBACK_OF_PROGRAM if whole_program else _LATEST_FEEDBACK_PER_MEMBER)
         where.append(f"{_NPS_CLASS} = ANY(CAST(:nps_classes AS text[]))")
         params["nps_classes"] = list(audience["nps_classes"])
     if audience.get("birthday_within_days") is not None:

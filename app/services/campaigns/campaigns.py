@@ -261,7 +261,13 @@ async def preview_audience(program_id: int, body: CampaignPreviewRequest) -> Cam
     async with db.read_only() as conn:
         timezone = await program_timezone(conn, program_id)
         today = clock.now().astimezone(ZoneInfo(timezone)).date()
-        sql = audience_sql(body.audience.model_dump(exclude_none=True), program_id, today, timezone)
+        sql = audience_sql(
+            body.audience.model_dump(exclude_none=True),
+            program_id,
+            today,
+            timezone,
+            whole_program=True,
+        )
         members: int = (
             await conn.execute(
                 text(f"SELECT count(*) FROM members AS m {sql.joins} WHERE {sql.where}"),

@@ -37,7 +37,8 @@ from app.schemas.campaigns import CampaignRunOut
 from app.services.campaigns.assignment import holdout_bucket_sql
 from app.services.campaigns.audience import audience_sql
 from app.services.idempotency import IdempotencyRequest, Reply, run_recomputation
-from app.services.ledger.accounts import lock_members_for_events
+from app.services.ledger import accounts
+from app.services.ledger.accounts import NEXT_SEQUENCES_CTE
 from app.services.ledger.postings import credit_many_ctes
 from app.services.rewards import coupons
 from app.services.tiers import tier_evaluation
@@ -82,12 +83,14 @@ _ADVANCE = text(
 _ACT = text(
     f"""
 WITH picked AS (
-    SELECT p.member_id, p.external_id, p.grp, p.sequence, p.coupon_code
+    SELECT p.member_id, p.external_id, p.grp, p.coupon_code
       FROM unnest(CAST(:member_ids AS bigint[]), CAST(:external_ids AS text[]),
-                  CAST(:groups AS text[]), CAST(:sequences AS bigint[]),
-                  CAST(:coupon_codes AS text[]))
-           AS p(member_id, external_id, grp, sequence, coupon_code)
-), due AS (
+                  CAST(:groups AS text[]), CAST(:coupon_codes AS text[]))
+           AS p(member_id, external_id, grp, coupon_code)
+), unpaid AS (
+    -- Members who get no bonus entry: they take their event's sequence number here.
+    SELECT u.member_id FROM unnest(CAST(:unpaid_member_ids AS bigint[])) AS u(member_id)
+), {NEXT_SEQUENCES_CTE.format(name="sequenced", members="unpaid")}, due AS (
     -- Its own array (not a filter of picked), so that the planner knows how many rows come.
     SELECT d.member_id, CAST(:bonus_points AS bigint) AS points
       FROM unnest(CAST(:bonus_member_ids AS bigint[])) AS d(member_id)
@@ -97,6 +100,7 @@ WITH picked AS (
             "CAST(:reason AS text)",
             "CAST(:actor AS text)",
             campaign_id="CAST(:campaign_id AS bigint)",
+            sequences=2,
         )
     }, targeted AS (
     INSERT INTO campaign_targetings (program_id, campaign_id, member_id, run_number, "group",
@@ -108,12 +112,13 @@ WITH picked AS (
 ), targeted_event AS (
     INSERT INTO events (program_id, type, member_id, data, created_at)
     SELECT CAST(:program_id AS bigint), 'campaign.targeted', picked.member_id,
-           jsonb_build_object('member_id', picked.external_id, 'sequence', picked.sequence,
+           jsonb_build_object('member_id', picked.external_id,
+                              'sequence', coalesce(sequenced.version, acc.version - 1),
                               'campaign_id', CAST(:campaign_id AS bigint),
                               'group', picked.grp, 'message', CAST(:message AS text),
                               'coupon_code', picked.coupon_code),
            CAST(:now AS timestamptz)
-      FROM picked
+      FROM picked LEFT JOIN sequenced USING (member_id) LEFT JOIN acc USING (member_id)
 )
 SELECT count(*) FILTER (WHERE grp = 'treated') AS treated,
        count(*) FILTER (WHERE grp = 'holdout') AS holdout
@@ -176,8 +181,7 @@ async def _run_batch(
         member_ids = [row.member_id for row in picked]
         groups = {row.member_id: row.grp for row in picked}
         external_ids = {row.member_id: row.external_id for row in picked}
-        sequences = await lock_members_for_events(conn, member_ids)
-        locked = sorted(sequences)
+        locked = await accounts.lock_members(conn, member_ids)
         codes: dict[int, str] = {}
         if campaign.reward_id is not None:
             # One coupon per treated member, costing no points (rewards package).
@@ -187,6 +191,8 @@ async def _run_batch(
                         conn, campaign.program_id, member_id, campaign.reward_id, campaign.id, now
                     )
                     codes[member_id] = coupon.code
+        paid = [m for m in locked if groups[m] == "treated" and campaign.bonus_points]
+        paid_set = set(paid)
         # The statement's joins are right only for the true row counts, which a plan made
         # for any parameters (a generic plan) cannot know.
         await conn.execute(_CUSTOM_PLANS)
@@ -196,11 +202,9 @@ async def _run_batch(
                 {
                     "member_ids": locked,
                     "external_ids": [external_ids[m] for m in locked],
-                    "bonus_member_ids": [
-                        m for m in locked if groups[m] == "treated" and campaign.bonus_points
-                    ],
+                    "bonus_member_ids": paid,
+                    "unpaid_member_ids": [m for m in locked if m not in paid_set],
                     "groups": [groups[m] for m in locked],
-                    "sequences": [sequences[m] for m in locked],
                     "coupon_codes": [codes.get(m) for m in locked],
                     "bonus_points": campaign.bonus_points,
                     "reason": f"campaign {campaign.id}",

@@ -120,24 +120,26 @@ async def lock_account(
     return LockedAccount(row.member_id, row.external_id, row.available, row.tier_key)
 
 
-_LOCK_MANY_AND_SEQUENCE = text(
-    """
-WITH locked AS (
-    SELECT member_id FROM accounts WHERE member_id = ANY(:member_ids)
-     ORDER BY member_id FOR UPDATE
-)
-UPDATE accounts AS a SET version = a.version + 1
-  FROM locked WHERE a.member_id = locked.member_id
-RETURNING a.member_id, a.version
-"""
+_LOCK_MANY = text(
+    "SELECT member_id FROM accounts WHERE member_id = ANY(:member_ids) "
+    "ORDER BY member_id FOR UPDATE"
 )
 
 
-async def lock_members_for_events(conn: Connection, member_ids: list[int]) -> dict[int, int]:
+async def lock_members(conn: Connection, member_ids: list[int]) -> list[int]:
     """Lock these members' account rows in ascending id order (the lock order of every
-    multi-member write) and take one event sequence number for each; returns
-    {member_id: sequence}. The balances are untouched."""
+    multi-member write); returns the ids locked. Nothing is written: the statement that
+    follows takes the sequence numbers, so each account row is updated once."""
     if not member_ids:
-        return {}
-    rows = (await conn.execute(_LOCK_MANY_AND_SEQUENCE, {"member_ids": member_ids})).all()
-    return {row.member_id: row.version for row in rows}
+        return []
+    return list((await conn.execute(_LOCK_MANY, {"member_ids": member_ids})).scalars())
+
+
+# Take the next event sequence number of each member of ``{members}`` (a CTE or table with
+# member_id) whose account the transaction holds; defines ``{name}(member_id, version)``.
+NEXT_SEQUENCES_CTE = """{name} AS (
+    UPDATE accounts AS a SET version = a.version + 1
+      FROM {members} AS s
+     WHERE a.member_id = s.member_id
+ RETURNING a.member_id, a.version
+)"""

@@ -62,18 +62,25 @@ CONSUME_LOTS_CTE = """spendable AS (
 
 
 def credit_many_ctes(
-    kind: str, reason: str, actor: str, referral_id: str = "NULL", campaign_id: str = "NULL"
+    kind: str,
+    reason: str,
+    actor: str,
+    referral_id: str = "NULL",
+    campaign_id: str = "NULL",
+    sequences: int = 1,
 ) -> str:
     """CTEs that credit every row of a ``due(member_id, points)`` CTE defined before them,
     whose account rows the transaction already holds: the accounts, one available entry
     each (of SQL expressions ``kind``, ``reason``, ``actor``, ``referral_id``,
     ``campaign_id``), the lots after any debt is repaid, and a ``points.earned`` event each.
-    They define ``acc`` and ``entry`` for what follows."""
+    They define ``acc`` and ``entry`` for what follows. With ``sequences`` > 1 the account
+    takes that many event sequence numbers, the last for ``points.earned``, the ones before
+    it (``acc.version - 1`` ...) for the caller's own events."""
     return f"""acc AS (
     UPDATE accounts AS a
        SET available = a.available + due.points,
            lifetime_earned = a.lifetime_earned + due.points,
-           version = a.version + 1,
+           version = a.version + {sequences},
            updated_at = :now
       FROM due
      WHERE a.member_id = due.member_id
