@@ -186,7 +186,10 @@ def bench(args: argparse.Namespace) -> int:
         rounds: list[dict[str, dict[str, Any]]] = []
         for number in range(1, args.rounds + 1):
             measured: dict[str, dict[str, Any]] = {}
-            for mode in MODES:
+            # Each round starts with another mode, so that a load that builds up during a
+            # round (other people's work on a shared machine) does not always hit the same one.
+            shift = (number - 1) % len(MODES)
+            for mode in MODES[shift:] + MODES[:shift]:
                 run.log(
                     f"round {number}: wrk {LABELS[mode]}: {args.connections} connections, "
                     f"{args.duration}s"

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from pydantic import TypeAdapter
 
 from app.auth import Principal, require_scope
 from app.routers.deps import (
@@ -18,6 +19,7 @@ from app.routers.deps import (
     problems,
     reply_json,
 )
+from app.routers.lean import LeanCall, PathParam, lean_route
 from app.schemas.common import Page
 from app.schemas.orders import CouponCode
 from app.schemas.rewards import (
@@ -40,6 +42,7 @@ PointsWriter = Annotated[Principal, Depends(require_scope("points:write"))]
 Admin = Annotated[Principal, Depends(require_scope("admin"))]
 RewardId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The reward's id.", examples=[3])]
 CodePath = Annotated[CouponCode, Path(description="The coupon code; case-insensitive.")]
+COUPON_CODE = PathParam(TypeAdapter(CouponCode), "The coupon code; case-insensitive.")
 _REWARD: dict[int | str, dict[str, Any]] = {200: {"model": RewardOut}}
 _COUPON: dict[int | str, dict[str, Any]] = {200: {"model": CouponOut}}
 _REDEEM_REFUSALS = (
@@ -185,31 +188,32 @@ async def get_coupon(coupon_code: CodePath, principal: PointsReader) -> Response
     return json_text(await coupons.get_coupon(principal.program_id, coupon_code))
 
 
-@router.post(
+# The checkout calls it on every basket with a coupon: a lean route (app/routers/lean.py).
+@lean_route(
+    router,
+    "POST",
     "/v1/coupons/{coupon_code}/validate",
+    scope="points:read",
+    params={"coupon_code": COUPON_CODE},
+    body=CouponValidateRequest,
     responses={
         200: {"model": CouponValidation},
         **problems((404, "not_found"), (422, "currency_mismatch")),
     },
 )
-async def validate_coupon(
-    coupon_code: CodePath,
-    body: CouponValidateRequest,
-    request: Request,
-    principal: PointsReader,
-    idempotency_key: IdempotencyKeyHeader = None,
-) -> Response:
+async def validate_coupon(call: LeanCall) -> Response:
     """Would the coupon be usable on this order now, and what would it take off? Writes
     nothing; an unknown code is `valid: false` with reason `unknown`."""
-    stored = await coupons.validate_once(
-        principal.program_id,
-        coupon_code,
+    body: CouponValidateRequest = call.body
+    reply = await coupons.validate_once(
+        call.principal.program_id,
+        call.path["coupon_code"],
         body.member_id,
         body.amount,
         body.currency,
-        idempotency_request(request, idempotency_key, body),
+        call.idempotency,
     )
-    return reply_json(stored)
+    return reply_json(reply)
 
 
 @router.post(

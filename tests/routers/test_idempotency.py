@@ -236,6 +236,53 @@ def _endpoint_action(action: str) -> Callable[[Program], Awaitable[Target]]:
     return prepare
 
 
+NEW_REWARD = {"name": "5 off", "kind": "fixed_discount", "points_cost": 10, "value": 500}
+
+
+async def _reward(program: Program) -> Target:
+    return Target(
+        "/v1/rewards", NEW_REWARD, {**NEW_REWARD, "name": "Other"}, None, ("/v1/rewards",)
+    )
+
+
+async def _reward_id(program: Program) -> int:
+    created = await program.post("/v1/rewards", json=NEW_REWARD)
+    assert created.status_code == 201, created.text
+    reward_id: int = created.json()["id"]
+    return reward_id
+
+
+async def _redeem_reward(program: Program) -> Target:
+    member = await _member(program)
+    reward_id = await _reward_id(program)
+    return Target(
+        f"/v1/members/{member}/rewards/{reward_id}/redeem",
+        None,
+        None,
+        member,
+        (f"/v1/members/{member}/coupons", f"/v1/rewards/{reward_id}"),
+    )
+
+
+async def _coupon(program: Program) -> tuple[str, str]:
+    member = await _member(program)
+    reward_id = await _reward_id(program)
+    redeemed = await program.post(f"/v1/members/{member}/rewards/{reward_id}/redeem")
+    assert redeemed.status_code == 201, redeemed.text
+    return member, redeemed.json()["coupon"]["code"]
+
+
+async def _validate_coupon(program: Program) -> Target:
+    member, code = await _coupon(program)
+    body = {"member_id": member, "amount": 10000, "currency": "CNY"}
+    return Target(f"/v1/coupons/{code}/validate", body, {**body, "amount": 20000}, member)
+
+
+async def _void_coupon(program: Program) -> Target:
+    member, code = await _coupon(program)
+    return Target(f"/v1/coupons/{code}/void", None, None, member, (f"/v1/coupons/{code}",))
+
+
 WEBHOOK = "/v1/webhook-endpoints/{endpoint_id}"
 NEW_CAMPAIGN = {"name": "Thanks", "audience": {}, "action": {"bonus_points": 5}}
 
@@ -298,6 +345,11 @@ POSTS: dict[str, Post] = {
         _endpoint_action("rotate-secret"), status=200, secret_fields=("secret",), visible=False
     ),
     WEBHOOK + "/resume": Post(_endpoint_action("resume"), status=200, visible=False),
+    "/v1/rewards": Post(_reward),
+    MEMBER + "/rewards/{reward_id}/redeem": Post(_redeem_reward),
+    # Validation changes nothing: only the replay shows.
+    "/v1/coupons/{coupon_code}/validate": Post(_validate_coupon, status=200, visible=False),
+    "/v1/coupons/{coupon_code}/void": Post(_void_coupon, status=200),
     "/v1/campaigns": Post(_campaign),
     "/v1/campaigns/preview": Post(_campaign_preview, status=200, visible=False),
     "/v1/campaigns/{campaign_id}/run": Post(_campaign_run, status=200),
@@ -305,6 +357,7 @@ POSTS: dict[str, Post] = {
 # POST routes whose Idempotency-Key behaviour is tested in another file, and why.
 COVERED_ELSEWHERE = {
     "/v1/me/referral-link": "needs a member token: tests/routers/test_member_tokens.py",
+    "/v1/me/rewards/{reward_id}/redeem": "needs a member token: tests/routers/test_rewards.py",
 }
 
 # Known bugs outside this test's reach, by route: the tests concerned mark that route's case

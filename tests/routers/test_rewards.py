@@ -572,6 +572,12 @@ class TestMemberApp:
         two = await program.client.post(path, headers={**await member_token(program, "m2"), **key})
         assert (one.status_code, two.status_code) == (201, 201)
         assert (one.json()["member_id"], two.json()["member_id"]) == ("m1", "m2")
+        again = await program.client.post(
+            path, headers={**await member_token(program, "m1"), **key}
+        )
+        assert again.headers["Idempotency-Replayed"] == "true"
+        assert again.json() == one.json()
+        assert (await program.balance("m1"))["available"] == 300
 
 
 class TestEvents:

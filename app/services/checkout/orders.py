@@ -348,20 +348,27 @@ async def _create_directly(order: _NewOrder) -> Reply | None:
     return None
 
 
-# The member's account locked by the shop's id (the first lock of an order using coupons),
-# with what decides whether the common path may go on: the program's currency and earning
-# setup version, and a pending referral (whose payout locks the referrer too, in id order).
-_LOCK_COUPON_BUYER = text(
-    """
-SELECT a.member_id, p.currency, p.config_version,
-       EXISTS (SELECT 1 FROM referrals AS f
-                WHERE f.program_id = p.id AND f.referee_id = a.member_id
-                  AND f.status = 'pending') AS referral_pending
-  FROM members AS m
-  JOIN accounts AS a ON a.member_id = m.id
-  JOIN programs AS p ON p.id = m.program_id
- WHERE m.program_id = :program_id AND m.external_id = :member
-   FOR UPDATE OF a
+# The member's account locked by the shop's id, then the coupons the order names, in one
+# statement (coupons.LOCK_COUPONS_AFTER_LATERAL), with what decides whether the common path
+# may go on: the program's currency and earning setup version, and a pending referral (whose
+# payout locks the referrer too, in id order). One row per coupon found (one with no coupon
+# when none is); no row for an unknown member.
+_LOCK_BUYER_AND_COUPONS = text(
+    f"""
+WITH buyer AS MATERIALIZED (
+    SELECT a.member_id, p.currency, p.config_version,
+           EXISTS (SELECT 1 FROM referrals AS f
+                    WHERE f.program_id = p.id AND f.referee_id = a.member_id
+                      AND f.status = 'pending') AS referral_pending
+      FROM members AS m
+      JOIN accounts AS a ON a.member_id = m.id
+      JOIN programs AS p ON p.id = m.program_id
+     WHERE m.program_id = :program_id AND m.external_id = :member
+       FOR UPDATE OF a
+)
+SELECT buyer.member_id AS buyer_id, buyer.currency AS program_currency,
+       buyer.config_version, buyer.referral_pending, locked.*
+  FROM buyer {coupons.LOCK_COUPONS_AFTER_LATERAL.format(outer="buyer")}
 """
 )
 
@@ -375,23 +382,40 @@ async def _create_with_coupons(order: _NewOrder) -> Reply | None:
     setup = await earning.program_earning(order.program_id)
     if setup.member_dependent:
         return None
+    assert body.coupon_codes is not None
+    named = [code for code in coupons.canonical_codes(body.coupon_codes) if code]
     try:
         async with db.transaction() as conn:
-            buyer = (
+            rows = (
                 await conn.execute(
-                    _LOCK_COUPON_BUYER, {"program_id": order.program_id, "member": body.member_id}
+                    _LOCK_BUYER_AND_COUPONS,
+                    {"program_id": order.program_id, "member": body.member_id, "codes": named},
                 )
-            ).first()
-            if buyer is None:
+            ).all()
+            if not rows:
                 raise order.unknown_member()
-            if body.currency != buyer.currency:
-                raise order.currency_mismatch(buyer.currency)
+            buyer = rows[0]
+            if body.currency != buyer.program_currency:
+                raise order.currency_mismatch(buyer.program_currency)
             if buyer.referral_pending or buyer.config_version != setup.config_version:
                 return None  # nothing written; the full path takes it from here
-            context = setup.context()
             params = order.params([])
-            params["member_id"] = buyer.member_id
-            await _apply_coupons(conn, order, context, buyer.member_id, params)
+            params["member_id"] = buyer.buyer_id
+            locked = [coupons.Coupon.from_row(row) for row in rows if row.id is not None]
+            _earn_after_discounts(
+                order,
+                setup.context(),
+                params,
+                coupons.check_for_order(
+                    locked,
+                    body.coupon_codes,
+                    buyer.buyer_id,
+                    body.order_id,
+                    body.amount,
+                    body.currency,
+                    order.now,
+                ),
+            )
             statement = _CREATE[(False, request is not None, True)]
             created = (await conn.execute(statement, params)).scalar()
     except coupons.CouponUsedByThisOrder:
@@ -477,6 +501,18 @@ async def _apply_coupons(
         body.currency,
         order.now,
     )
+    _earn_after_discounts(order, context, params, applied)
+
+
+def _earn_after_discounts(
+    order: _NewOrder,
+    context: earning.EarnContext,
+    params: dict[str, Any],
+    applied: list[coupons.AppliedCoupon],
+) -> None:
+    """The order statement's parameters for an order using ``applied``: what it earns on the
+    amount minus the discounts, the coupons its reply lists, and the coupons to mark used."""
+    body = order.body
     # Several coupons may together discount more than the amount; nothing is earned then.
     earned_on = max(body.amount - sum(item.discount_amount for item in applied), 0)
     breakdown = earning.compute_breakdown(context, earned_on, body.items, order.occurred_at)

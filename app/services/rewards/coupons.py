@@ -555,6 +555,57 @@ class AppliedCoupon:
     discount_amount: int
 
 
+def canonical_codes(codes: list[str]) -> list[str | None]:
+    """The codes an order names, canonical (None for text that cannot be a code); one coupon
+    named twice, however spelled, is a 422."""
+    canonical = [normalize_code(code) for code in codes]
+    named = [code for code in canonical if code]
+    if len(set(named)) != len(named):
+        raise ValidationError("A coupon code may be named once.", loc=["body", "coupon_codes"])
+    return canonical
+
+
+# Lock the coupons an order names inside a statement that has just locked the buyer's
+# account: a LATERAL subquery that reads the outer row ``{outer}`` runs once per buyer row,
+# after it, so the account is locked before any coupon (the fixed lock order) in one round
+# trip. Binds :program_id and :codes (canonical).
+LOCK_COUPONS_AFTER_LATERAL = f"""LEFT JOIN LATERAL (
+    SELECT {COUPON_COLUMNS}
+      FROM coupons AS c LEFT JOIN members AS m ON m.id = c.member_id
+     WHERE c.program_id = :program_id AND c.code = ANY(CAST(:codes AS text[]))
+       AND {{outer}}.member_id IS NOT NULL
+       FOR UPDATE OF c
+) AS locked ON true"""
+
+
+def check_for_order(
+    locked: list[Coupon],
+    codes: list[str],
+    member_id: int,
+    order_id: str,
+    amount: int,
+    currency: str,
+    now: datetime,
+) -> list[AppliedCoupon]:
+    """Check each coupon the order names is usable on it, in the order given; the first that
+    is not refuses the order with 409 ``coupon_not_usable`` and its reason (codes that are not
+    codes, or not of this program, are ``unknown``). A coupon this very order used means the
+    order is a retry: CouponUsedByThisOrder."""
+    found = {coupon.code: coupon for coupon in locked}
+    applied = []
+    for typed, code in zip(codes, canonical_codes(codes), strict=True):
+        coupon = found.get(code) if code else None
+        if coupon is not None and coupon.status == "used" and coupon.order_id == order_id:
+            raise CouponUsedByThisOrder
+        if coupon is None:
+            raise CouponNotUsableError("unknown", f"No coupon {typed!r} in this program.")
+        reason = coupon.unusable_reason(member_id, amount, currency, now)
+        if reason is not None:
+            raise CouponNotUsableError(reason, f"Coupon {coupon.code} cannot be used: {reason}.")
+        applied.append(AppliedCoupon(coupon, coupon.discount_on(amount)))
+    return applied
+
+
 async def lock_for_order(
     conn: Connection,
     program_id: int,
@@ -566,37 +617,11 @@ async def lock_for_order(
     now: datetime,
 ) -> list[AppliedCoupon]:
     """Lock the coupons an order names (after the member's account: the caller holds it) and
-    check each is usable on it, in the order given; the first that is not refuses the order
-    with 409 ``coupon_not_usable`` and its reason. Codes that are not codes are ``unknown``.
-    A coupon this very order used means the order is a retry: CouponUsedByThisOrder."""
-    canonical = [normalize_code(code) for code in codes]
-    named = [code for code in canonical if code]
-    if len(set(named)) != len(named):
-        raise ValidationError("A coupon code may be named once.", loc=["body", "coupon_codes"])
-    found = {
-        coupon.code: coupon
-        for coupon in map(
-            Coupon.from_row,
-            (
-                await conn.execute(
-                    _LOCK_FOR_ORDER,
-                    {"program_id": program_id, "codes": named},
-                )
-            ).all(),
-        )
-    }
-    applied = []
-    for typed, code in zip(codes, canonical, strict=True):
-        coupon = found.get(code) if code else None
-        if coupon is not None and coupon.status == "used" and coupon.order_id == order_id:
-            raise CouponUsedByThisOrder
-        if coupon is None:
-            raise CouponNotUsableError("unknown", f"No coupon {typed!r} in this program.")
-        reason = coupon.unusable_reason(member_id, amount, currency, now)
-        if reason is not None:
-            raise CouponNotUsableError(reason, f"Coupon {coupon.code} cannot be used: {reason}.")
-        applied.append(AppliedCoupon(coupon, coupon.discount_on(amount)))
-    return applied
+    check them (``check_for_order``)."""
+    named = [code for code in canonical_codes(codes) if code]
+    rows = (await conn.execute(_LOCK_FOR_ORDER, {"program_id": program_id, "codes": named})).all()
+    locked = [Coupon.from_row(row) for row in rows]
+    return check_for_order(locked, codes, member_id, order_id, amount, currency, now)
 
 
 # The coupon's wire form (api.md) built in SQL from a coupons row ``{c}``, for statements that
