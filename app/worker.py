@@ -34,7 +34,7 @@ from app.services.ledger import expiry, pending
 from app.services.members.member_batches import Lane
 from app.services.programs import rate_limits
 from app.services.referrals import referrals
-from app.services.rewards import coupons
+from app.services.rewards import coupon_expiry
 from app.services.tiers import tier_evaluation
 
 log = logging.getLogger("patron.worker")
@@ -58,7 +58,7 @@ class InLanes:
 # (name, job) in the order they run each cycle.
 JOBS: list[tuple[str, Job | InLanes]] = [
     ("expire_holds", holds.expire_overdue_holds),
-    ("expire_coupons", coupons.expire_due_coupons),
+    ("expire_coupons", coupon_expiry.expire_due_coupons),
     ("release_pending_points", InLanes(pending.release_due_points)),
     ("pay_referrals", referrals.pay_due_referrals),
     ("expire_points", InLanes(expiry.expire_due_points)),

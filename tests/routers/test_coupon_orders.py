@@ -10,7 +10,7 @@ from typing import Any
 from app.clock import clock
 from tests.conftest import Program, assert_problem
 from tests.routers.test_events import feed
-from tests.routers.test_rewards import coupon, redeemed, reward
+from tests.routers.test_rewards import coupon, redeemed, reward, set_program_currency
 
 
 async def issued_code(program: Program, member: str = "m1", **fields: Any) -> str:
@@ -105,6 +105,20 @@ class TestOrderWithCoupon:
         await self.assert_refused_twice(program, code)
         assert (await program.balance("friend"))["available"] == 10
 
+    async def test_with_a_hold_too(self, program: Program) -> None:
+        await program.member("m1", points=1000)
+        code = await issued_code(program)
+        hold = (await program.post("/v1/members/m1/holds", json={"points": 300})).json()
+        body = {**order_body("A-1", [code]), "redeem_hold_id": hold["hold_id"]}
+        response = await program.post("/v1/orders", json=body)
+        assert response.status_code == 201, response.text
+        order = response.json()
+        assert (order["points_redeemed"], order["points_earned"]) == (300, 80)
+        assert order["coupons"] == [{"code": code, "discount_amount": 2000}]
+        assert (await program.balance("m1"))["available"] == 1000 - 200 - 300 + 80
+        again = await program.post("/v1/orders", json=body)
+        assert (again.status_code, again.json()) == (200, order)
+
     async def test_plain_order_has_no_coupons_key(self, program: Program) -> None:
         await program.member("m1")
         response = await program.post(
@@ -163,6 +177,17 @@ class TestCouponNotUsable:
         await program.member("m1", points=1000)
         code = await issued_code(program, min_order_amount=10_001)
         await self.refused(program, [code], "min_order_amount")
+
+    async def test_currency(self, program: Program) -> None:
+        await program.member("m1", points=1000)
+        code = await issued_code(program)
+        await set_program_currency(program, "HKD")
+        before = await feed(program)
+        body = {**order_body("A-X", [code]), "currency": "HKD"}
+        response = await program.post("/v1/orders", json=body)
+        assert_problem(response, 409, "coupon_not_usable")
+        assert response.json()["reason"] == "currency"
+        assert await feed(program) == before
 
     async def test_unknown(self, program: Program) -> None:
         await program.member("m1", points=1000)

@@ -7,6 +7,9 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sqlalchemy import text
+
+from app import db
 from app.clock import clock
 from app.worker import run_once
 from tests.conftest import Program, assert_problem
@@ -45,6 +48,15 @@ async def validate(program: Program, code: str, member: str = "m1", amount: int 
         f"/v1/coupons/{code}/validate",
         json={"member_id": member, "amount": amount, "currency": "CNY"},
     )
+
+
+async def set_program_currency(program: Program, currency: str) -> None:
+    """The API offers no currency change; a shop's move to another currency is done in SQL."""
+    async with db.transaction() as conn:
+        await conn.execute(
+            text("UPDATE programs SET currency = :c WHERE id = :p"),
+            {"c": currency, "p": program.id},
+        )
 
 
 class TestCreateReward:
@@ -411,6 +423,17 @@ class TestValidate:
         clock.advance(timedelta(days=1))
         assert (await validate(program, code)).json()["reason"] == "expired"
 
+    async def test_currency_of_the_coupon(self, program: Program) -> None:
+        # A shop that moved to another currency: coupons issued before keep theirs.
+        await program.member("m1", points=1000)
+        code = (await redeemed(program, "m1", (await reward(program))["id"]))["coupon"]["code"]
+        await set_program_currency(program, "HKD")
+        response = await program.post(
+            f"/v1/coupons/{code}/validate",
+            json={"member_id": "m1", "amount": 10_000, "currency": "HKD"},
+        )
+        assert response.json() == {"valid": False, "discount_amount": 0, "reason": "currency"}
+
     async def test_void_coupon_is_not_valid(self, program: Program) -> None:
         await program.member("m1", points=1000)
         code = (await redeemed(program, "m1", (await reward(program))["id"]))["coupon"]["code"]
@@ -486,6 +509,17 @@ class TestVoid:
         assert_problem(response, 409, "coupon_not_usable")
         assert response.json()["reason"] == "expired"
         assert (await program.balance("m1"))["available"] == 300
+
+    async def test_used_is_not_usable(self, program: Program) -> None:
+        await program.member("m1", points=500)
+        code = (await redeemed(program, "m1", (await reward(program))["id"]))["coupon"]["code"]
+        order = {"order_id": "A-1", "member_id": "m1", "amount": 10_000, "currency": "CNY"}
+        placed = await program.post("/v1/orders", json={**order, "coupon_codes": [code]})
+        assert placed.status_code == 201, placed.text
+        response = await program.post(f"/v1/coupons/{code}/void")
+        assert_problem(response, 409, "coupon_not_usable")
+        assert response.json()["reason"] == "used"
+        assert (await program.balance("m1"))["available"] == 300 + 80
 
     async def test_idempotency_key_replays(self, program: Program) -> None:
         await program.member("m1", points=500)

@@ -55,7 +55,7 @@ from app.services.ledger.checkout_postings import (
 )
 from app.services.ledger.postings import CONSUME_LOTS_CTE, ENTRY_JSON
 from app.services.referrals import referrals
-from app.services.rewards import coupons
+from app.services.rewards import coupon_orders, coupons
 from app.services.tiers import tier_evaluation
 
 LOCK_IN_ORDER = text(
@@ -203,7 +203,7 @@ def _create_statement(
             order_posting=ORDER_POSTING_CTES,
             order_lot=ORDER_LOT_CTE,
             capture=_CAPTURE_CTES if capture else "",
-            use_coupons=coupons.USE_COUPONS_CTES if use_coupons else "",
+            use_coupons=coupon_orders.USE_COUPONS_CTES if use_coupons else "",
             order_json=ORDER_JSON.format(
                 o="ord", member="CAST(:member AS text)", refunds="'[]'::json"
             ),
@@ -349,7 +349,7 @@ async def _create_directly(order: _NewOrder) -> Reply | None:
 
 
 # The member's account locked by the shop's id, then the coupons the order names, in one
-# statement (coupons.LOCK_COUPONS_AFTER_LATERAL), with what decides whether the common path
+# statement (coupon_orders.LOCK_COUPONS_AFTER_LATERAL), with what decides whether the common path
 # may go on: the program's currency and earning setup version, and a pending referral (whose
 # payout locks the referrer too, in id order). One row per coupon found (one with no coupon
 # when none is); no row for an unknown member.
@@ -368,7 +368,7 @@ WITH buyer AS MATERIALIZED (
 )
 SELECT buyer.member_id AS buyer_id, buyer.currency AS program_currency,
        buyer.config_version, buyer.referral_pending, locked.*
-  FROM buyer {coupons.LOCK_COUPONS_AFTER_LATERAL.format(outer="buyer")}
+  FROM buyer {coupon_orders.LOCK_COUPONS_AFTER_LATERAL.format(outer="buyer")}
 """
 )
 
@@ -383,7 +383,7 @@ async def _create_with_coupons(order: _NewOrder) -> Reply | None:
     if setup.member_dependent:
         return None
     assert body.coupon_codes is not None
-    named = [code for code in coupons.canonical_codes(body.coupon_codes) if code]
+    named = [code for code in coupon_orders.canonical_codes(body.coupon_codes) if code]
     try:
         async with db.transaction() as conn:
             rows = (
@@ -406,7 +406,7 @@ async def _create_with_coupons(order: _NewOrder) -> Reply | None:
                 order,
                 setup.context(),
                 params,
-                coupons.check_for_order(
+                coupon_orders.check_for_order(
                     locked,
                     body.coupon_codes,
                     buyer.buyer_id,
@@ -418,7 +418,7 @@ async def _create_with_coupons(order: _NewOrder) -> Reply | None:
             )
             statement = _CREATE[(False, request is not None, True)]
             created = (await conn.execute(statement, params)).scalar()
-    except coupons.CouponUsedByThisOrder:
+    except coupon_orders.CouponUsedByThisOrder:
         created = None
     if created is not None:
         return Reply(created)
@@ -472,7 +472,7 @@ async def _create_after_reading_member(order: _NewOrder) -> Reply:
                     )
                 if created is not None and tiered:
                     await tier_evaluation.evaluate_locked(conn, [member_id], now)
-    except (_OrderExists, coupons.CouponUsedByThisOrder):
+    except (_OrderExists, coupon_orders.CouponUsedByThisOrder):
         created = None
     if created is not None:
         return Reply(created)
@@ -488,10 +488,10 @@ async def _apply_coupons(
 ) -> None:
     """Lock and check the order's coupons (the member's account is locked), and earn on the
     amount minus their discounts; the order statement marks them used. A retry of an order
-    that used them is answered with that order (coupons.CouponUsedByThisOrder)."""
+    that used them is answered with that order (coupon_orders.CouponUsedByThisOrder)."""
     body = order.body
     assert body.coupon_codes is not None
-    applied = await coupons.lock_for_order(
+    applied = await coupon_orders.lock_for_order(
         conn,
         order.program_id,
         member_id,
@@ -508,7 +508,7 @@ def _earn_after_discounts(
     order: _NewOrder,
     context: earning.EarnContext,
     params: dict[str, Any],
-    applied: list[coupons.AppliedCoupon],
+    applied: list[coupon_orders.AppliedCoupon],
 ) -> None:
     """The order statement's parameters for an order using ``applied``: what it earns on the
     amount minus the discounts, the coupons its reply lists, and the coupons to mark used."""
@@ -527,7 +527,7 @@ def _earn_after_discounts(
                 for item in applied
             ]
         ).decode(),
-        **coupons.use_params(applied),
+        **coupon_orders.use_params(applied),
     )
 
 
@@ -779,7 +779,7 @@ async def _record_refund(
     body: str = (await conn.execute(_REFUND[request is not None], params)).scalar_one()
     await referrals.on_refund_in(conn, program_id, order.id, holder.external_id, now)
     if order.refunded_amount + amount == order.amount and order.coupons is not None:
-        await coupons.reactivate_for_refund(conn, program_id, order.id, order_id, now)
+        await coupon_orders.reactivate_for_refund(conn, program_id, order.id, order_id, now)
     if await tier_evaluation.program_has_tiers(program_id):
         await tier_evaluation.evaluate_locked(conn, [holder.member_id], now, "refund")
     return body

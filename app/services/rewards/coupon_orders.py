@@ -1,0 +1,188 @@
+"""Coupons at checkout: what an order that names coupons does to them (locked after the
+member's account, checked, marked used by the order statement with ``coupon.used``), and
+what a full refund of that order does (unexpired coupons active again,
+``coupon.reactivated``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import text
+
+from app.db import Connection
+from app.errors import CouponNotUsableError, ValidationError
+from app.services.events.events import write_event
+from app.services.rewards.codes import normalize_code
+from app.services.rewards.coupons import COUPON_COLUMNS, Coupon
+
+_LOCK_FOR_ORDER = text(
+    f"""
+SELECT {COUPON_COLUMNS}
+  FROM coupons AS c LEFT JOIN members AS m ON m.id = c.member_id
+ WHERE c.program_id = :program_id AND c.code = ANY(:codes)
+   FOR UPDATE OF c
+"""
+)
+
+
+class CouponUsedByThisOrder(Exception):
+    """The order naming the coupon is the one that used it: a retry of a recorded order,
+    to be answered with that order."""
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedCoupon:
+    coupon: Coupon
+    discount_amount: int
+
+
+def canonical_codes(codes: list[str]) -> list[str | None]:
+    """The codes an order names, canonical (None for text that cannot be a code); one coupon
+    named twice, however spelled, is a 422."""
+    canonical = [normalize_code(code) for code in codes]
+    named = [code for code in canonical if code]
+    if len(set(named)) != len(named):
+        raise ValidationError("A coupon code may be named once.", loc=["body", "coupon_codes"])
+    return canonical
+
+
+# Lock the coupons an order names inside a statement that has just locked the buyer's
+# account: a LATERAL subquery that reads the outer row ``{outer}`` runs once per buyer row,
+# after it, so the account is locked before any coupon (the fixed lock order) in one round
+# trip. Binds :program_id and :codes (canonical).
+LOCK_COUPONS_AFTER_LATERAL = f"""LEFT JOIN LATERAL (
+    SELECT {COUPON_COLUMNS}
+      FROM coupons AS c LEFT JOIN members AS m ON m.id = c.member_id
+     WHERE c.program_id = :program_id AND c.code = ANY(CAST(:codes AS text[]))
+       AND {{outer}}.member_id IS NOT NULL
+       FOR UPDATE OF c
+) AS locked ON true"""
+
+
+def check_for_order(
+    locked: list[Coupon],
+    codes: list[str],
+    member_id: int,
+    order_id: str,
+    amount: int,
+    currency: str,
+    now: datetime,
+) -> list[AppliedCoupon]:
+    """Check each coupon the order names is usable on it, in the order given; the first that
+    is not refuses the order with 409 ``coupon_not_usable`` and its reason (codes that are not
+    codes, or not of this program, are ``unknown``). A coupon this very order used means the
+    order is a retry: CouponUsedByThisOrder."""
+    found = {coupon.code: coupon for coupon in locked}
+    applied = []
+    for typed, code in zip(codes, canonical_codes(codes), strict=True):
+        coupon = found.get(code) if code else None
+        if coupon is not None and coupon.status == "used" and coupon.order_id == order_id:
+            raise CouponUsedByThisOrder
+        if coupon is None:
+            raise CouponNotUsableError("unknown", f"No coupon {typed!r} in this program.")
+        reason = coupon.unusable_reason(member_id, amount, currency, now)
+        if reason is not None:
+            raise CouponNotUsableError(reason, f"Coupon {coupon.code} cannot be used: {reason}.")
+        applied.append(AppliedCoupon(coupon, coupon.discount_on(amount)))
+    return applied
+
+
+async def lock_for_order(
+    conn: Connection,
+    program_id: int,
+    member_id: int,
+    order_id: str,
+    codes: list[str],
+    amount: int,
+    currency: str,
+    now: datetime,
+) -> list[AppliedCoupon]:
+    """Lock the coupons an order names (after the member's account: the caller holds it) and
+    check them (``check_for_order``)."""
+    named = [code for code in canonical_codes(codes) if code]
+    rows = (await conn.execute(_LOCK_FOR_ORDER, {"program_id": program_id, "codes": named})).all()
+    locked = [Coupon.from_row(row) for row in rows]
+    return check_for_order(locked, codes, member_id, order_id, amount, currency, now)
+
+
+# The coupon's wire form (api.md) built in SQL from a coupons row ``{c}``, for statements that
+# write its event themselves.
+COUPON_JSON = """jsonb_build_object(
+    'code', {c}.code,
+    'member_id', (SELECT external_id FROM members WHERE id = {c}.member_id),
+    'kind', {c}.kind, 'value', {c}.value, 'currency', {c}.currency,
+    'min_order_amount', {c}.min_order_amount, 'status', {c}.status, 'source', {c}.source,
+    'reward_id', {c}.reward_id, 'campaign_id', {c}.campaign_id, 'order_id', {c}.order_id,
+    'expires_at', {c}.expires_at, 'created_at', {c}.created_at)"""
+
+# CTEs that join the order statement (app/services/checkout/orders.py) when the order uses
+# coupons: mark each used with the order and write its ``coupon.used`` event. Reads ``ord``
+# (the inserted order: none when the order_id was taken, and then nothing is marked) and
+# ``acc`` (the account after the order). Binds :coupon_ids and :discounts (arrays in the same
+# order, from ``lock_for_order``), :member and :now. Starts with a comma.
+USE_COUPONS_CTES = f""", applied AS (
+    SELECT * FROM unnest(CAST(:coupon_ids AS bigint[]), CAST(:discounts AS bigint[]))
+        AS a(coupon_id, discount)
+), used AS (
+    UPDATE coupons AS c
+       SET status = 'used', order_pk = ord.id, order_id = ord.order_id,
+           discount_amount = applied.discount, used_at = CAST(:now AS timestamptz)
+      FROM ord CROSS JOIN applied
+     WHERE c.id = applied.coupon_id
+ RETURNING c.*
+), used_event AS (
+    INSERT INTO events (program_id, type, member_id, data, created_at)
+    SELECT used.program_id, 'coupon.used', acc.member_id,
+           jsonb_build_object('member_id', CAST(:member AS text), 'sequence', acc.version,
+                              'coupon', {COUPON_JSON.format(c="used")},
+                              'order_id', used.order_id,
+                              'discount_amount', used.discount_amount),
+           CAST(:now AS timestamptz)
+      FROM used CROSS JOIN acc
+)"""
+
+
+def use_params(applied: list[AppliedCoupon]) -> dict[str, Any]:
+    """Bind parameters of USE_COUPONS_CTES."""
+    return {
+        "coupon_ids": [item.coupon.id for item in applied],
+        "discounts": [item.discount_amount for item in applied],
+    }
+
+
+_REACTIVATE = text(
+    f"""
+WITH freed AS (
+    UPDATE coupons
+       SET status = 'active', order_pk = NULL, order_id = NULL, discount_amount = NULL,
+           used_at = NULL
+     WHERE order_pk = :order_pk AND status = 'used' AND expires_at > :now
+ RETURNING *
+)
+SELECT {COUPON_COLUMNS}
+  FROM freed AS c LEFT JOIN members AS m ON m.id = c.member_id
+ ORDER BY c.id
+"""
+)
+
+
+async def reactivate_for_refund(
+    conn: Connection, program_id: int, order_pk: int, order_id: str, now: datetime
+) -> list[str]:
+    """A full refund of the order: its coupons that have not expired are active again (one
+    ``coupon.reactivated`` event each); returns their codes. The caller holds the member's
+    account and the order."""
+    rows = (await conn.execute(_REACTIVATE, {"order_pk": order_pk, "now": now})).all()
+    for row in rows:
+        coupon = Coupon.from_row(row)
+        await write_event(
+            conn,
+            program_id,
+            "coupon.reactivated",
+            coupon.member_id,
+            {"member_id": coupon.member, "coupon": coupon.wire(now), "order_id": order_id},
+            now,
+        )
+    return [row.code for row in rows]
