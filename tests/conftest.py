@@ -1,7 +1,10 @@
 """Test harness: real PostgreSQL, schema built by Alembic, HTTP through the ASGI app.
 
 The database is a fresh one made for this session on the server of ``TEST_DATABASE_URL``
-when it is set, otherwise on an embedded PostgreSQL started in a temporary folder. Every test
+when it is set, otherwise on an embedded PostgreSQL started in a temporary folder. With
+``TEST_POOLER_URL`` also set (a PgBouncer in transaction mode in front of that server, passing
+every database name through), the database is still created and migrated directly, and the
+service's pool reaches it through the pooler in transaction pooling mode. Every test
 works in a program (tenant) of its own, and the ledger audit runs on that program after the
 test, so every test that writes also proves the invariants of architecture.md.
 """
@@ -24,6 +27,7 @@ import pytest
 
 from app import db
 from app.clock import clock
+from app.config import get_settings
 from app.main import create_app
 from app.migrate import upgrade
 from app.services.ledger.audit import audit
@@ -75,11 +79,24 @@ def pg_server() -> Iterator[PgServer]:
         server.cleanup()
 
 
+def _service_engine(url: str) -> db.Engine:
+    """The pool the services use: direct, or through ``TEST_POOLER_URL`` in transaction mode."""
+    pooler = os.environ.get("TEST_POOLER_URL")
+    if not pooler:
+        return db.make_engine(url)
+    through_pooler = _with_database(pooler, urlsplit(url).path.lstrip("/"))
+    settings = get_settings().model_copy(update={"database_pooling": "transaction"})
+    return db.make_engine(through_pooler, settings)
+
+
 @pytest.fixture(scope="session")
 async def database_url(pg_server: PgServer) -> AsyncIterator[str]:
+    """The session's database, direct (migrations, processes, tests that need a connection
+    of their own)."""
     url = await pg_server.create_database()
     await asyncio.to_thread(upgrade, url)
-    db.configure(db.make_engine(url))
+    db.configure(_service_engine(url))
+    db.refuse_second_connection()
     yield url
     await db.dispose()
     await pg_server.drop_database(url)

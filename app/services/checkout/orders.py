@@ -683,7 +683,7 @@ async def create_refund(
             }
             body: str = (await conn.execute(_REFUND[request is not None], params)).scalar_one()
             await referrals.on_refund_in(conn, program_id, order.id, holder.external_id, now)
-            if await tier_evaluation.program_has_tiers(program_id):
+            if await tier_evaluation.program_has_tiers(program_id, conn):
                 await tier_evaluation.evaluate_locked(conn, [holder.member_id], now, "refund")
         return StoredResponse(201, body)
     except IntegrityError as exc:
