@@ -4,9 +4,8 @@ indexes, and its foreign keys to other tenant tables include ``program_id`` (arc
 route to one shard. Read from the migrated database's catalog, so a migration that forgets it
 fails here, whatever the models say.
 
-``EXISTING`` lists what today's schema still lacks (issue 16: the migration that adds
-``program_id`` to these keys is not written yet). A new table or key must not join it, and
-an entry that is fixed must leave it: the list only shrinks.
+``EXISTING`` lists what the schema still lacks (nothing since migration 0015). A new table or
+key must not join it, and an entry that is fixed must leave it: the list only shrinks.
 """
 
 from __future__ import annotations
@@ -14,60 +13,13 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-# Tables shared by all programs (reference tables on Citus). Everything else is a tenant
-# table and carries program_id.
-GLOBAL_TABLES = frozenset(
-    {
-        "alembic_version",
-        "programs",
-        "member_token_keys",
-        "rate_limit_windows",
-        "webhook_fanout_cursor",
-        # Looked up by the key's hash before the program is known; a reference table.
-        "api_keys",
-    }
-)
+from app.citus import REFERENCE_TABLES
 
-EXISTING = frozenset(
-    {
-        "accounts: foreign key (member_id) -> members",
-        "accounts: primary key (member_id)",
-        "birthday_bonuses: foreign key (entry_id) -> point_entries",
-        "birthday_bonuses: foreign key (member_id) -> members",
-        "birthday_bonuses: primary key (member_id, year)",
-        "earn_rules: primary key (id)",
-        "events: primary key (id)",
-        "holds: foreign key (member_id) -> members",
-        "holds: primary key (id)",
-        "member_feedback: foreign key (member_id) -> members",
-        "member_feedback: primary key (id)",
-        "member_insights: foreign key (member_id) -> members",
-        "member_insights: primary key (member_id)",
-        "members: primary key (id)",
-        "order_release_queue: primary key (member_id, order_pk)",
-        "orders: foreign key (member_id) -> members",
-        "orders: primary key (id)",
-        "point_entries: foreign key (hold_id) -> holds",
-        "point_entries: foreign key (referral_id) -> referrals",
-        "point_entries: primary key (id)",
-        "point_lots: primary key (id)",
-        "point_releases: primary key (entry_id)",
-        "referrals: foreign key (order_pk) -> orders",
-        "referrals: foreign key (referee_id) -> members",
-        "referrals: foreign key (referrer_id) -> members",
-        "referrals: primary key (id)",
-        "refunds: foreign key (order_pk) -> orders",
-        "refunds: primary key (id)",
-        "tier_changes: foreign key (member_id) -> members",
-        "tier_changes: primary key (id)",
-        "tiers: primary key (id)",
-        "webhook_deliveries: foreign key (endpoint_id) -> webhook_endpoints",
-        "webhook_deliveries: foreign key (event_id) -> events",
-        "webhook_deliveries: primary key (id)",
-        "webhook_deliveries: unique (endpoint_id, event_id)",
-        "webhook_endpoints: primary key (id)",
-    }
-)
+# Tables shared by all programs (reference tables on Citus); every other table is a tenant
+# table and carries program_id.
+GLOBAL_TABLES = REFERENCE_TABLES | {"alembic_version"}
+
+EXISTING: frozenset[str] = frozenset()
 
 # Every table of the schema with its columns, and every key of it: primary keys and unique
 # constraints (contype p/u), unique indexes that back no constraint, and foreign keys (f)
@@ -145,15 +97,19 @@ class TestTenantKeysCarryProgram:
         assert not fixed, f"fixed: remove from EXISTING: {sorted(fixed)}"
 
     async def test_a_tenant_table_keyed_without_program_fails(self, database_url: str) -> None:
-        """The check itself: a new table keyed by id alone, and a foreign key by member alone,
-        are caught."""
+        """The check itself: a key by id alone, a unique column, a foreign key without the
+        program, and a table without program_id are caught."""
         conn = await asyncpg.connect(database_url)
         try:
             with pytest.raises(_Undo):
                 async with conn.transaction():
                     await conn.execute(
-                        "CREATE TABLE stamps (id bigint PRIMARY KEY, program_id bigint NOT NULL, "
-                        "member_id bigint REFERENCES members (id), code text UNIQUE)"
+                        "CREATE TABLE stamp_cards (id bigint PRIMARY KEY, program_id bigint)"
+                    )
+                    await conn.execute(
+                        "CREATE TABLE stamps (id bigint, program_id bigint NOT NULL, "
+                        "card_id bigint REFERENCES stamp_cards (id), code text UNIQUE, "
+                        "PRIMARY KEY (id, program_id))"
                     )
                     await conn.execute("CREATE TABLE notes (id bigint PRIMARY KEY)")
                     caught = await tenancy_violations(conn) - EXISTING
@@ -161,8 +117,8 @@ class TestTenantKeysCarryProgram:
         finally:
             await conn.close()
         assert caught == {
-            "stamps: primary key (id)",
-            "stamps: foreign key (member_id) -> members",
+            "stamp_cards: primary key (id)",
+            "stamps: foreign key (card_id) -> stamp_cards",
             "stamps: unique (code)",
             "notes: no program_id column",
             "notes: primary key (id)",

@@ -185,7 +185,7 @@ SELECT s.member_id, s.program_id, s.segment, s.lifecycle, s.r, s.f, s.m, s.order
        s.net_spend, s.first_order_at, s.last_order_at, s.churns_at, :now
   FROM insight_stage AS s
  WHERE NOT s.has_row
-ON CONFLICT (member_id) DO NOTHING
+ON CONFLICT (member_id, program_id) DO NOTHING
 """
 # After this many rows changed, the planner's statistics of member_insights are refreshed in
 # the same transaction rather than whenever autovacuum gets to it.
