@@ -78,7 +78,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_migrate(args: argparse.Namespace) -> int:
     _migrate(args.revision)
     print(f"migrated to {args.revision}")
+    if args.citus:
+        _distribute_on_citus()
     return 0
+
+
+def _distribute_on_citus() -> None:
+    from app.citus import distribute
+
+    for action in asyncio.run(distribute(db.resolve_migration_url())):
+        print(action)
+    print("distributed on Citus: tenant tables by program_id, the others as reference tables")
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -223,6 +233,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     migrate = sub.add_parser("migrate", help="run database migrations")
     migrate.add_argument("revision", nargs="?", default="head")
+    migrate.add_argument(
+        "--citus",
+        action="store_true",
+        help="then distribute the tables on Citus (tenant tables by program_id)",
+    )
     migrate.set_defaults(func=cmd_migrate)
 
     worker = sub.add_parser("worker", help="run the periodic jobs", parents=[migrating])

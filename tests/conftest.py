@@ -26,6 +26,7 @@ import httpx
 import pytest
 
 from app import db
+from app.citus import distribute
 from app.clock import clock
 from app.config import get_settings
 from app.main import create_app
@@ -89,12 +90,31 @@ def _service_engine(url: str) -> db.Engine:
     return db.make_engine(through_pooler, settings)
 
 
+CITUS_SCRIPT = Path(__file__).resolve().parent.parent / ".ci" / "citus"
+
+
+async def make_citus_cluster_database(url: str, citus_dir: str) -> None:
+    """The database on every node of the cluster ``.ci/citus`` started, the workers added."""
+    name = urlsplit(url).path.lstrip("/")
+    process = await asyncio.create_subprocess_exec(
+        str(CITUS_SCRIPT), "prepare", citus_dir, name, stderr=asyncio.subprocess.PIPE
+    )
+    _, errors = await process.communicate()
+    assert process.returncode == 0, errors.decode()
+
+
 @pytest.fixture(scope="session")
 async def database_url(pg_server: PgServer) -> AsyncIterator[str]:
     """The session's database, direct (migrations, processes, tests that need a connection
-    of their own)."""
+    of their own). With ``TEST_CITUS_DIR`` (a cluster ``.ci/citus`` started, whose coordinator
+    ``TEST_DATABASE_URL`` names) it is distributed as ``patron migrate --citus`` does."""
     url = await pg_server.create_database()
+    citus_dir = os.environ.get("TEST_CITUS_DIR")
+    if citus_dir:
+        await make_citus_cluster_database(url, citus_dir)
     await asyncio.to_thread(upgrade, url)
+    if citus_dir:
+        await distribute(url)
     db.configure(_service_engine(url))
     db.refuse_second_connection()
     yield url
