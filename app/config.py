@@ -26,6 +26,10 @@ class Settings(BaseSettings):
     # prepared statement outlives its transaction, settings are ``SET LOCAL`` in each one
     # (docs/deployment.md). "session" keeps prepared statements and session settings.
     database_pooling: Literal["session", "transaction"] = "session"
+    # Plan each prepared statement once, generically (saves re-planning the multi-CTE ledger
+    # statements). False on Citus, which routes a statement to its shard by the values of
+    # its parameters and cannot plan several of ours without them.
+    generic_plans: bool = True
 
     pool_size: int = Field(default=20, ge=1, le=500)
     pool_max_overflow: int = Field(default=10, ge=0, le=500)

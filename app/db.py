@@ -187,8 +187,8 @@ def _connection_settings(settings: Settings) -> dict[str, str]:
         # The hot statements are short; JIT compilation only adds latency to them.
         "jit": "off",
         # Statements are prepared once per connection; a generic plan saves re-planning the
-        # multi-CTE ledger statements on every execution.
-        "plan_cache_mode": "force_generic_plan",
+        # multi-CTE ledger statements on every execution (not on Citus: Settings).
+        "plan_cache_mode": "force_generic_plan" if settings.generic_plans else "force_custom_plan",
         "statement_timeout": str(settings.statement_timeout_ms),
         "lock_timeout": str(settings.statement_timeout_ms),
     }

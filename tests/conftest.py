@@ -81,8 +81,11 @@ def pg_server() -> Iterator[PgServer]:
 
 
 def _service_engine(url: str) -> db.Engine:
-    """The pool the services use: direct, or through ``TEST_POOLER_URL`` in transaction mode."""
+    """The pool the services use: direct, or through ``TEST_POOLER_URL`` in transaction mode;
+    on a Citus cluster without generic plans."""
     pooler = os.environ.get("TEST_POOLER_URL")
+    if os.environ.get("TEST_CITUS_DIR"):
+        return db.make_engine(url, get_settings().model_copy(update={"generic_plans": False}))
     if not pooler:
         return db.make_engine(url)
     through_pooler = _with_database(pooler, urlsplit(url).path.lstrip("/"))
@@ -103,6 +106,20 @@ async def make_citus_cluster_database(url: str, citus_dir: str) -> None:
     assert process.returncode == 0, errors.decode()
 
 
+async def _refuse_multi_shard_statements(url: str) -> None:
+    """Every statement about one program must run on one shard: on the cluster, a statement
+    that needs several fails the test that ran it. (A job that looks across programs on
+    purpose says so with ``SET LOCAL citus.multi_task_query_log_level``.)"""
+    conn = await asyncpg.connect(url)
+    try:
+        name = urlsplit(url).path.lstrip("/")
+        await conn.execute(
+            f"ALTER DATABASE \"{name}\" SET citus.multi_task_query_log_level TO 'error'"
+        )
+    finally:
+        await conn.close()
+
+
 @pytest.fixture(scope="session")
 async def database_url(pg_server: PgServer) -> AsyncIterator[str]:
     """The session's database, direct (migrations, processes, tests that need a connection
@@ -115,6 +132,7 @@ async def database_url(pg_server: PgServer) -> AsyncIterator[str]:
     await asyncio.to_thread(upgrade, url)
     if citus_dir:
         await distribute(url)
+        await _refuse_multi_shard_statements(url)
     db.configure(_service_engine(url))
     db.refuse_second_connection()
     yield url

@@ -18,7 +18,7 @@ import pytest
 
 from app.citus import DISTRIBUTION_COLUMN, REFERENCE_TABLES, distribute
 from app.models import Base
-from tests.conftest import PgServer, make_citus_cluster_database
+from tests.conftest import PgServer, Program, make_citus_cluster_database
 
 pytestmark = pytest.mark.skipif(
     not os.environ.get("TEST_CITUS_DIR"),
@@ -80,3 +80,18 @@ class TestMigrateCitus:
         before = await _partitions(database_url)
         assert await distribute(database_url) == []
         assert await _partitions(database_url) == before
+
+
+class TestHotPathsOnOneShard:
+    """The session's database refuses any statement that needs more than one shard
+    (conftest), so these fail when a hot statement stops routing to one."""
+
+    async def test_earn_and_read_points(self, program: Program) -> None:
+        await program.member("m1")
+        earned = await program.post(
+            "/v1/members/m1/points/earn",
+            json={"points": 100, "reason": "welcome"},
+            headers={"Idempotency-Key": "earn-m1"},
+        )
+        assert earned.status_code == 201, earned.text
+        assert (await program.balance("m1"))["available"] == 100
