@@ -24,7 +24,7 @@ run: install
 	$(RUN) patron serve --host $${HOST:-127.0.0.1} --port $${PORT:-8000}
 
 demo: install
-	$(RUN) patron demo
+	$(RUN) patron demo --migrate
 
 test: install lint typecheck pytest
 

@@ -25,10 +25,19 @@ def _database_url() -> str:
     return url
 
 
-def _run(work: Callable[[], Awaitable[Any]], migrate: bool = True) -> Any:
+def _migrate(revision: str = "head") -> None:
+    """Migrations go over ``PATRON_MIGRATION_DATABASE_URL`` (a direct connection, never a
+    transaction-mode pooler), by default the service's own URL."""
+    _database_url()
+    upgrade(db.resolve_migration_url(), revision)
+
+
+def _run(work: Callable[[], Awaitable[Any]], migrate: bool = False) -> Any:
+    """Run ``work`` on a pool of its own; the schema is touched only when asked (``--migrate``):
+    behind a pooler, or with several replicas starting, migrating is one deliberate step."""
     url = _database_url()
     if migrate:
-        upgrade(url)
+        _migrate()
 
     async def main() -> Any:
         db.configure(db.make_engine(url))
@@ -43,8 +52,10 @@ def _run(work: Callable[[], Awaitable[Any]], migrate: bool = True) -> Any:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    url = _database_url()
-    upgrade(url)
+    if args.migrate:
+        _migrate()
+    else:
+        _database_url()
     # uvicorn re-raises SIGTERM after its graceful shutdown; exiting through Python instead of
     # the default handler lets the embedded PostgreSQL stop with the service (atexit).
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
@@ -88,9 +99,19 @@ def _serve_with_granian(args: argparse.Namespace) -> None:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    upgrade(_database_url(), args.revision)
+    _migrate(args.revision)
     print(f"migrated to {args.revision}")
+    if args.citus:
+        _distribute_on_citus()
     return 0
+
+
+def _distribute_on_citus() -> None:
+    from app.citus import distribute
+
+    for action in asyncio.run(distribute(db.resolve_migration_url())):
+        print(action)
+    print("distributed on Citus: tenant tables by program_id, the others as reference tables")
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -98,14 +119,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from app.worker import run_forever
 
     configure_logging(get_settings().log_level)
-    _run(lambda: run_forever(args.interval))
+    _run(lambda: run_forever(args.interval), migrate=args.migrate)
     return 0
 
 
 def cmd_program_create(args: argparse.Namespace) -> int:
     from app.services.programs.programs import create_program
 
-    program_id, key = _run(lambda: create_program(args.name, args.currency))
+    program_id, key = _run(lambda: create_program(args.name, args.currency), migrate=args.migrate)
     if args.json:
         print(json.dumps({"program_id": program_id, "api_key": key}))
     else:
@@ -127,7 +148,9 @@ def cmd_api_key_create(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    _, created = _run(lambda: create_api_key(args.program, args.name, scopes, None))
+    _, created = _run(
+        lambda: create_api_key(args.program, args.name, scopes, None), migrate=args.migrate
+    )
     if args.json:
         print(json.dumps({"id": created.id, "api_key": created.key}))
     else:
@@ -153,7 +176,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
 def cmd_token_key_rotate(args: argparse.Namespace) -> int:
     from app.services.members.member_tokens import rotate_signing_keys
 
-    rotation = _run(lambda: rotate_signing_keys(retire_all_others=args.retire_all_others))
+    rotation = _run(
+        lambda: rotate_signing_keys(retire_all_others=args.retire_all_others), migrate=args.migrate
+    )
     if args.json:
         print(
             json.dumps(
@@ -174,7 +199,7 @@ def cmd_token_key_rotate(args: argparse.Namespace) -> int:
 def cmd_token_key_list(args: argparse.Namespace) -> int:
     from app.services.members.member_tokens import list_signing_keys
 
-    keys = _run(list_signing_keys)
+    keys = _run(list_signing_keys, migrate=args.migrate)
     rows = [
         {
             "kid": key.kid,
@@ -195,21 +220,38 @@ def cmd_token_key_list(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from app.services.demo import seed_demo
 
-    program_id, key = _run(seed_demo)
+    program_id, key = _run(seed_demo, migrate=args.migrate)
     print(f"demo program {program_id} seeded")
     print(f"admin API key (shown once): {key}")
     print("try: curl -H 'Authorization: Bearer <key>' http://127.0.0.1:8000/v1/members")
     return 0
 
 
+def _migrate_option() -> argparse.ArgumentParser:
+    """``--migrate`` for the commands that use the database: they leave the schema alone
+    unless asked."""
+    option = argparse.ArgumentParser(add_help=False)
+    option.add_argument(
+        "--migrate", action="store_true", help="run the migrations first (a direct connection)"
+    )
+    return option
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="patron", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    migrating = _migrate_option()
 
     serve = sub.add_parser("serve", help="migrate, then serve the API")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument(
+        "--no-migrate",
+        dest="migrate",
+        action="store_false",
+        help="serve without touching the schema (run `patron migrate` once, directly)",
+    )
     serve.add_argument(
         "--server",
         choices=("uvicorn", "granian"),
@@ -220,16 +262,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     migrate = sub.add_parser("migrate", help="run database migrations")
     migrate.add_argument("revision", nargs="?", default="head")
+    migrate.add_argument(
+        "--citus",
+        action="store_true",
+        help="then distribute the tables on Citus (tenant tables by program_id)",
+    )
     migrate.set_defaults(func=cmd_migrate)
 
-    worker = sub.add_parser("worker", help="run the periodic jobs")
+    worker = sub.add_parser("worker", help="run the periodic jobs", parents=[migrating])
     worker.add_argument("--interval", type=float, default=5.0, help="seconds between cycles")
     worker.set_defaults(func=cmd_worker)
 
     program = sub.add_parser("program", help="manage programs").add_subparsers(
         dest="action", required=True
     )
-    create = program.add_parser("create", help="create a program and its admin key")
+    create = program.add_parser(
+        "create", help="create a program and its admin key", parents=[migrating]
+    )
     create.add_argument("--name", required=True)
     create.add_argument("--currency", required=True, help="ISO 4217 code, e.g. CNY")
     create.add_argument("--json", action="store_true")
@@ -238,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     api_key = sub.add_parser("api-key", help="manage API keys").add_subparsers(
         dest="action", required=True
     )
-    key_create = api_key.add_parser("create", help="create an API key")
+    key_create = api_key.add_parser("create", help="create an API key", parents=[migrating])
     key_create.add_argument("--program", type=int, required=True)
     key_create.add_argument("--scopes", nargs="+", required=True)
     key_create.add_argument("--name", default="cli")
@@ -251,6 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     rotate = token_key.add_parser(
         "rotate",
         help="add a signing key; retire keys replaced more than 24 h ago (docs/member-tokens.md)",
+        parents=[migrating],
     )
     rotate.add_argument(
         "--retire-all-others",
@@ -259,7 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rotate.add_argument("--json", action="store_true")
     rotate.set_defaults(func=cmd_token_key_rotate)
-    key_list = token_key.add_parser("list", help="list signing keys (never their secrets)")
+    key_list = token_key.add_parser(
+        "list", help="list signing keys (never their secrets)", parents=[migrating]
+    )
     key_list.add_argument("--json", action="store_true")
     key_list.set_defaults(func=cmd_token_key_list)
 
@@ -267,7 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--program", type=int, default=None)
     audit.set_defaults(func=cmd_audit)
 
-    demo = sub.add_parser("demo", help="seed a demo program and print its admin key")
+    demo = sub.add_parser(
+        "demo", help="seed a demo program and print its admin key", parents=[migrating]
+    )
     demo.set_defaults(func=cmd_demo)
     return parser
 

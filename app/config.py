@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -18,6 +19,17 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("PATRON_DATABASE_URL", "DATABASE_URL")
     )
     data_dir: Path = Path(".patron-data")
+    # The direct connection that migrations use (DDL, and Citus' distribution, must not go
+    # through a transaction-mode pooler); unset, the same as ``database_url``.
+    migration_database_url: str | None = None
+    # "transaction" makes every connection safe behind PgBouncer in transaction mode: no
+    # prepared statement outlives its transaction, settings are ``SET LOCAL`` in each one
+    # (docs/deployment.md). "session" keeps prepared statements and session settings.
+    database_pooling: Literal["session", "transaction"] = "session"
+    # Plan each prepared statement once, generically (saves re-planning the multi-CTE ledger
+    # statements). False on Citus, which routes a statement to its shard by the values of
+    # its parameters and cannot plan several of ours without them.
+    generic_plans: bool = True
 
     pool_size: int = Field(default=20, ge=1, le=500)
     pool_max_overflow: int = Field(default=10, ge=0, le=500)

@@ -18,9 +18,10 @@ read like SQLAlchemy's (``row.column``).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -165,6 +166,13 @@ async def _prepare_connection(raw: asyncpg.Connection) -> None:
         )
 
 
+async def _prepare_pooled_connection(raw: asyncpg.Connection) -> None:
+    # Behind a transaction-mode pooler a statement outside a transaction may reach another
+    # server connection between its Parse and its Bind: the codecs' type lookups run in one.
+    async with raw.transaction():
+        await _prepare_connection(raw)
+
+
 async def _keep_session(raw: asyncpg.Connection) -> None:
     """Nothing to reset when a connection goes back to the pool (asyncpg rolls back an open
     transaction itself). The services keep no session state (settings are ``SET LOCAL``,
@@ -172,8 +180,82 @@ async def _keep_session(raw: asyncpg.Connection) -> None:
     statements on every release."""
 
 
+def _connection_settings(settings: Settings) -> dict[str, str]:
+    """What every statement runs under, in either pooling mode."""
+    return {
+        "timezone": "UTC",
+        # The hot statements are short; JIT compilation only adds latency to them.
+        "jit": "off",
+        # Statements are prepared once per connection; a generic plan saves re-planning the
+        # multi-CTE ledger statements on every execution (not on Citus: Settings).
+        "plan_cache_mode": "force_generic_plan" if settings.generic_plans else "force_custom_plan",
+        "statement_timeout": str(settings.statement_timeout_ms),
+        "lock_timeout": str(settings.statement_timeout_ms),
+    }
+
+
+def _session_pooling_options(settings: Settings) -> dict[str, Any]:
+    """A connection of its own to PostgreSQL (or a session-mode pooler): statements prepared
+    once and cached, settings sent once at connect."""
+    return {
+        "init": _prepare_connection,
+        # Every statement of every service fits; the large ones (insights) too.
+        "statement_cache_size": 1024,
+        "max_cacheable_statement_size": 64 * 1024,
+        "server_settings": {"application_name": "patron", **_connection_settings(settings)},
+    }
+
+
+def _transaction_pooling_options() -> dict[str, Any]:
+    """A server connection shared by transaction (PgBouncer's transaction mode): a named
+    prepared statement would outlive the transaction on a connection other clients then use,
+    and a startup parameter would be refused or dropped. So no statement cache (asyncpg
+    prepares each statement unnamed, in its transaction) and only the parameters every pooler
+    passes on; the rest is ``set_local_statement`` at the start of each transaction."""
+    return {
+        "init": _prepare_pooled_connection,
+        "statement_cache_size": 0,
+        "server_settings": {"application_name": "patron"},
+    }
+
+
+def set_local_statement(settings: Settings) -> str:
+    """The settings of ``_connection_settings`` for one transaction, in one round trip."""
+    return "; ".join(
+        f"SET LOCAL {name} = '{value}'" for name, value in _connection_settings(settings).items()
+    )
+
+
 def _json_text(value: str | bytes) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+# Whether the running task holds a connection. A unit of work uses one connection: a second
+# one taken while the first holds a member's lock can wait for a pool (or PgBouncer's server
+# pool) full of requests waiting for that same lock. Tests turn the check on.
+_holding: contextvars.ContextVar[bool] = contextvars.ContextVar("patron_db_holding", default=False)
+_refuse_second_connection = False
+
+
+class SecondConnectionError(RuntimeError):
+    """A task asked for a connection while it held one (only when the check is on)."""
+
+
+def refuse_second_connection(refuse: bool = True) -> None:
+    global _refuse_second_connection
+    _refuse_second_connection = refuse
+
+
+@contextmanager
+def allow_second_connection() -> Iterator[None]:
+    """Inside this block the task may take another connection: for work that cannot wait on
+    a lock the first one holds (a read-only companion), or a test standing for another
+    process."""
+    holding = _holding.set(False)
+    try:
+        yield
+    finally:
+        _holding.reset(holding)
 
 
 # Called with +1 when a connection is taken from the pool and -1 when it goes back
@@ -194,6 +276,10 @@ class Engine:
         self._settings = settings
         self._pool: asyncpg.Pool | None = None
         self._opening = asyncio.Lock()
+        # In transaction pooling mode, the settings each transaction starts with.
+        self._set_local = (
+            set_local_statement(settings) if settings.database_pooling == "transaction" else None
+        )
 
     async def _get_pool(self) -> asyncpg.Pool:
         if self._pool is None:
@@ -210,40 +296,48 @@ class Engine:
             max_size=settings.pool_size + settings.pool_max_overflow,
             max_inactive_connection_lifetime=60,
             record_class=Row,
-            init=_prepare_connection,
             reset=_keep_session,
-            # Every statement of every service fits; the large ones (insights) too.
-            statement_cache_size=1024,
-            max_cacheable_statement_size=64 * 1024,
-            server_settings={
-                "timezone": "UTC",
-                "application_name": "patron",
-                # The hot statements are short; JIT compilation only adds latency to them.
-                "jit": "off",
-                # Statements are prepared once per connection; a generic plan saves
-                # re-planning the multi-CTE ledger statements on every execution.
-                "plan_cache_mode": "force_generic_plan",
-                "statement_timeout": str(settings.statement_timeout_ms),
-                "lock_timeout": str(settings.statement_timeout_ms),
-            },
+            **(
+                _transaction_pooling_options()
+                if self._set_local is not None
+                else _session_pooling_options(settings)
+            ),
         )
 
     @asynccontextmanager
-    async def connect(self) -> AsyncIterator[Connection]:
+    async def _acquire(self) -> AsyncIterator[Connection]:
+        if _refuse_second_connection and _holding.get():
+            raise SecondConnectionError("this task already holds a connection")
         pool = await self._get_pool()
         raw = await pool.acquire(timeout=self._settings.pool_timeout_seconds)
         for listener in _pool_use_listeners:
             listener(1)
+        holding = _holding.set(True)
         try:
             yield Connection(raw)
         finally:
+            _holding.reset(holding)
             for listener in _pool_use_listeners:
                 listener(-1)
             await pool.release(raw)
 
     @asynccontextmanager
+    async def connect(self) -> AsyncIterator[Connection]:
+        """A connection outside a transaction; in transaction pooling mode, inside one all the
+        same (a pooler may hand each statement outside a transaction to another server
+        connection), which changes nothing for one statement or for reads at READ COMMITTED."""
+        if self._set_local is None:
+            async with self._acquire() as conn:
+                yield conn
+        else:
+            async with self.begin() as conn:
+                yield conn
+
+    @asynccontextmanager
     async def begin(self) -> AsyncIterator[Connection]:
-        async with self.connect() as conn, conn.raw.transaction():
+        async with self._acquire() as conn, conn.raw.transaction():
+            if self._set_local is not None:
+                await conn.raw.execute(self._set_local)
             yield conn
 
     async def dispose(self) -> None:
@@ -292,6 +386,13 @@ def resolve_database_url(settings: Settings | None = None) -> str:
     if settings.database_url:
         return settings.database_url
     return start_embedded(settings.data_dir)
+
+
+def resolve_migration_url(settings: Settings | None = None) -> str:
+    """The direct connection migrations use (``PATRON_MIGRATION_DATABASE_URL``), by default the
+    service's own."""
+    settings = settings or get_settings()
+    return settings.migration_database_url or resolve_database_url(settings)
 
 
 def make_engine(url: str, settings: Settings | None = None) -> Engine:

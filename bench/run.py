@@ -14,6 +14,9 @@ One run, start to end:
 4. stops the service and runs pgbench (``bench/reference.sql``: one INSERT plus one
    ``UPDATE ... RETURNING`` in a transaction) on a reference schema in the same database,
    and, when orders were measured, on the order statement itself (bench/order_statement.py);
+   with ``--pgbouncer``, measures the same endpoints again on the same database through a
+   throw-away PgBouncer in transaction mode (``.ci/pgbouncer``), the service in
+   ``PATRON_DATABASE_POOLING=transaction`` and started with ``--no-migrate``;
 5. audits the ledger invariants, prints a table and writes ``bench/results/latest.json``;
 6. stops the service and drops the database, also on error or Ctrl-C.
 
@@ -22,7 +25,7 @@ run, or any request got a non-2xx answer or a socket error (the figures would th
 the hot paths), else 0.
 
     uv run --extra embedded python bench/run.py [--duration 20] [--members 100000]
-        [--only earn,redeem,points,orders,holds]
+        [--only earn,redeem,points,orders,holds] [--pgbouncer]
 """
 
 from __future__ import annotations
@@ -163,6 +166,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--keep-database", action="store_true", help="leave the bench database for inspection"
+    )
+    parser.add_argument(
+        "--pgbouncer",
+        action="store_true",
+        help="then measure the same endpoints through PgBouncer in transaction mode",
     )
     args = parser.parse_args(argv)
     if args.members < 1 or args.duration < 1 or args.connections < args.threads:
@@ -407,17 +415,24 @@ class Server:
         log_path: Path,
         log_level: str = "warning",
         http_server: str = "uvicorn",
+        pooled_url: str | None = None,
     ) -> None:
+        """``pooled_url``: serve through that transaction-mode pooler instead, leaving the
+        schema (migrated over ``url``) alone."""
         patron = Path(sys.executable).with_name("patron")
         command = [str(patron)] if patron.exists() else [sys.executable, "-m", "app.cli"]
         command += ["serve", "--host", "127.0.0.1", "--port", str(port)]
         command += ["--workers", str(workers), "--server", http_server]
         env = {
             **os.environ,
-            "DATABASE_URL": url,
-            "PATRON_DATABASE_URL": url,
+            "DATABASE_URL": pooled_url or url,
+            "PATRON_DATABASE_URL": pooled_url or url,
+            "PATRON_MIGRATION_DATABASE_URL": url,
             "PATRON_LOG_LEVEL": log_level,
         }
+        if pooled_url:
+            command.append("--no-migrate")
+            env["PATRON_DATABASE_POOLING"] = "transaction"
         self.port = port
         self.base_url = f"http://127.0.0.1:{port}"
         self.log_path = log_path
@@ -969,6 +984,7 @@ def print_report(report: dict[str, Any]) -> None:
             f"  {'pgbench':<8} {'':<14}  PostgreSQL {pg['postgres_cpu_ms_per_txn']:6.3f}"
             f"   (PostgreSQL {pg['cpu_seconds']['postgres_backends']:.1f} s)"
         )
+    print_pgbouncer_comparison(report)
     print("CPU seconds on the machine during each run (others = work not part of the bench):")
     for mode, e in endpoints.items():
         _print_machine(mode, "wrk", e["cpu_seconds"])
@@ -1002,6 +1018,30 @@ def print_report(report: dict[str, Any]) -> None:
         f"load average before/after: {load['loadavg_start']} / {load['loadavg_end']} "
         f"on {load['cpus']} CPUs (other work on the machine skews the figures)"
     )
+
+
+def print_pgbouncer_comparison(report: dict[str, Any]) -> None:
+    pooled: dict[str, dict[str, Any]] | None = report.get("through_pgbouncer")
+    if not pooled:
+        return
+    print(
+        "Direct (session pooling, cached prepared statements) vs through PgBouncer "
+        "(transaction pooling), same data, same run:"
+    )
+    for mode, e in pooled.items():
+        direct = report["endpoints"][mode]
+        per = e["cpu_ms_per_request"] or {
+            "service": float("nan"),
+            "postgres_backends": float("nan"),
+        }
+        print(
+            f"  {mode:<8} {direct['rps']:8.1f} -> {e['rps']:8.1f} req/s "
+            f"({e['rps'] / direct['rps']:.3f}), "
+            f"p99 {direct['p99_ms']:.2f} -> {e['p99_ms']:.2f} ms, "
+            f"non-2xx {e['non_2xx']}; CPU ms per request through PgBouncer: service "
+            f"{per['service']:.3f}, PostgreSQL {per['postgres_backends']:.3f} "
+            "(PgBouncer's own CPU counts as others)"
+        )
 
 
 def _print_machine(name: str, generator: str, cpu: dict[str, Any]) -> None:
@@ -1057,6 +1097,67 @@ def endpoint_figures(result: dict[str, Any], endpoint: Endpoint, tps: float) -> 
 
 
 # --- the run -----------------------------------------------------------------------------
+
+
+def measure_through_pgbouncer(
+    wrk: str,
+    args: argparse.Namespace,
+    url: str,
+    database: str,
+    key: str,
+    endpoints: list[Endpoint],
+    run_tag: str,
+) -> dict[str, dict[str, Any]]:
+    """The same endpoints, same data, through a throw-away PgBouncer in transaction mode in
+    front of the same PostgreSQL (``.ci/pgbouncer``, which needs 127.0.0.1:5432)."""
+    folder = RESULTS_DIR / "pgbouncer"
+    started = subprocess.run(
+        [str(ROOT / ".ci" / "pgbouncer"), "start", str(folder)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if started.returncode != 0:
+        raise RuntimeError(f"PgBouncer did not start: {started.stderr.strip()}")
+    parts = urlsplit(url)
+    pooled_url = urlunsplit(
+        (parts.scheme, f"postgres@127.0.0.1:{started.stdout.strip()}", parts.path, "", "")
+    )
+    server = None
+    results: dict[str, dict[str, Any]] = {}
+    try:
+        server = Server(
+            url,
+            free_port(),
+            args.workers,
+            RESULTS_DIR / "server-pgbouncer.log",
+            args.server_log_level,
+            args.server,
+            pooled_url=pooled_url,
+        )
+        log(f"through PgBouncer in transaction mode ({pooled_url}): patron serve --no-migrate")
+        server.wait_ready(url)
+        if not server.wait_workers_idle(args.workers):
+            log(f"warning: the {args.workers} workers did not all settle; measuring anyway")
+        probe = ServiceProbe(server.process.pid, server.port, database)
+        if args.warmup:
+            warmup = next(e for e in ENDPOINTS if e.mode == "points")
+            run_wrk(wrk, args, server.base_url, warmup, key, args.warmup)
+        for endpoint in endpoints:
+            log(f"wrk {endpoint.label} through PgBouncer: {args.connections} connections")
+            r = run_wrk(
+                wrk, args, server.base_url, endpoint, key, args.duration, probe, run_tag + "-pgb"
+            )
+            results[endpoint.mode] = r
+            log(
+                f"  {r['rps']:.1f} req/s, p50 {r['latency_ms']['p50']:.2f} ms, "
+                f"p99 {r['latency_ms']['p99']:.2f} ms, non-2xx {r['non_2xx']}"
+            )
+    finally:
+        if server is not None:
+            server.stop()
+        subprocess.run([str(ROOT / ".ci" / "pgbouncer"), "stop", str(folder)], check=False)
+    return results
 
 
 def _exit_on_sigterm(signum: int, frame: Any) -> None:
@@ -1125,6 +1226,9 @@ def bench(args: argparse.Namespace) -> int:
         sampler.stop()
         server.stop()
         server = None
+        pooled: dict[str, dict[str, Any]] = {}
+        if args.pgbouncer:
+            pooled = measure_through_pgbouncer(wrk, args, url, name, key, endpoints, run_tag)
         counts = asyncio.run(ledger_counts(url))
 
         log(f"pgbench reference: {args.connections} clients, {args.duration}s")
@@ -1172,6 +1276,10 @@ def bench(args: argparse.Namespace) -> int:
                 "only": list(args.only),
             },
             "endpoints": {e.mode: endpoint_figures(results[e.mode], e, tps) for e in endpoints},
+            "through_pgbouncer": {
+                e.mode: endpoint_figures(pooled[e.mode], e, tps) for e in endpoints if pooled
+            }
+            or None,
             "pgbench": pg,
             "pgbench_order_statement": own,
             "service_rss": sampler.summary(),
@@ -1187,8 +1295,9 @@ def bench(args: argparse.Namespace) -> int:
         out = RESULTS_DIR / "latest.json"
         out.write_text(json.dumps(report, indent=2) + "\n")
         print(f"results written to {out.relative_to(ROOT)}")
+        measured = [*report["endpoints"].values(), *(report["through_pgbouncer"] or {}).values()]
         failed = bool(violations or audit_error) or any(
-            e["non_2xx"] or e["socket_errors_total"] for e in report["endpoints"].values()
+            e["non_2xx"] or e["socket_errors_total"] for e in measured
         )
         return 1 if failed else 0
     finally:

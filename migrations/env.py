@@ -8,7 +8,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from app.db import resolve_database_url, to_async_url
+from app.db import resolve_migration_url, to_async_url
 from app.models import Base
 
 config = context.config
@@ -16,7 +16,7 @@ target_metadata = Base.metadata
 
 
 def _url() -> str:
-    return config.attributes.get("database_url") or resolve_database_url()
+    return config.attributes.get("database_url") or resolve_migration_url()
 
 
 def run_migrations_offline() -> None:

@@ -1,7 +1,10 @@
 """Test harness: real PostgreSQL, schema built by Alembic, HTTP through the ASGI app.
 
 The database is a fresh one made for this session on the server of ``TEST_DATABASE_URL``
-when it is set, otherwise on an embedded PostgreSQL started in a temporary folder. Every test
+when it is set, otherwise on an embedded PostgreSQL started in a temporary folder. With
+``TEST_POOLER_URL`` also set (a PgBouncer in transaction mode in front of that server, passing
+every database name through), the database is still created and migrated directly, and the
+service's pool reaches it through the pooler in transaction pooling mode. Every test
 works in a program (tenant) of its own, and the ledger audit runs on that program after the
 test, so every test that writes also proves the invariants of architecture.md.
 """
@@ -23,7 +26,9 @@ import httpx
 import pytest
 
 from app import db
+from app.citus import distribute
 from app.clock import clock
+from app.config import get_settings
 from app.main import create_app
 from app.migrate import upgrade
 from app.services.ledger.audit import audit
@@ -75,11 +80,61 @@ def pg_server() -> Iterator[PgServer]:
         server.cleanup()
 
 
+def _service_engine(url: str) -> db.Engine:
+    """The pool the services use: direct, or through ``TEST_POOLER_URL`` in transaction mode;
+    on a Citus cluster without generic plans."""
+    pooler = os.environ.get("TEST_POOLER_URL")
+    if os.environ.get("TEST_CITUS_DIR"):
+        return db.make_engine(url, get_settings().model_copy(update={"generic_plans": False}))
+    if not pooler:
+        return db.make_engine(url)
+    through_pooler = _with_database(pooler, urlsplit(url).path.lstrip("/"))
+    settings = get_settings().model_copy(update={"database_pooling": "transaction"})
+    return db.make_engine(through_pooler, settings)
+
+
+CITUS_SCRIPT = Path(__file__).resolve().parent.parent / ".ci" / "citus"
+
+
+async def make_citus_cluster_database(url: str, citus_dir: str) -> None:
+    """The database on every node of the cluster ``.ci/citus`` started, the workers added."""
+    name = urlsplit(url).path.lstrip("/")
+    process = await asyncio.create_subprocess_exec(
+        str(CITUS_SCRIPT), "prepare", citus_dir, name, stderr=asyncio.subprocess.PIPE
+    )
+    _, errors = await process.communicate()
+    assert process.returncode == 0, errors.decode()
+
+
+async def _refuse_multi_shard_statements(url: str) -> None:
+    """Every statement about one program must run on one shard: on the cluster, a statement
+    that needs several fails the test that ran it. (A job that looks across programs on
+    purpose says so with ``SET LOCAL citus.multi_task_query_log_level``.)"""
+    conn = await asyncpg.connect(url)
+    try:
+        name = urlsplit(url).path.lstrip("/")
+        await conn.execute(
+            f"ALTER DATABASE \"{name}\" SET citus.multi_task_query_log_level TO 'error'"
+        )
+    finally:
+        await conn.close()
+
+
 @pytest.fixture(scope="session")
 async def database_url(pg_server: PgServer) -> AsyncIterator[str]:
+    """The session's database, direct (migrations, processes, tests that need a connection
+    of their own). With ``TEST_CITUS_DIR`` (a cluster ``.ci/citus`` started, whose coordinator
+    ``TEST_DATABASE_URL`` names) it is distributed as ``patron migrate --citus`` does."""
     url = await pg_server.create_database()
+    citus_dir = os.environ.get("TEST_CITUS_DIR")
+    if citus_dir:
+        await make_citus_cluster_database(url, citus_dir)
     await asyncio.to_thread(upgrade, url)
-    db.configure(db.make_engine(url))
+    if citus_dir:
+        await distribute(url)
+        await _refuse_multi_shard_statements(url)
+    db.configure(_service_engine(url))
+    db.refuse_second_connection()
     yield url
     await db.dispose()
     await pg_server.drop_database(url)

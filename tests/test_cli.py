@@ -9,21 +9,34 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
+import pytest
 from sqlalchemy import text
 
 from app import db
+from app.migrate import head_revision
 from app.services.programs.programs import create_program
-from tests.conftest import assert_ledger_consistent
+from tests.conftest import PgServer, assert_ledger_consistent
 from tests.live import running_server
 
 
 def patron(database_url: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return patron_with(database_url, {}, *args, timeout=timeout)
+
+
+def patron_with(
+    database_url: str, extra_env: dict[str, str], *args: str, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DATABASE_URL": database_url}
     env.pop("PATRON_DATABASE_URL", None)
+    env.pop("PATRON_MIGRATION_DATABASE_URL", None)
+    env.update(extra_env)
     return subprocess.run(
         [sys.executable, "-m", "app.cli", *args],
         env=env,
@@ -50,6 +63,15 @@ async def program_by_cli(database_url: str, currency: str = "CNY") -> dict[str, 
     assert result.returncode == 0, result.stderr
     printed: dict[str, Any] = json.loads(result.stdout)
     return printed
+
+
+@asynccontextmanager
+async def asyncpg_connection(url: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(url)
+    try:
+        yield conn
+    finally:
+        await conn.close()
 
 
 def _free_port() -> int:
@@ -181,6 +203,97 @@ class TestServeEmbedded:
             except subprocess.TimeoutExpired:
                 server.kill()
         assert (tmp_path / "data" / "pg").is_dir()
+
+
+@pytest.fixture
+async def empty_database(pg_server: PgServer) -> AsyncIterator[str]:
+    """A database of its own with no schema at all."""
+    url = await pg_server.create_database("patron_empty")
+    yield url
+    await pg_server.drop_database(url)
+
+
+async def _tables(url: str) -> set[str]:
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+    finally:
+        await conn.close()
+    return {row["tablename"] for row in rows}
+
+
+UNREACHABLE = "postgresql://postgres@127.0.0.1:1/nowhere"
+
+
+class TestMigrate:
+    async def test_uses_the_migration_url(self, empty_database: str) -> None:
+        """The service's URL may be a pooler; migrations go over the direct one."""
+        env = {"PATRON_MIGRATION_DATABASE_URL": empty_database}
+        result = await asyncio.to_thread(patron_with, UNREACHABLE, env, "migrate")
+        assert result.returncode == 0, result.stderr
+        async with asyncpg_connection(empty_database) as conn:
+            assert await conn.fetchval("SELECT version_num FROM alembic_version") == (
+                head_revision()
+            )
+
+
+class TestCommandsLeaveTheSchemaAlone:
+    async def test_program_create_does_not_migrate(self, empty_database: str) -> None:
+        result = await asyncio.to_thread(
+            patron, empty_database, "program", "create", "--name", "X", "--currency", "CNY"
+        )
+        assert result.returncode != 0
+        assert await _tables(empty_database) == set()
+
+    async def test_migrate_option_migrates_first(self, empty_database: str) -> None:
+        result = await asyncio.to_thread(
+            patron,
+            empty_database,
+            "program",
+            "create",
+            "--name",
+            "X",
+            "--currency",
+            "CNY",
+            "--json",
+            "--migrate",
+        )
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["program_id"] >= 1
+        assert "alembic_version" in await _tables(empty_database)
+
+
+class TestServeWithoutMigrating:
+    def test_serves_and_leaves_the_schema_alone(self, empty_database: str) -> None:
+        port = _free_port()
+        env = {**os.environ, "DATABASE_URL": empty_database}
+        env.pop("PATRON_DATABASE_URL", None)
+        server = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "serve", "--no-migrate", "--port", str(port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            ready = None
+            while time.monotonic() < deadline and server.poll() is None:
+                try:
+                    ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
+                    break
+                except httpx.TransportError:
+                    time.sleep(0.3)
+            assert ready is not None, "server never answered"
+            # Up, and honest that the schema is not there.
+            assert ready.status_code == 503
+            assert ready.json()["status"] == "not_ready"
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+        assert asyncio.run(_tables(empty_database)) == set()
 
 
 class TestServeOnGranian:

@@ -10,6 +10,7 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     ForeignKey,
+    ForeignKeyConstraint,
     Identity,
     Index,
     LargeBinary,
@@ -38,11 +39,16 @@ class Hold(Base):
             "ix_holds_active_expires_at", "expires_at", postgresql_where=text("status = 'active'")
         ),
         Index("ix_holds_active_member_id", "member_id", postgresql_where=text("status = 'active'")),
+        ForeignKeyConstraint(
+            ["member_id", "program_id"], ["members.id", "members.program_id"], ondelete="CASCADE"
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
-    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id", ondelete="CASCADE"))
-    member_id: Mapped[int] = mapped_column(ForeignKey("members.id", ondelete="CASCADE"))
+    program_id: Mapped[int] = mapped_column(
+        ForeignKey("programs.id", ondelete="CASCADE"), primary_key=True
+    )
+    member_id: Mapped[int] = mapped_column(BigInteger)
     points: Mapped[int] = mapped_column(BigInteger)
     status: Mapped[str] = mapped_column(String(16))
     order_id: Mapped[str | None] = mapped_column(String(128))
@@ -63,15 +69,20 @@ class Order(Base):
         CheckConstraint("refunded_amount BETWEEN 0 AND amount", name="refunds_within_amount"),
         CheckConstraint("status IN ('pending', 'available')", name="status_known"),
         Index("ix_orders_member_id_occurred_at", "member_id", "occurred_at"),
+        ForeignKeyConstraint(
+            ["member_id", "program_id"], ["members.id", "members.program_id"], ondelete="CASCADE"
+        ),
         # Room on each page, so that the release job's update of ``status`` (in no index; the
         # due orders are found through ``order_release_queue``) stays on the page: HOT.
         {"postgresql_with": {"fillfactor": 90}},
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id", ondelete="CASCADE"))
+    program_id: Mapped[int] = mapped_column(
+        ForeignKey("programs.id", ondelete="CASCADE"), primary_key=True
+    )
     order_id: Mapped[str] = mapped_column(String(128))
-    member_id: Mapped[int] = mapped_column(ForeignKey("members.id", ondelete="CASCADE"))
+    member_id: Mapped[int] = mapped_column(BigInteger)
     amount: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(String(3))
     items: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB)
@@ -113,7 +124,7 @@ class QueuedOrderRelease(Base):
     # foreign keys: rows are written from the order row in the statement that inserts it.
     member_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     order_pk: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    program_id: Mapped[int] = mapped_column(BigInteger)
+    program_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     available_at: Mapped[datetime]
     # The order's pending ``order`` entry (none when it earned no points), so the release
     # need not look it up in the ledger.
@@ -126,11 +137,16 @@ class Refund(Base):
         UniqueConstraint("program_id", "refund_id"),
         CheckConstraint("amount > 0", name="amount_positive"),
         Index("ix_refunds_order_pk", "order_pk"),
+        ForeignKeyConstraint(
+            ["order_pk", "program_id"], ["orders.id", "orders.program_id"], ondelete="CASCADE"
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id", ondelete="CASCADE"))
-    order_pk: Mapped[int] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"))
+    program_id: Mapped[int] = mapped_column(
+        ForeignKey("programs.id", ondelete="CASCADE"), primary_key=True
+    )
+    order_pk: Mapped[int] = mapped_column(BigInteger)
     refund_id: Mapped[str] = mapped_column(String(128))
     amount: Mapped[int] = mapped_column(BigInteger)
     points_reversed: Mapped[int] = mapped_column(BigInteger)
@@ -147,7 +163,7 @@ class PointRelease(Base):
     # No foreign keys, like the other append-only ledger tables (docs/ledger.md): rows are
     # written by the release job from the entries it has just read under the member's lock.
     entry_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    program_id: Mapped[int] = mapped_column(BigInteger)
+    program_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     member_id: Mapped[int] = mapped_column(BigInteger)
     released_at: Mapped[datetime]
 
@@ -159,7 +175,9 @@ class EarnRule(Base):
     __table_args__ = (Index("ix_earn_rules_program_id_id", "program_id", "id"),)
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id", ondelete="CASCADE"))
+    program_id: Mapped[int] = mapped_column(
+        ForeignKey("programs.id", ondelete="CASCADE"), primary_key=True
+    )
     name: Mapped[str] = mapped_column(String(200))
     active: Mapped[bool]
     starts_at: Mapped[datetime | None]

@@ -24,7 +24,7 @@ class Event(Base):
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     # Written inside the statements that change the ledger, from the same locked rows; no
     # foreign keys, like the ledger tables (docs/ledger.md).
-    program_id: Mapped[int] = mapped_column(BigInteger)
+    program_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     type: Mapped[str] = mapped_column(String(40))
     member_id: Mapped[int | None] = mapped_column(BigInteger)
     data: Mapped[dict[str, Any]] = mapped_column(JSONB)

@@ -15,6 +15,7 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     ForeignKey,
+    ForeignKeyConstraint,
     Identity,
     Index,
     Integer,
@@ -53,12 +54,15 @@ class MemberInsight(Base):
         # member_id last, so a filtered member list walks the index newest member first.
         Index("ix_member_insights_program_id_segment", "program_id", "segment", "member_id"),
         Index("ix_member_insights_program_id_lifecycle", "program_id", "lifecycle", "member_id"),
+        ForeignKeyConstraint(
+            ["member_id", "program_id"], ["members.id", "members.program_id"], ondelete="CASCADE"
+        ),
     )
 
-    member_id: Mapped[int] = mapped_column(
-        ForeignKey("members.id", ondelete="CASCADE"), primary_key=True
+    member_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    program_id: Mapped[int] = mapped_column(
+        ForeignKey("programs.id", ondelete="CASCADE"), primary_key=True
     )
-    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id", ondelete="CASCADE"))
     segment: Mapped[str] = mapped_column(String(32))
     lifecycle: Mapped[str] = mapped_column(String(16))
     # Quintile scores 1-5 within the program; null for members with no counted order.
@@ -98,11 +102,16 @@ class MemberFeedback(Base):
         CheckConstraint("score BETWEEN 0 AND 10", name="score_range"),
         Index("ix_member_feedback_member_id_created_at", "member_id", "created_at", "id"),
         Index("ix_member_feedback_program_id_created_at", "program_id", "created_at"),
+        ForeignKeyConstraint(
+            ["member_id", "program_id"], ["members.id", "members.program_id"], ondelete="CASCADE"
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id", ondelete="CASCADE"))
-    member_id: Mapped[int] = mapped_column(ForeignKey("members.id", ondelete="CASCADE"))
+    program_id: Mapped[int] = mapped_column(
+        ForeignKey("programs.id", ondelete="CASCADE"), primary_key=True
+    )
+    member_id: Mapped[int] = mapped_column(BigInteger)
     score: Mapped[int] = mapped_column(SmallInteger)
     comment: Mapped[str | None] = mapped_column(Text)
     channel: Mapped[str | None] = mapped_column(String(32))

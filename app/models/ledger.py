@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
-    ForeignKey,
+    ForeignKeyConstraint,
     Identity,
     Index,
     String,
@@ -54,12 +54,16 @@ class PointEntry(Base):
             "redemption_id",
             postgresql_where=text("redemption_id IS NOT NULL"),
         ),
+        ForeignKeyConstraint(["hold_id", "program_id"], ["holds.id", "holds.program_id"]),
+        ForeignKeyConstraint(
+            ["referral_id", "program_id"], ["referrals.id", "referrals.program_id"]
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     # No foreign keys on the hot ledger tables (see docs/ledger.md, "Foreign keys"): every
     # row takes these ids from the member's locked account row in the same statement.
-    program_id: Mapped[int] = mapped_column(BigInteger)
+    program_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     member_id: Mapped[int] = mapped_column(BigInteger)
     kind: Mapped[str] = mapped_column(String(16))
     points: Mapped[int] = mapped_column(BigInteger)
@@ -69,8 +73,8 @@ class PointEntry(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     actor: Mapped[str] = mapped_column(String(80))
     order_id: Mapped[str | None] = mapped_column(String(128))
-    hold_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, ForeignKey("holds.id"))
-    referral_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("referrals.id"))
+    hold_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    referral_id: Mapped[int | None] = mapped_column(BigInteger)
     # The campaign whose bonus this entry is (campaign_targetings keeps the details).
     campaign_id: Mapped[int | None] = mapped_column(BigInteger)
     # The reward redemption a ``redeem`` (or, after a void, ``restore``) entry belongs to.
@@ -97,7 +101,7 @@ class PointLot(Base):
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    program_id: Mapped[int] = mapped_column(BigInteger)
+    program_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     member_id: Mapped[int] = mapped_column(BigInteger)
     entry_id: Mapped[int] = mapped_column(BigInteger)
     points: Mapped[int] = mapped_column(BigInteger)

@@ -32,7 +32,9 @@ class Member(Base):
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id", ondelete="CASCADE"))
+    program_id: Mapped[int] = mapped_column(
+        ForeignKey("programs.id", ondelete="CASCADE"), primary_key=True
+    )
     external_id: Mapped[str] = mapped_column(String(128))
     name: Mapped[str | None] = mapped_column(String(200))
     email: Mapped[str | None] = mapped_column(String(320))
@@ -57,15 +59,17 @@ class Account(Base):
             ["program_id", "tier_key"],
             ["tiers.program_id", "tiers.key"],
             name="fk_accounts_tier",
-            onupdate="CASCADE",
         ),
         Index("ix_accounts_program_id_tier_key", "program_id", "tier_key"),
+        ForeignKeyConstraint(
+            ["member_id", "program_id"], ["members.id", "members.program_id"], ondelete="CASCADE"
+        ),
     )
 
-    member_id: Mapped[int] = mapped_column(
-        ForeignKey("members.id", ondelete="CASCADE"), primary_key=True
+    member_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    program_id: Mapped[int] = mapped_column(
+        ForeignKey("programs.id", ondelete="CASCADE"), primary_key=True
     )
-    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id", ondelete="CASCADE"))
     available: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     pending: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     held: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))

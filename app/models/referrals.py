@@ -9,6 +9,7 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     ForeignKey,
+    ForeignKeyConstraint,
     Identity,
     Index,
     Integer,
@@ -35,15 +36,24 @@ class Referral(Base):
         Index("ix_referrals_referrer_id_id", "referrer_id", "id"),
         Index("ix_referrals_program_id_id", "program_id", "id"),
         Index("ix_referrals_order_pk", "order_pk"),
+        ForeignKeyConstraint(
+            ["referrer_id", "program_id"], ["members.id", "members.program_id"], ondelete="CASCADE"
+        ),
+        ForeignKeyConstraint(
+            ["referee_id", "program_id"], ["members.id", "members.program_id"], ondelete="CASCADE"
+        ),
+        ForeignKeyConstraint(["order_pk", "program_id"], ["orders.id", "orders.program_id"]),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id", ondelete="CASCADE"))
-    referrer_id: Mapped[int] = mapped_column(ForeignKey("members.id", ondelete="CASCADE"))
-    referee_id: Mapped[int] = mapped_column(ForeignKey("members.id", ondelete="CASCADE"))
+    program_id: Mapped[int] = mapped_column(
+        ForeignKey("programs.id", ondelete="CASCADE"), primary_key=True
+    )
+    referrer_id: Mapped[int] = mapped_column(BigInteger)
+    referee_id: Mapped[int] = mapped_column(BigInteger)
     code: Mapped[str] = mapped_column(String(8))
     status: Mapped[str] = mapped_column(String(16))
-    order_pk: Mapped[int | None] = mapped_column(ForeignKey("orders.id", ondelete="SET NULL"))
+    order_pk: Mapped[int | None] = mapped_column(BigInteger)
     referrer_points: Mapped[int | None] = mapped_column(BigInteger)
     referee_points: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime]

@@ -9,6 +9,7 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     ForeignKey,
+    ForeignKeyConstraint,
     Identity,
     Index,
     Integer,
@@ -33,7 +34,9 @@ class Tier(Base):
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id", ondelete="CASCADE"))
+    program_id: Mapped[int] = mapped_column(
+        ForeignKey("programs.id", ondelete="CASCADE"), primary_key=True
+    )
     key: Mapped[str] = mapped_column(String(32))
     name: Mapped[str] = mapped_column(String(100))
     threshold: Mapped[int] = mapped_column(BigInteger)
@@ -47,11 +50,18 @@ class TierChange(Base):
     """Every tier a member moved to: from, to, why and when (kept for explanations)."""
 
     __tablename__ = "tier_changes"
-    __table_args__ = (Index("ix_tier_changes_member_id_id", "member_id", "id"),)
+    __table_args__ = (
+        Index("ix_tier_changes_member_id_id", "member_id", "id"),
+        ForeignKeyConstraint(
+            ["member_id", "program_id"], ["members.id", "members.program_id"], ondelete="CASCADE"
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id", ondelete="CASCADE"))
-    member_id: Mapped[int] = mapped_column(ForeignKey("members.id", ondelete="CASCADE"))
+    program_id: Mapped[int] = mapped_column(
+        ForeignKey("programs.id", ondelete="CASCADE"), primary_key=True
+    )
+    member_id: Mapped[int] = mapped_column(BigInteger)
     from_key: Mapped[str | None] = mapped_column(String(32))
     to_key: Mapped[str | None] = mapped_column(String(32))
     reason: Mapped[str] = mapped_column(String(40))
@@ -63,11 +73,21 @@ class BirthdayBonus(Base):
     """One row per member and year: the birthday bonus is granted at most once a year."""
 
     __tablename__ = "birthday_bonuses"
-
-    member_id: Mapped[int] = mapped_column(
-        ForeignKey("members.id", ondelete="CASCADE"), primary_key=True
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["member_id", "program_id"], ["members.id", "members.program_id"], ondelete="CASCADE"
+        ),
+        ForeignKeyConstraint(
+            ["entry_id", "program_id"],
+            ["point_entries.id", "point_entries.program_id"],
+            ondelete="CASCADE",
+        ),
     )
+
+    member_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     year: Mapped[int] = mapped_column(Integer, primary_key=True)
-    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id", ondelete="CASCADE"))
-    entry_id: Mapped[int] = mapped_column(ForeignKey("point_entries.id", ondelete="CASCADE"))
+    program_id: Mapped[int] = mapped_column(
+        ForeignKey("programs.id", ondelete="CASCADE"), primary_key=True
+    )
+    entry_id: Mapped[int] = mapped_column(BigInteger)
     granted_at: Mapped[datetime]

@@ -10,6 +10,7 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     ForeignKey,
+    ForeignKeyConstraint,
     Identity,
     Index,
     Integer,
@@ -40,7 +41,9 @@ class WebhookEndpoint(Base):
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
-    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id", ondelete="CASCADE"))
+    program_id: Mapped[int] = mapped_column(
+        ForeignKey("programs.id", ondelete="CASCADE"), primary_key=True
+    )
     url: Mapped[str] = mapped_column(String(2048))
     # Event types, or ["*"] for every type.
     events: Mapped[list[str]] = mapped_column(ARRAY(Text))
@@ -68,7 +71,15 @@ class WebhookDelivery(Base):
 
     __tablename__ = "webhook_deliveries"
     __table_args__ = (
-        UniqueConstraint("endpoint_id", "event_id"),
+        UniqueConstraint("endpoint_id", "event_id", "program_id"),
+        ForeignKeyConstraint(
+            ["endpoint_id", "program_id"],
+            ["webhook_endpoints.id", "webhook_endpoints.program_id"],
+            ondelete="CASCADE",
+        ),
+        ForeignKeyConstraint(
+            ["event_id", "program_id"], ["events.id", "events.program_id"], ondelete="CASCADE"
+        ),
         CheckConstraint("status IN ('pending', 'delivered', 'failed')", name="status_known"),
         Index(
             "ix_webhook_deliveries_pending",
@@ -80,11 +91,11 @@ class WebhookDelivery(Base):
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id", ondelete="CASCADE"))
-    endpoint_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("webhook_endpoints.id", ondelete="CASCADE")
+    program_id: Mapped[int] = mapped_column(
+        ForeignKey("programs.id", ondelete="CASCADE"), primary_key=True
     )
-    event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"))
+    endpoint_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    event_id: Mapped[int] = mapped_column(BigInteger)
     status: Mapped[str] = mapped_column(String(16), server_default=text("'pending'"))
     attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     next_attempt_at: Mapped[datetime]

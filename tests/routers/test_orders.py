@@ -406,7 +406,8 @@ class TestEarningSetupChanges:
 
 
 class TestConfigVersion:
-    """The triggers of migration 0011 keep programs.config_version."""
+    """Every change to what an order earns moves programs.config_version, in its own
+    transaction (app/services/programs/config_version.py)."""
 
     async def _version(self, program: Program) -> int:
         async with db.read_only() as conn:
@@ -426,7 +427,14 @@ class TestConfigVersion:
         seen.append(await self._version(program))
         await program.patch(f"/v1/earn-rules/{rule.json()['id']}", json={"active": False})
         seen.append(await self._version(program))
+        deleted = await program.delete(f"/v1/earn-rules/{rule.json()['id']}")
+        assert deleted.status_code == 204, deleted.text
+        seen.append(await self._version(program))
         await program.post("/v1/tiers", json={"key": "s", "name": "S", "threshold": 10})
+        seen.append(await self._version(program))
+        await program.patch("/v1/tiers/s", json={"earn_multiplier": "1.5"})
+        seen.append(await self._version(program))
+        await program.delete("/v1/tiers/s")
         seen.append(await self._version(program))
         await program.patch("/v1/program", json={"earn_rate": "3"})
         seen.append(await self._version(program))

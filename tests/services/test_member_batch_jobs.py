@@ -70,7 +70,9 @@ async def checkout_holding(member_id: int) -> AsyncIterator[None]:
         await conn.execute(
             text("SELECT 1 FROM accounts WHERE member_id = :id FOR UPDATE"), {"id": member_id}
         )
-        yield
+        # The checkout stands for another process: the job beside it takes its own connection.
+        with db.allow_second_connection():
+            yield
 
 
 async def releases_per_pending_entry(program: Program) -> list[int]:

@@ -28,6 +28,7 @@ from app.schemas.earn_rules import (
 from app.services.checkout.money import decimal_text
 from app.services.idempotency import IdempotencyRequest, Reply, run_once
 from app.services.pagination import decode_cursor, encode_cursor
+from app.services.programs.config_version import bump_config_version
 
 MAX_ACTIVE_RULES = 100
 
@@ -128,6 +129,7 @@ async def create_earn_rule(
                 },
             )
         ).one()
+        await bump_config_version(conn, program_id)
         return Reply(_rule_out(row).model_dump_json())
 
     return await run_once(program_id, request, work)
@@ -202,12 +204,15 @@ async def update_earn_rule(program_id: int, rule_id: int, patch: EarnRulePatch) 
                 },
             )
         ).one()
+        await bump_config_version(conn, program_id)
     return _rule_out(row)
 
 
 async def delete_earn_rule(program_id: int, rule_id: int) -> None:
     """Delete a rule. Orders it already applied to keep their ``rule:<id>`` lines."""
-    async with db.single_statement() as conn:
+    async with db.transaction() as conn:
         deleted = (await conn.execute(_DELETE, {"program_id": program_id, "id": rule_id})).first()
+        if deleted is not None:
+            await bump_config_version(conn, program_id)
     if deleted is None:
         raise NotFoundError(f"No earn rule {rule_id} in this program.")

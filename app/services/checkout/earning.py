@@ -206,7 +206,7 @@ ACTIVE_RULES_JSON = """COALESCE((
                       'ends_at', r.ends_at, 'conditions', r.conditions, 'effect', r.effect)
                   ORDER BY r.id)
              FROM earn_rules AS r
-            WHERE r.program_id = p.id AND r.active), '[]')"""
+            WHERE r.program_id = :program_id AND r.active), '[]')"""
 
 # One round trip: the program's settings, the member and its tier, the balance, and every
 # active rule.
@@ -216,12 +216,12 @@ SELECT m.id AS member_id, a.available, m.birthday,
        p.currency, p.earn_rate, p.timezone,
        a.tier_key, t.earn_multiplier AS tier_multiplier,
        (SELECT f.referrer_id FROM referrals AS f
-         WHERE f.program_id = m.program_id AND f.referee_id = m.id AND f.status = 'pending')
+         WHERE f.program_id = :program_id AND f.referee_id = m.id AND f.status = 'pending')
            AS pending_referrer_id,
        {ACTIVE_RULES_JSON} AS rules
   FROM members AS m
   JOIN programs AS p ON p.id = m.program_id
-  JOIN accounts AS a ON a.member_id = m.id
+  JOIN accounts AS a ON a.program_id = m.program_id AND a.member_id = m.id
   LEFT JOIN tiers AS t ON t.program_id = a.program_id AND t.key = a.tier_key
  WHERE m.program_id = :program_id AND m.external_id = :member
 """
@@ -265,7 +265,7 @@ class ProgramEarning:
 _PROGRAM_EARNING = text(
     f"""
 SELECT p.config_version, p.currency, p.earn_rate, p.timezone,
-       EXISTS (SELECT 1 FROM tiers AS t WHERE t.program_id = p.id) AS has_tiers,
+       EXISTS (SELECT 1 FROM tiers AS t WHERE t.program_id = :program_id) AS has_tiers,
        {ACTIVE_RULES_JSON} AS rules
   FROM programs AS p
  WHERE p.id = :program_id

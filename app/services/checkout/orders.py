@@ -780,7 +780,7 @@ async def _record_refund(
     await referrals.on_refund_in(conn, program_id, order.id, holder.external_id, now)
     if order.refunded_amount + amount == order.amount and order.coupons is not None:
         await coupon_orders.reactivate_for_refund(conn, program_id, order.id, order_id, now)
-    if await tier_evaluation.program_has_tiers(program_id):
+    if await tier_evaluation.program_has_tiers(program_id, conn):
         await tier_evaluation.evaluate_locked(conn, [holder.member_id], now, "refund")
     return body
 

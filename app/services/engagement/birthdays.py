@@ -110,7 +110,7 @@ async def grant_birthday_bonuses(now: datetime) -> int:
                     },
                 )
             ).scalar_one()
-            if await tier_evaluation.program_has_tiers(program.id):
+            if await tier_evaluation.program_has_tiers(program.id, conn):
                 await tier_evaluation.evaluate_locked(conn, member_ids, now)
         await conn.execute(
             text("UPDATE programs SET birthday_bonus_through = :today WHERE id = :id"),

@@ -80,7 +80,7 @@ WITH batch AS (
       JOIN webhook_endpoints AS w
         ON w.program_id = b.program_id AND b.txid >= w.starts_at_txid
        AND (b.type = ANY (w.events) OR '*' = ANY (w.events))
-    ON CONFLICT (endpoint_id, event_id) DO NOTHING
+    ON CONFLICT (endpoint_id, event_id, program_id) DO NOTHING
     RETURNING 1
 ), last AS (
     SELECT txid, id FROM batch ORDER BY txid DESC, id DESC LIMIT 1

@@ -205,7 +205,7 @@ SELECT s.member_id, s.program_id, s.segment, s.lifecycle, s.r, s.f, s.m, s.order
        s.net_spend, s.first_order_at, s.last_order_at, s.churns_at, :now
   FROM insight_stage AS s
  WHERE NOT s.has_row
-ON CONFLICT (member_id) DO NOTHING
+ON CONFLICT (member_id, program_id) DO NOTHING
 """
 # After this many rows changed, the planner's statistics of member_insights are refreshed in
 # the same transaction rather than whenever autovacuum gets to it.
@@ -508,21 +508,25 @@ async def overview(program_id: int, start: datetime, end: datetime) -> OverviewO
         snapshot = (await first.execute(text("SELECT pg_export_snapshot()"))).scalar_one()
         if not _SNAPSHOT_ID.match(snapshot):
             raise RuntimeError(f"unexpected snapshot id {snapshot!r}")
-        async with db.transaction() as second:
-            await second.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"))
-            await second.execute(text(f"SET TRANSACTION SNAPSHOT '{snapshot}'"))
-            for statement in _OVERVIEW_SETTINGS:
-                await first.execute(text(statement))
-                await second.execute(text(statement))
-            period_result, state_result = await asyncio.gather(
-                first.execute(text(_OVERVIEW_PERIOD_SQL), params),
-                second.execute(text(_OVERVIEW_STATE_SQL), params),
-            )
-            period, state = period_result.first(), state_result.first()
-            if period is None or state is None:
-                raise NotFoundError("No such program.")
-            funnel = await _referral_funnel(first, program_id, start, end)
-            referral_revenue = await _referral_revenue(first, program_id)
+        # Read only and lock free, so it cannot wait on anything the first one holds.
+        with db.allow_second_connection():
+            async with db.transaction() as second:
+                await second.execute(
+                    text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                )
+                await second.execute(text(f"SET TRANSACTION SNAPSHOT '{snapshot}'"))
+                for statement in _OVERVIEW_SETTINGS:
+                    await first.execute(text(statement))
+                    await second.execute(text(statement))
+                period_result, state_result = await asyncio.gather(
+                    first.execute(text(_OVERVIEW_PERIOD_SQL), params),
+                    second.execute(text(_OVERVIEW_STATE_SQL), params),
+                )
+                period, state = period_result.first(), state_result.first()
+                if period is None or state is None:
+                    raise NotFoundError("No such program.")
+                funnel = await _referral_funnel(first, program_id, start, end)
+                referral_revenue = await _referral_revenue(first, program_id)
     value = (Decimal(state.points_outstanding) * period.point_value_minor).to_integral_value(
         rounding=ROUND_FLOOR
     )

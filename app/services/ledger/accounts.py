@@ -31,8 +31,9 @@ async def open_account(conn: Connection, program_id: int, member_id: int, now: d
 LOCK_HOLDER_OF_HOLD = text(
     """
 UPDATE accounts AS a SET version = a.version + 1
-  FROM holds AS h JOIN members AS m ON m.id = h.member_id
- WHERE h.id = :hold_id AND h.program_id = :program_id AND a.member_id = h.member_id
+  FROM holds AS h JOIN members AS m ON m.program_id = h.program_id AND m.id = h.member_id
+ WHERE h.id = :hold_id AND h.program_id = :program_id
+   AND a.program_id = h.program_id AND a.member_id = h.member_id
 RETURNING a.member_id, a.version, m.external_id
 """
 )
@@ -41,16 +42,19 @@ RETURNING a.member_id, a.version, m.external_id
 LOCK_HOLDER_OF_ORDER = text(
     """
 UPDATE accounts AS a SET version = a.version + 1
-  FROM orders AS o JOIN members AS m ON m.id = o.member_id
- WHERE o.program_id = :program_id AND o.order_id = :order_id AND a.member_id = o.member_id
+  FROM orders AS o JOIN members AS m ON m.program_id = o.program_id AND m.id = o.member_id
+ WHERE o.program_id = :program_id AND o.order_id = :order_id
+   AND a.program_id = o.program_id AND a.member_id = o.member_id
 RETURNING a.member_id, m.external_id, o.order_id
 """
 )
 
 # Lock the member's account and take the next event sequence number: ``sequence(version)``.
-# Binds :member_id.
+# Binds :program_id and :member_id.
 NEXT_SEQUENCE_CTE = """sequence AS (
-    UPDATE accounts SET version = version + 1 WHERE member_id = :member_id RETURNING version
+    UPDATE accounts SET version = version + 1
+     WHERE program_id = :program_id AND member_id = :member_id
+    RETURNING version
 )"""
 
 # Apply tier decisions. Reads ``outcome(member_id, new_key, new_below_since, current_key,
@@ -65,7 +69,7 @@ APPLY_TIERS_CTE = """changed AS (
            version = a.version
                      + CASE WHEN o.new_key IS DISTINCT FROM o.current_key THEN 1 ELSE 0 END
       FROM outcome AS o
-     WHERE a.member_id = o.member_id
+     WHERE a.program_id = o.program_id AND a.member_id = o.member_id
  RETURNING a.member_id, a.program_id, a.version, o.current_key, o.new_key, o.value,
            o.movement, o.new_below_since, o.tier_below_since AS old_below_since,
            o.tier_grace_days
@@ -73,8 +77,8 @@ APPLY_TIERS_CTE = """changed AS (
 
 _DETACH_TIER = text(
     "UPDATE accounts SET tier_key = NULL, tier_below_since = NULL "
-    "WHERE member_id IN (SELECT member_id FROM accounts WHERE program_id = "
-    ":program_id AND tier_key = :key ORDER BY member_id FOR UPDATE)"
+    "WHERE program_id = :program_id AND member_id IN (SELECT member_id FROM accounts "
+    "WHERE program_id = :program_id AND tier_key = :key ORDER BY member_id FOR UPDATE)"
 )
 
 

@@ -30,27 +30,27 @@ _AUDIT = text(
     """
 WITH entry_sums AS (
     -- A pending entry counts as available once a release row says so.
-    SELECT e.member_id,
+    SELECT e.program_id, e.member_id,
            COALESCE(sum(e.points) FILTER (WHERE e.status = 'available'
                                           OR r.entry_id IS NOT NULL), 0) AS available_sum,
            COALESCE(sum(e.points) FILTER (WHERE e.status = 'pending'
                                           AND r.entry_id IS NULL), 0) AS pending_sum,
            bool_or(e.kind = 'refund') AS had_refund
       FROM point_entries AS e
-      LEFT JOIN point_releases AS r ON r.entry_id = e.id
+      LEFT JOIN point_releases AS r ON r.program_id = e.program_id AND r.entry_id = e.id
      WHERE CAST(:program_id AS bigint) IS NULL OR e.program_id = :program_id
-     GROUP BY e.member_id
+     GROUP BY e.program_id, e.member_id
 ), hold_sums AS (
-    SELECT member_id, sum(points) AS held
+    SELECT program_id, member_id, sum(points) AS held
       FROM holds
      WHERE status = 'active'
        AND (CAST(:program_id AS bigint) IS NULL OR program_id = :program_id)
-     GROUP BY member_id
+     GROUP BY program_id, member_id
 ), lot_sums AS (
-    SELECT member_id, sum(remaining) AS remaining
+    SELECT program_id, member_id, sum(remaining) AS remaining
       FROM point_lots
      WHERE CAST(:program_id AS bigint) IS NULL OR program_id = :program_id
-     GROUP BY member_id
+     GROUP BY program_id, member_id
 ), checked AS (
     SELECT m.program_id, m.external_id, a.available, a.pending, a.held,
            COALESCE(e.available_sum, 0) AS available_sum,
@@ -59,10 +59,10 @@ WITH entry_sums AS (
            COALESCE(l.remaining, 0) AS lots_sum,
            COALESCE(e.had_refund, false) AS had_refund
       FROM accounts AS a
-      JOIN members AS m ON m.id = a.member_id
-      LEFT JOIN entry_sums AS e ON e.member_id = a.member_id
-      LEFT JOIN lot_sums AS l ON l.member_id = a.member_id
-      LEFT JOIN hold_sums AS h ON h.member_id = a.member_id
+      JOIN members AS m ON m.program_id = a.program_id AND m.id = a.member_id
+      LEFT JOIN entry_sums AS e ON e.program_id = a.program_id AND e.member_id = a.member_id
+      LEFT JOIN lot_sums AS l ON l.program_id = a.program_id AND l.member_id = a.member_id
+      LEFT JOIN hold_sums AS h ON h.program_id = a.program_id AND h.member_id = a.member_id
      WHERE CAST(:program_id AS bigint) IS NULL OR a.program_id = :program_id
 )
 SELECT * FROM checked

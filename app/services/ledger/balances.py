@@ -20,12 +20,13 @@ SELECT a.available, a.pending, a.held, a.lifetime_earned, a.lifetime_redeemed,
                            ORDER BY b.expires_at)
              FROM (SELECT expires_at, sum(remaining) AS points
                      FROM point_lots
-                    WHERE member_id = a.member_id AND remaining > 0
+                    WHERE program_id = :program_id AND member_id = a.member_id
+                      AND remaining > 0
                       AND expires_at IS NOT NULL
                     GROUP BY expires_at
                     ORDER BY expires_at
                     LIMIT 5) AS b), '[]') AS expiring
-  FROM members AS m JOIN accounts AS a ON a.member_id = m.id
+  FROM members AS m JOIN accounts AS a ON a.program_id = m.program_id AND a.member_id = m.id
  WHERE m.program_id = :program_id AND m.external_id = :member
 """
 )
@@ -49,8 +50,8 @@ _TRANSACTIONS = text(
     f"""
 SELECT e.id, {ENTRY_JSON.format(e="e", status=_LISTED_STATUS)}::text AS response
   FROM members AS m
-  JOIN point_entries AS e ON e.member_id = m.id
-  LEFT JOIN point_releases AS rel ON rel.entry_id = e.id
+  JOIN point_entries AS e ON e.program_id = m.program_id AND e.member_id = m.id
+  LEFT JOIN point_releases AS rel ON rel.program_id = e.program_id AND rel.entry_id = e.id
  WHERE m.program_id = :program_id AND m.external_id = :member AND e.id < :before
  ORDER BY e.id DESC
  LIMIT :limit

@@ -124,7 +124,8 @@ WITH acc AS (
            version = a.version + 1,
            updated_at = :now
       FROM members AS m
-     WHERE m.program_id = :program_id AND m.external_id = :member AND a.member_id = m.id
+     WHERE m.program_id = :program_id AND m.external_id = :member
+       AND a.program_id = :program_id AND a.member_id = m.id
  RETURNING a.member_id, a.available, a.pending, a.held, a.version
 ), entry AS (
     INSERT INTO point_entries (program_id, member_id, kind, points, status, reason, actor,
@@ -172,7 +173,8 @@ UPDATE accounts AS a
        version = a.version + 1,
        updated_at = :now
   FROM members AS m
- WHERE m.program_id = :program_id AND m.external_id = :member AND a.member_id = m.id
+ WHERE m.program_id = :program_id AND m.external_id = :member
+   AND a.program_id = :program_id AND a.member_id = m.id
    AND a.available >= :points
 RETURNING a.member_id, a.available, a.pending, a.held, a.version
 """

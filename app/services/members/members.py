@@ -24,10 +24,13 @@ PERSONAL_FIELDS = ("name", "email", "phone", "birthday", "metadata")
 # index lookups; one without a row (bulk-loaded, not refreshed yet) shows as a prospect.
 _INSIGHTS_COLUMNS = """,
        mi.segment, mi.lifecycle, fb.score AS feedback_score, fb.created_at AS feedback_at"""
+# The statements below bind :program_id (on Citus, a correlated subquery routes to one shard
+# only by a filter on the parameter itself).
 _INSIGHTS_JOINS = """
-  LEFT JOIN member_insights AS mi ON mi.member_id = m.id
+  LEFT JOIN member_insights AS mi ON mi.program_id = m.program_id AND mi.member_id = m.id
   LEFT JOIN LATERAL (
-      SELECT f.score, f.created_at FROM member_feedback AS f WHERE f.member_id = m.id
+      SELECT f.score, f.created_at FROM member_feedback AS f
+       WHERE f.program_id = :program_id AND f.member_id = m.id
        ORDER BY f.created_at DESC, f.id DESC LIMIT 1) AS fb ON true"""
 _NEW_MEMBER_INSIGHTS = text(
     "INSERT INTO member_insights (member_id, program_id, segment, lifecycle, orders_count, "
@@ -41,11 +44,12 @@ SELECT m.id, m.external_id, m.name, m.email, m.phone, m.birthday, m.metadata, m.
        CASE WHEN m.erased_at IS NULL THEN m.referral_code END AS referral_code,
        referrer.external_id AS referred_by
   FROM members AS m
-  JOIN accounts AS a ON a.member_id = m.id
+  JOIN accounts AS a ON a.program_id = m.program_id AND a.member_id = m.id
   LEFT JOIN tiers AS t ON t.program_id = a.program_id AND t.key = a.tier_key{_INSIGHTS_JOINS}
   LEFT JOIN referrals AS referral
          ON referral.program_id = m.program_id AND referral.referee_id = m.id
-  LEFT JOIN members AS referrer ON referrer.id = referral.referrer_id
+  LEFT JOIN members AS referrer
+         ON referrer.program_id = referral.program_id AND referrer.id = referral.referrer_id
 """
 
 # Optional list filters: name -> SQL condition on the query above (bound as :name).
@@ -188,7 +192,7 @@ async def erase_member(program_id: int, member: str) -> None:
             await conn.execute(
                 text(
                     "SELECT a.member_id, m.erased_at FROM accounts AS a "
-                    "JOIN members AS m ON m.id = a.member_id "
+                    "JOIN members AS m ON m.program_id = a.program_id AND m.id = a.member_id "
                     "WHERE m.program_id = :program_id AND m.external_id = :member "
                     "FOR UPDATE OF a, m"
                 ),

@@ -16,6 +16,7 @@ from app.schemas.programs import ApiKeyCreated, ApiKeyOut, ProgramOut, ReferralS
 from app.services.checkout.money import CURRENCY_MINOR_UNITS, decimal_text
 from app.services.idempotency import IdempotencyRequest, Reply, run_once
 from app.services.programs import api_keys
+from app.services.programs.config_version import earning_settings_change
 
 _PROGRAM_COLUMNS = (
     "id, name, currency, earn_rate, pending_days, points_expiry_days, hold_ttl_seconds, "
@@ -105,6 +106,8 @@ async def update_program(program_id: int, changes: dict[str, Any]) -> ProgramOut
                 else f"{column} = :{column}"
                 for column in values
             )
+            if earning_settings_change(current, values):
+                assignments += ", config_version = config_version + 1"
             await conn.execute(
                 text(f"UPDATE programs SET {assignments}, updated_at = :now WHERE id = :id"),
                 {**values, "now": clock.now(), "id": program_id},

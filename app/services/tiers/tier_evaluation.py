@@ -95,12 +95,18 @@ _has_tiers: dict[int, tuple[bool, float]] = {}
 _HAS_TIERS = text("SELECT EXISTS (SELECT 1 FROM tiers WHERE program_id = :program_id)")
 
 
-async def program_has_tiers(program_id: int) -> bool:
+async def program_has_tiers(program_id: int, conn: Connection | None = None) -> bool:
+    """Cached for a few seconds. Inside a transaction pass its connection: a second one taken
+    while the transaction holds a member's lock can wait forever for a pool (or a PgBouncer
+    server pool) that is full of requests waiting for that same lock."""
     cached = _has_tiers.get(program_id)
     now = time.monotonic()
     if cached is not None and cached[1] > now:
         return cached[0]
-    async with db.read_only() as conn:
+    if conn is None:
+        async with db.read_only() as own:
+            found = bool((await own.execute(_HAS_TIERS, {"program_id": program_id})).scalar())
+    else:
         found = bool((await conn.execute(_HAS_TIERS, {"program_id": program_id})).scalar())
     _has_tiers[program_id] = (found, now + _TIER_CACHE_SECONDS)
     return found

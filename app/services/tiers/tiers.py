@@ -110,8 +110,9 @@ async def _mark_dirty_and_count(
     now = clock.now()
     await conn.execute(
         text(
-            "UPDATE programs SET tiers_dirty_since = :now, tiers_reevaluated_through = 0 "
-            "WHERE id = :program_id"
+            # Tiers change what an order earns (their multipliers): config_version too.
+            "UPDATE programs SET tiers_dirty_since = :now, tiers_reevaluated_through = 0, "
+            "config_version = config_version + 1 WHERE id = :program_id"
         ),
         {"now": now, "program_id": program_id},
     )
