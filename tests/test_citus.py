@@ -95,3 +95,24 @@ class TestHotPathsOnOneShard:
         )
         assert earned.status_code == 201, earned.text
         assert (await program.balance("m1"))["available"] == 100
+
+    async def test_redeem_a_reward_and_void_its_coupon(self, program: Program) -> None:
+        await program.member("m1", points=500)
+        reward = (
+            await program.post(
+                "/v1/rewards",
+                json={"name": "Tea", "kind": "fixed_discount", "value": 300, "points_cost": 200},
+            )
+        ).json()
+        redeemed = await program.post(
+            f"/v1/members/m1/rewards/{reward['id']}/redeem",
+            headers={"Idempotency-Key": "redeem-m1"},
+        )
+        assert redeemed.status_code == 201, redeemed.text
+        code = redeemed.json()["coupon"]["code"]
+        listed = (await program.get("/v1/members/m1/coupons")).json()
+        assert [c["code"] for c in listed["data"]] == [code]
+        assert (await program.get(f"/v1/coupons/{code}")).json()["status"] == "active"
+        voided = await program.post(f"/v1/coupons/{code}/void")
+        assert voided.status_code == 200, voided.text
+        assert (await program.balance("m1"))["available"] == 500

@@ -122,3 +122,52 @@ class TestOrderReleaseQueueMigration:
         finally:
             await engine.dispose()
             await pg_server.drop_database(url)
+
+
+# Every constraint, index and trigger of the schema, as PostgreSQL prints their definitions.
+_SCHEMA_KEYS = """
+SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid)
+  FROM pg_constraint WHERE connamespace = 'public'::regnamespace
+UNION ALL
+SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'
+UNION ALL
+SELECT tgrelid::regclass::text, tgname, pg_get_triggerdef(oid)
+  FROM pg_trigger WHERE NOT tgisinternal
+"""
+
+
+class TestTenantKeysMigration:
+    async def test_the_downgrade_restores_the_keys_it_rebuilt(self, pg_server: PgServer) -> None:
+        """0015 rebuilds the keys of every tenant table, the rewards and campaigns tables of
+        0012 and 0013 included; its downgrade gives back exactly what they had."""
+        url = await pg_server.create_database("patron_migrations")
+        engine = create_async_engine(db.to_async_url(url))
+
+        async def keys() -> set[tuple[str, str, str]]:
+            async with engine.connect() as conn:
+                return {(a, b, c) for a, b, c in await conn.execute(text(_SCHEMA_KEYS))}
+
+        try:
+            await asyncio.to_thread(upgrade, url, "0013")
+            before = await keys()
+            await asyncio.to_thread(upgrade, url, "0015")
+            rebuilt = before - await keys()
+            await asyncio.to_thread(downgrade, url, "0013")
+            after = await keys()
+        finally:
+            await engine.dispose()
+            await pg_server.drop_database(url)
+        assert {
+            ("coupons", "pk_coupons", "PRIMARY KEY (id)"),
+            (
+                "campaign_targetings",
+                "uq_campaign_targetings_campaign_id_member_id_run_number",
+                "UNIQUE (campaign_id, member_id, run_number)",
+            ),
+            (
+                "coupons",
+                "fk_coupons_reward_id_rewards",
+                "FOREIGN KEY (reward_id) REFERENCES rewards(id) ON DELETE SET NULL",
+            ),
+        } <= rebuilt
+        assert after == before

@@ -17,6 +17,7 @@ from sqlalchemy import (
     CheckConstraint,
     Date,
     ForeignKey,
+    ForeignKeyConstraint,
     Identity,
     Index,
     Integer,
@@ -51,7 +52,9 @@ class Campaign(Base):
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id", ondelete="CASCADE"))
+    program_id: Mapped[int] = mapped_column(
+        ForeignKey("programs.id", ondelete="CASCADE"), primary_key=True
+    )
     name: Mapped[str] = mapped_column(String(200))
     # The audience conditions as the API took them (schemas/campaigns.py, Audience).
     audience: Mapped[dict[str, Any]] = mapped_column(JSONB)
@@ -81,7 +84,14 @@ class CampaignTargeting(Base):
 
     __tablename__ = "campaign_targetings"
     __table_args__ = (
-        UniqueConstraint("campaign_id", "member_id", "run_number"),
+        # Named here: the conventional name would pass PostgreSQL's 63 characters.
+        UniqueConstraint(
+            "campaign_id",
+            "member_id",
+            "run_number",
+            "program_id",
+            name="uq_campaign_targetings_campaign_member_run_program",
+        ),
         CheckConstraint("\"group\" IN ('treated', 'holdout')", name="group_known"),
         Index("ix_campaign_targetings_program_id_campaign_id", "program_id", "campaign_id"),
     )
@@ -90,7 +100,7 @@ class CampaignTargeting(Base):
     # No foreign keys, as on the ledger tables (docs/ledger.md, "Foreign keys"): a run writes
     # these rows by the thousand, taking the ids from the campaign and account rows it has
     # locked in the same transaction; campaigns are never deleted, only hidden.
-    program_id: Mapped[int] = mapped_column(BigInteger)
+    program_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     campaign_id: Mapped[int] = mapped_column(BigInteger)
     member_id: Mapped[int] = mapped_column(BigInteger)
     run_number: Mapped[int] = mapped_column(Integer)
@@ -106,12 +116,17 @@ class PointsExpiringReminder(Base):
     """A ``points.expiring`` event sent for one member's points expiring at one time."""
 
     __tablename__ = "points_expiring_reminders"
-
-    member_id: Mapped[int] = mapped_column(
-        ForeignKey("members.id", ondelete="CASCADE"), primary_key=True
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["member_id", "program_id"], ["members.id", "members.program_id"], ondelete="CASCADE"
+        ),
     )
+
+    member_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     expires_at: Mapped[datetime] = mapped_column(primary_key=True)
-    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id", ondelete="CASCADE"))
+    program_id: Mapped[int] = mapped_column(
+        ForeignKey("programs.id", ondelete="CASCADE"), primary_key=True
+    )
     points: Mapped[int] = mapped_column(BigInteger)
     reminded_at: Mapped[datetime]
 
@@ -120,12 +135,17 @@ class BirthdayReminder(Base):
     """A ``member.birthday_upcoming`` event sent for one member's birthday on one date."""
 
     __tablename__ = "birthday_reminders"
-
-    member_id: Mapped[int] = mapped_column(
-        ForeignKey("members.id", ondelete="CASCADE"), primary_key=True
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["member_id", "program_id"], ["members.id", "members.program_id"], ondelete="CASCADE"
+        ),
     )
+
+    member_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     birthday_on: Mapped[date] = mapped_column(Date, primary_key=True)
-    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id", ondelete="CASCADE"))
+    program_id: Mapped[int] = mapped_column(
+        ForeignKey("programs.id", ondelete="CASCADE"), primary_key=True
+    )
     reminded_at: Mapped[datetime]
 
 

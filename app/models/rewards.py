@@ -11,6 +11,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     ForeignKey,
+    ForeignKeyConstraint,
     Identity,
     Index,
     Integer,
@@ -54,7 +55,9 @@ class Reward(Base):
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id", ondelete="CASCADE"))
+    program_id: Mapped[int] = mapped_column(
+        ForeignKey("programs.id", ondelete="CASCADE"), primary_key=True
+    )
     name: Mapped[str] = mapped_column(String(200))
     description: Mapped[str | None] = mapped_column(Text)
     kind: Mapped[str] = mapped_column(String(32))
@@ -82,12 +85,20 @@ class RewardRedemption(Base):
     __table_args__ = (
         Index("ix_reward_redemptions_member_id_reward_id", "member_id", "reward_id"),
         Index("ix_reward_redemptions_reward_id", "reward_id"),
+        ForeignKeyConstraint(
+            ["reward_id", "program_id"], ["rewards.id", "rewards.program_id"], ondelete="CASCADE"
+        ),
+        ForeignKeyConstraint(
+            ["member_id", "program_id"], ["members.id", "members.program_id"], ondelete="CASCADE"
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id", ondelete="CASCADE"))
-    reward_id: Mapped[int] = mapped_column(ForeignKey("rewards.id", ondelete="CASCADE"))
-    member_id: Mapped[int] = mapped_column(ForeignKey("members.id", ondelete="CASCADE"))
+    program_id: Mapped[int] = mapped_column(
+        ForeignKey("programs.id", ondelete="CASCADE"), primary_key=True
+    )
+    reward_id: Mapped[int] = mapped_column(BigInteger)
+    member_id: Mapped[int] = mapped_column(BigInteger)
     points_spent: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime]
     voided_at: Mapped[datetime | None]
@@ -116,18 +127,31 @@ class Coupon(Base):
             "expires_at",
             postgresql_where=text("status = 'active'"),
         ),
+        ForeignKeyConstraint(
+            ["member_id", "program_id"], ["members.id", "members.program_id"], ondelete="CASCADE"
+        ),
+        # No ON DELETE SET NULL on the reward and the order: it would null program_id too, and
+        # Citus refuses it. Neither is ever deleted but with its program (a reward's DELETE
+        # deactivates it), which deletes its coupons as well.
+        ForeignKeyConstraint(["reward_id", "program_id"], ["rewards.id", "rewards.program_id"]),
+        ForeignKeyConstraint(
+            ["redemption_id", "program_id"],
+            ["reward_redemptions.id", "reward_redemptions.program_id"],
+            ondelete="CASCADE",
+        ),
+        ForeignKeyConstraint(["order_pk", "program_id"], ["orders.id", "orders.program_id"]),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id", ondelete="CASCADE"))
+    program_id: Mapped[int] = mapped_column(
+        ForeignKey("programs.id", ondelete="CASCADE"), primary_key=True
+    )
     # Upper-case Crockford base32; lookups normalise what the client sends.
     code: Mapped[str] = mapped_column(String(12))
-    member_id: Mapped[int | None] = mapped_column(ForeignKey("members.id", ondelete="CASCADE"))
+    member_id: Mapped[int | None] = mapped_column(BigInteger)
     source: Mapped[str] = mapped_column(String(16))
-    reward_id: Mapped[int | None] = mapped_column(ForeignKey("rewards.id", ondelete="SET NULL"))
-    redemption_id: Mapped[int | None] = mapped_column(
-        ForeignKey("reward_redemptions.id", ondelete="CASCADE")
-    )
+    reward_id: Mapped[int | None] = mapped_column(BigInteger)
+    redemption_id: Mapped[int | None] = mapped_column(BigInteger)
     # The campaign's own id; the campaigns tables are not this package's to reference.
     campaign_id: Mapped[int | None] = mapped_column(BigInteger)
     kind: Mapped[str] = mapped_column(String(32))
@@ -135,7 +159,7 @@ class Coupon(Base):
     currency: Mapped[str] = mapped_column(String(3))
     min_order_amount: Mapped[int | None] = mapped_column(BigInteger)
     status: Mapped[str] = mapped_column(String(16))
-    order_pk: Mapped[int | None] = mapped_column(ForeignKey("orders.id", ondelete="SET NULL"))
+    order_pk: Mapped[int | None] = mapped_column(BigInteger)
     order_id: Mapped[str | None] = mapped_column(String(128))
     discount_amount: Mapped[int | None] = mapped_column(BigInteger)
     expires_at: Mapped[datetime]

@@ -7,7 +7,9 @@ program_id is appended to each key rather than put first: lookups by the key's o
 and Citus only needs the distribution column to be part of the key. A referral's order loses
 ON DELETE SET NULL, which Citus refuses on a key that includes the distribution column (it
 would null program_id too): nothing deletes an order but its program's deletion, which deletes
-the referral in the same statement.
+the referral in the same statement. A coupon's order and reward lose it for the same reason:
+orders are never deleted, and a reward's DELETE only deactivates it (api.md), so both go only
+with their program, and its coupons with them.
 
 accounts' foreign key to its tier loses ON UPDATE CASCADE (a tier's key cannot change).
 
@@ -37,6 +39,10 @@ depends_on: str | Sequence[str] | None = None
 PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
     "accounts": ("member_id",),
     "birthday_bonuses": ("member_id", "year"),
+    "birthday_reminders": ("member_id", "birthday_on"),
+    "campaign_targetings": ("id",),
+    "campaigns": ("id",),
+    "coupons": ("id",),
     "earn_rules": ("id",),
     "events": ("id",),
     "holds": ("id",),
@@ -48,8 +54,11 @@ PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
     "point_entries": ("id",),
     "point_lots": ("id",),
     "point_releases": ("entry_id",),
+    "points_expiring_reminders": ("member_id", "expires_at"),
     "referrals": ("id",),
     "refunds": ("id",),
+    "reward_redemptions": ("id",),
+    "rewards": ("id",),
     "tier_changes": ("id",),
     "tiers": ("id",),
     "webhook_deliveries": ("id",),
@@ -62,19 +71,45 @@ FOREIGN_KEYS: list[tuple[str, str, str, str | None, str | None]] = [
     ("accounts", "member_id", "members", "CASCADE", "CASCADE"),
     ("birthday_bonuses", "entry_id", "point_entries", "CASCADE", "CASCADE"),
     ("birthday_bonuses", "member_id", "members", "CASCADE", "CASCADE"),
+    ("birthday_reminders", "member_id", "members", "CASCADE", "CASCADE"),
+    ("coupons", "member_id", "members", "CASCADE", "CASCADE"),
+    ("coupons", "order_pk", "orders", "SET NULL", None),
+    ("coupons", "redemption_id", "reward_redemptions", "CASCADE", "CASCADE"),
+    ("coupons", "reward_id", "rewards", "SET NULL", None),
     ("holds", "member_id", "members", "CASCADE", "CASCADE"),
     ("member_feedback", "member_id", "members", "CASCADE", "CASCADE"),
     ("member_insights", "member_id", "members", "CASCADE", "CASCADE"),
     ("orders", "member_id", "members", "CASCADE", "CASCADE"),
     ("point_entries", "hold_id", "holds", None, None),
     ("point_entries", "referral_id", "referrals", None, None),
+    ("points_expiring_reminders", "member_id", "members", "CASCADE", "CASCADE"),
     ("referrals", "order_pk", "orders", "SET NULL", None),
     ("referrals", "referee_id", "members", "CASCADE", "CASCADE"),
     ("referrals", "referrer_id", "members", "CASCADE", "CASCADE"),
     ("refunds", "order_pk", "orders", "CASCADE", "CASCADE"),
+    ("reward_redemptions", "member_id", "members", "CASCADE", "CASCADE"),
+    ("reward_redemptions", "reward_id", "rewards", "CASCADE", "CASCADE"),
     ("tier_changes", "member_id", "members", "CASCADE", "CASCADE"),
     ("webhook_deliveries", "endpoint_id", "webhook_endpoints", "CASCADE", "CASCADE"),
     ("webhook_deliveries", "event_id", "events", "CASCADE", "CASCADE"),
+]
+
+# (table, name before, columns before, name after) for every unique constraint of a tenant
+# table that lacked program_id (it is appended). The campaign targetings' name is shortened:
+# the conventional one would pass PostgreSQL's 63 characters.
+UNIQUE_KEYS: list[tuple[str, str, tuple[str, ...], str]] = [
+    (
+        "webhook_deliveries",
+        "uq_webhook_deliveries_endpoint_id_event_id",
+        ("endpoint_id", "event_id"),
+        "uq_webhook_deliveries_endpoint_id_event_id_program_id",
+    ),
+    (
+        "campaign_targetings",
+        "uq_campaign_targetings_campaign_id_member_id_run_number",
+        ("campaign_id", "member_id", "run_number"),
+        "uq_campaign_targetings_campaign_member_run_program",
+    ),
 ]
 
 
@@ -108,14 +143,11 @@ def _rebuild(with_program: bool) -> None:
         op.execute(f"ALTER TABLE {table} DROP CONSTRAINT fk_{table}_{column}_{referred}")
     for table in PRIMARY_KEYS:
         op.execute(_primary_key(table, with_program))
-    old, new = (
-        ("uq_webhook_deliveries_endpoint_id_event_id", "endpoint_id, event_id, program_id")
-        if with_program
-        else ("uq_webhook_deliveries_endpoint_id_event_id_program_id", "endpoint_id, event_id")
-    )
-    op.execute(f"ALTER TABLE webhook_deliveries DROP CONSTRAINT {old}")
-    name = "uq_webhook_deliveries_" + new.replace(", ", "_")
-    op.execute(f"ALTER TABLE webhook_deliveries ADD CONSTRAINT {name} UNIQUE ({new})")
+    for table, name_before, columns, name_after in UNIQUE_KEYS:
+        old, new = (name_before, name_after) if with_program else (name_after, name_before)
+        key = ", ".join(columns) + (", program_id" if with_program else "")
+        op.execute(f"ALTER TABLE {table} DROP CONSTRAINT {old}")
+        op.execute(f"ALTER TABLE {table} ADD CONSTRAINT {new} UNIQUE ({key})")
     for table, column, referred, before, after in FOREIGN_KEYS:
         on_delete = after if with_program else before
         op.execute(_foreign_key(table, column, referred, on_delete, with_program))

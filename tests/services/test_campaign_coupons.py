@@ -44,9 +44,11 @@ class TestIssueCampaignCoupon:
                 },
             )
         ).json()
+        # Read before the transaction: a task holds one connection at a time.
+        m1 = await member_id(program, "m1")
         async with db.transaction() as conn:
             issued = await issue_campaign_coupon(
-                conn, program.id, await member_id(program, "m1"), reward["id"], 42, clock.now()
+                conn, program.id, m1, reward["id"], 42, clock.now()
             )
         shown = (await program.get(f"/v1/coupons/{issued.code}")).json()
         assert (shown["source"], shown["campaign_id"], shown["reward_id"]) == (

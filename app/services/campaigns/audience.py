@@ -24,7 +24,7 @@ _NPS_CLASS = (
 # for the whole program in one pass when every member is (a preview counts them all).
 _LATEST_FEEDBACK_PER_MEMBER = """CROSS JOIN LATERAL (
     SELECT f.score FROM member_feedback AS f
-     WHERE f.member_id = m.id
+     WHERE f.program_id = m.program_id AND f.member_id = m.id
      ORDER BY f.created_at DESC, f.id DESC
      LIMIT 1) AS latest_feedback"""
 _LATEST_FEEDBACK_OF_PROGRAM = """JOIN (
@@ -84,7 +84,9 @@ def audience_sql(
         )
     )
     if needs_insights:
-        joins.append("JOIN member_insights AS mi ON mi.member_id = m.id")
+        joins.append(
+            "JOIN member_insights AS mi ON mi.member_id = m.id AND mi.program_id = m.program_id"
+        )
     if audience.get("segments") is not None:
         where.append("mi.segment = ANY(CAST(:segments AS text[]))")
         params["segments"] = list(audience["segments"])
@@ -105,7 +107,7 @@ def audience_sql(
             where.append(f"{days} <= :max_days")
             params["max_days"] = high
     if audience.get("tiers") is not None:
-        joins.append("JOIN accounts AS a ON a.member_id = m.id")
+        joins.append("JOIN accounts AS a ON a.member_id = m.id AND a.program_id = m.program_id")
         where.append("a.tier_key = ANY(CAST(:tiers AS text[]))")
         params["tiers"] = list(audience["tiers"])
     if audience.get("nps_classes") is not None:

@@ -53,7 +53,7 @@ WITH due AS (
                                            reminded_at)
     SELECT member_id, expires_at, CAST(:program_id AS bigint), points,
            CAST(:now AS timestamptz) FROM due
-    ON CONFLICT DO NOTHING
+    ON CONFLICT (member_id, expires_at, program_id) DO NOTHING
     RETURNING member_id, expires_at, points
 )
 INSERT INTO events (program_id, type, member_id, data, created_at)
@@ -61,8 +61,10 @@ SELECT CAST(:program_id AS bigint), 'points.expiring', r.member_id,
        jsonb_build_object('member_id', m.external_id, 'sequence', a.version,
                           'points', r.points, 'expires_at', r.expires_at),
        CAST(:now AS timestamptz)
-  FROM reminded AS r JOIN members AS m ON m.id = r.member_id
-  JOIN accounts AS a ON a.member_id = r.member_id
+  FROM reminded AS r
+  JOIN members AS m ON m.id = r.member_id AND m.program_id = CAST(:program_id AS bigint)
+  JOIN accounts AS a
+    ON a.member_id = r.member_id AND a.program_id = CAST(:program_id AS bigint)
  WHERE m.erased_at IS NULL
 """
 )
@@ -78,7 +80,7 @@ WITH due AS (
     INSERT INTO birthday_reminders (member_id, birthday_on, program_id, reminded_at)
     SELECT member_id, birthday_on, CAST(:program_id AS bigint), CAST(:now AS timestamptz)
       FROM due
-    ON CONFLICT DO NOTHING
+    ON CONFLICT (member_id, birthday_on, program_id) DO NOTHING
     RETURNING member_id, birthday_on
 )
 INSERT INTO events (program_id, type, member_id, data, created_at)
@@ -87,7 +89,8 @@ SELECT CAST(:program_id AS bigint), 'member.birthday_upcoming', r.member_id,
                           'birthday_on', r.birthday_on, 'days_until', due.days_until),
        CAST(:now AS timestamptz)
   FROM reminded AS r JOIN due USING (member_id)
-  JOIN accounts AS a ON a.member_id = r.member_id
+  JOIN accounts AS a
+    ON a.member_id = r.member_id AND a.program_id = CAST(:program_id AS bigint)
 """
 
 

@@ -77,7 +77,7 @@ _DUE_CAMPAIGN = text(
 _CUSTOM_PLANS = text("SET LOCAL plan_cache_mode = force_custom_plan")
 _ADVANCE = text(
     "UPDATE campaigns SET run_number = :run_number, run_cursor = :cursor, "
-    "last_run_at = :last_run_at WHERE id = :id"
+    "last_run_at = :last_run_at WHERE program_id = :program_id AND id = :id"
 )
 
 _ACT = text(
@@ -148,7 +148,8 @@ SELECT m.id AS member_id, m.external_id,
  WHERE {sql.where} AND m.id > :cursor
    AND NOT EXISTS (
        SELECT 1 FROM campaign_targetings AS t
-        WHERE t.campaign_id = CAST(:campaign_id AS bigint) AND t.member_id = m.id
+        WHERE t.program_id = m.program_id AND t.campaign_id = CAST(:campaign_id AS bigint)
+          AND t.member_id = m.id
           AND t.targeted_at > :cooldown_start)
  ORDER BY m.id
  LIMIT :batch
@@ -222,7 +223,7 @@ async def _run_batch(
         if (
             campaign.bonus_points
             and treated
-            and await tier_evaluation.program_has_tiers(campaign.program_id)
+            and await tier_evaluation.program_has_tiers(campaign.program_id, conn)
         ):
             treated_ids = [m for m in locked if groups[m] == "treated"]
             await tier_evaluation.evaluate_locked(conn, treated_ids, now)
@@ -230,6 +231,7 @@ async def _run_batch(
     await conn.execute(
         _ADVANCE,
         {
+            "program_id": campaign.program_id,
             "id": campaign.id,
             "run_number": run_number,
             "cursor": None if run_over else picked[-1].member_id,
@@ -307,7 +309,8 @@ async def run_due_campaigns(now: datetime, batch_size: int = BATCH_SIZE) -> int:
 _TARGETED_MEMBERS = text(
     """
 SELECT DISTINCT ON (t.member_id) m.external_id, t."group" AS grp, t.targeted_at
-  FROM campaign_targetings AS t JOIN members AS m ON m.id = t.member_id
+  FROM campaign_targetings AS t
+  JOIN members AS m ON m.id = t.member_id AND m.program_id = t.program_id
  WHERE t.program_id = :program_id AND t.campaign_id = :campaign_id
  ORDER BY t.member_id, t.targeted_at
 """

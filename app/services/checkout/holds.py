@@ -201,6 +201,7 @@ async def close_hold(
         status, "hold.expired"
     )
     params: dict[str, Any] = {
+        "program_id": locked.row.program_id,
         "hold_id": locked.row.id,
         "member": locked.member,
         "status": status,

@@ -17,7 +17,8 @@ _TOP_REWARDS = text(
     """
 SELECT r.id, r.name, count(d.id) AS redemptions, COALESCE(sum(d.points_spent), 0) AS points
   FROM rewards AS r
-  JOIN reward_redemptions AS d ON d.reward_id = r.id AND d.voided_at IS NULL
+  JOIN reward_redemptions AS d
+    ON d.program_id = r.program_id AND d.reward_id = r.id AND d.voided_at IS NULL
  WHERE r.program_id = :program_id
  GROUP BY r.id, r.name
  ORDER BY points DESC, redemptions DESC, r.id

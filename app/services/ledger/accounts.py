@@ -101,7 +101,7 @@ class LockedAccount:
 _LOCK_ACCOUNT = text(
     """
 SELECT a.member_id, m.external_id, a.available, a.tier_key
-  FROM members AS m JOIN accounts AS a ON a.member_id = m.id
+  FROM members AS m JOIN accounts AS a ON a.member_id = m.id AND a.program_id = m.program_id
  WHERE m.program_id = :program_id
    AND (m.external_id = CAST(:member AS text) OR m.id = CAST(:member_id AS bigint))
    FOR UPDATE OF a

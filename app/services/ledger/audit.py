@@ -117,8 +117,8 @@ SELECT d.program_id, m.external_id, d.id, d.points_spent, d.voided_at IS NOT NUL
        count(e.id) FILTER (WHERE e.kind = 'restore' AND e.points = d.points_spent
                            AND e.member_id = d.member_id) AS exact_restores
   FROM reward_redemptions AS d
-  JOIN members AS m ON m.id = d.member_id
-  LEFT JOIN coupons AS c ON c.redemption_id = d.id
+  JOIN members AS m ON m.id = d.member_id AND m.program_id = d.program_id
+  LEFT JOIN coupons AS c ON c.redemption_id = d.id AND c.program_id = d.program_id
   LEFT JOIN point_entries AS e ON e.redemption_id = d.id AND e.program_id = d.program_id
  WHERE CAST(:program_id AS bigint) IS NULL OR d.program_id = :program_id
  GROUP BY d.program_id, m.external_id, d.id, d.points_spent, d.voided_at, c.status
@@ -136,11 +136,12 @@ HAVING count(e.id) FILTER (WHERE e.kind = 'redeem') <> 1
 # Invariant 8: each reward's count against its standing redemptions and its stock.
 _STOCK = text(
     """
-SELECT r.program_id, r.id, r.stock, r.redeemed_count,
-       (SELECT count(*) FROM reward_redemptions AS d
-         WHERE d.reward_id = r.id AND d.voided_at IS NULL) AS standing
+SELECT r.program_id, r.id, r.stock, r.redeemed_count, count(d.id) AS standing
   FROM rewards AS r
+  LEFT JOIN reward_redemptions AS d
+    ON d.program_id = r.program_id AND d.reward_id = r.id AND d.voided_at IS NULL
  WHERE CAST(:program_id AS bigint) IS NULL OR r.program_id = :program_id
+ GROUP BY r.program_id, r.id
 """
 )
 

@@ -65,8 +65,8 @@ ORDER_LOT_CTE = """lot AS (
 )
 
 # The redeem entry of a hold captured by an order. Reads ``captured`` (the closed holds row);
-# defines ``redeem_entry``. Pair with CONSUME_LOTS_CTE (binds :member_id, :points). Binds
-# :actor, :order_id, :now.
+# defines ``redeem_entry``. Pair with CONSUME_LOTS_CTE (binds :program_id, :member_id,
+# :points). Binds :actor, :order_id, :now.
 CAPTURE_REDEEM_CTE = """redeem_entry AS (
     INSERT INTO point_entries (program_id, member_id, kind, points, status, reason, actor,
                                order_id, hold_id, created_at)
@@ -144,8 +144,8 @@ RESERVE_CTE = """acc AS (
 
 # Settling a hold: give back what is not captured, redeem what is. Reads ``closed`` (the
 # closed holds row); defines ``acc``, ``spendable``/``consumed`` and ``entry`` (the redeem
-# entry, none when nothing is captured). Binds :captured, :points (= captured), :member_id,
-# :reason, :actor, :order_id, :now.
+# entry, none when nothing is captured). Binds :program_id, :captured, :points (= captured),
+# :member_id, :reason, :actor, :order_id, :now.
 SETTLE_HOLD_CTES = f"""acc AS (
     UPDATE accounts AS a
        SET held = a.held - closed.points,

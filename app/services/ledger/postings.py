@@ -45,19 +45,19 @@ EXPIRES_AT_SQL = """CASE WHEN p.points_expiry_days IS NULL THEN NULL::timestampt
     (date_trunc('day', CAST(:now AS timestamptz) AT TIME ZONE p.timezone)
      + make_interval(days => p.points_expiry_days + 1)) AT TIME ZONE p.timezone END"""
 
-# Spend ``:points`` of ``:member_id``'s lots, soonest-expiring first (never-expiring last).
-# Runs after the member's account row is locked, so it sees every committed lot. When the
-# lots hold less (a member in refund debt), it takes what there is.
+# Spend ``:points`` of ``:member_id``'s lots (in ``:program_id``), soonest-expiring first
+# (never-expiring last). Runs after the member's account row is locked, so it sees every
+# committed lot. When the lots hold less (a member in refund debt), it takes what there is.
 CONSUME_LOTS_CTE = """spendable AS (
     SELECT id, remaining,
            sum(remaining) OVER (ORDER BY expires_at NULLS LAST, id) AS running
       FROM point_lots
-     WHERE member_id = :member_id AND remaining > 0
+     WHERE program_id = :program_id AND member_id = :member_id AND remaining > 0
 ), consumed AS (
     UPDATE point_lots AS l
        SET remaining = greatest(s.running - :points, 0)
       FROM spendable AS s
-     WHERE l.id = s.id AND s.running - s.remaining < :points
+     WHERE l.program_id = :program_id AND l.id = s.id AND s.running - s.remaining < :points
 )"""
 
 

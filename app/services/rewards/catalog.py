@@ -176,7 +176,7 @@ WITH r AS (
            per_member_limit = :per_member_limit, tiers = :tiers, active = :active,
            starts_at = :starts_at, ends_at = :ends_at, coupon_ttl_days = :coupon_ttl_days,
            updated_at = :now
-     WHERE id = :reward_id
+     WHERE program_id = :program_id AND id = :reward_id
  RETURNING *
 )
 SELECT {REWARD_COLUMNS} FROM r JOIN programs AS p ON p.id = r.program_id
@@ -239,7 +239,10 @@ async def update_reward(program_id: int, reward_id: int, patch: RewardPatch) -> 
                 loc=["body", "stock"],
             )
         row = (
-            await conn.execute(_UPDATE, {**fields, "reward_id": reward_id, "now": clock.now()})
+            await conn.execute(
+                _UPDATE,
+                {**fields, "program_id": program_id, "reward_id": reward_id, "now": clock.now()},
+            )
         ).one()
     return dumps(reward_wire(row))
 
@@ -274,7 +277,8 @@ async def list_rewards(
 _MEMBER = text(
     """
 SELECT m.id, a.available, a.tier_key
-  FROM members AS m JOIN accounts AS a ON a.member_id = m.id
+  FROM members AS m
+  JOIN accounts AS a ON a.member_id = m.id AND a.program_id = m.program_id
  WHERE m.program_id = :program_id AND m.external_id = :member
 """
 )
@@ -282,7 +286,8 @@ _MEMBER_CATALOG = text(
     f"""
 SELECT {REWARD_COLUMNS},
        (SELECT count(*) FROM reward_redemptions AS d
-         WHERE d.member_id = :member_id AND d.reward_id = r.id AND d.voided_at IS NULL)
+         WHERE d.program_id = :program_id AND d.member_id = :member_id
+           AND d.reward_id = r.id AND d.voided_at IS NULL)
            AS held_by_member
   FROM rewards AS r JOIN programs AS p ON p.id = r.program_id
  WHERE r.program_id = :program_id AND r.active AND r.id < :before

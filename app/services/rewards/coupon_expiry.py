@@ -12,27 +12,41 @@ from app import db
 from app.services.events.events import write_event
 from app.services.rewards.coupons import COUPON_COLUMNS, Coupon
 
+# One program at a time (so each statement after this one runs on one shard on Citus); the
+# program with the oldest due coupon first.
+_DUE_PROGRAM = text(
+    """
+SELECT program_id FROM coupons
+ WHERE status = 'active' AND expires_at <= :now
+ ORDER BY expires_at
+ LIMIT 1
+"""
+)
 _DUE_HOLDERS = text(
     """
 SELECT DISTINCT member_id FROM coupons
- WHERE status = 'active' AND expires_at <= :now AND member_id IS NOT NULL
+ WHERE program_id = :program_id AND status = 'active' AND expires_at <= :now
+   AND member_id IS NOT NULL
  ORDER BY member_id
  LIMIT :batch
 """
 )
 _LOCK_HOLDERS = text(
-    "SELECT member_id FROM accounts WHERE member_id = ANY(:member_ids) "
+    "SELECT member_id FROM accounts "
+    "WHERE program_id = :program_id AND member_id = ANY(:member_ids) "
     "ORDER BY member_id FOR UPDATE"
 )
 _EXPIRE_HELD = text(
     f"""
 WITH due AS (
     UPDATE coupons SET status = 'expired'
-     WHERE member_id = ANY(:member_ids) AND status = 'active' AND expires_at <= :now
+     WHERE program_id = :program_id AND member_id = ANY(:member_ids) AND status = 'active'
+       AND expires_at <= :now
  RETURNING *
 )
 SELECT {COUPON_COLUMNS.replace("c.status", "'expired' AS status")}
-  FROM due AS c LEFT JOIN members AS m ON m.id = c.member_id
+  FROM due AS c
+  LEFT JOIN members AS m ON m.id = c.member_id AND m.program_id = c.program_id
  ORDER BY c.id
 """
 )
@@ -40,31 +54,38 @@ _EXPIRE_UNHELD = text(
     f"""
 WITH due AS (
     UPDATE coupons SET status = 'expired'
-     WHERE id IN (SELECT id FROM coupons
-                   WHERE member_id IS NULL AND status = 'active' AND expires_at <= :now
+     WHERE program_id = :program_id
+       AND id IN (SELECT id FROM coupons
+                   WHERE program_id = :program_id AND member_id IS NULL AND status = 'active'
+                     AND expires_at <= :now
                    ORDER BY id LIMIT :batch FOR UPDATE SKIP LOCKED)
  RETURNING *
 )
 SELECT {COUPON_COLUMNS.replace("c.status", "'expired' AS status")}
-  FROM due AS c LEFT JOIN members AS m ON m.id = c.member_id
+  FROM due AS c
+  LEFT JOIN members AS m ON m.id = c.member_id AND m.program_id = c.program_id
  ORDER BY c.id
 """
 )
 
 
 async def expire_due_coupons(now: datetime, batch_size: int = 500) -> int:
-    """Worker job: mark active coupons past ``expires_at`` expired, one ``coupon.expired``
-    event each. Members' accounts are locked first, in id order, as any other write for them
-    does; a coupon of no member needs no account."""
+    """Worker job: mark one program's active coupons past ``expires_at`` expired, one
+    ``coupon.expired`` event each. Members' accounts are locked first, in id order, as any
+    other write for them does; a coupon of no member needs no account."""
     async with db.transaction() as conn:
-        holders = (await conn.execute(_DUE_HOLDERS, {"now": now, "batch": batch_size})).scalars()
+        program_id = (await conn.execute(_DUE_PROGRAM, {"now": now})).scalar()
+        if program_id is None:
+            return 0
+        due = {"program_id": program_id, "now": now}
+        holders = (await conn.execute(_DUE_HOLDERS, {**due, "batch": batch_size})).scalars()
         member_ids = holders.all()
         rows = []
         if member_ids:
-            await conn.execute(_LOCK_HOLDERS, {"member_ids": member_ids})
-            rows = (await conn.execute(_EXPIRE_HELD, {"member_ids": member_ids, "now": now})).all()
+            await conn.execute(_LOCK_HOLDERS, {"program_id": program_id, "member_ids": member_ids})
+            rows = (await conn.execute(_EXPIRE_HELD, {**due, "member_ids": member_ids})).all()
         else:
-            rows = (await conn.execute(_EXPIRE_UNHELD, {"now": now, "batch": batch_size})).all()
+            rows = (await conn.execute(_EXPIRE_UNHELD, {**due, "batch": batch_size})).all()
         for row in rows:
             coupon = Coupon.from_row(row)
             await write_event(

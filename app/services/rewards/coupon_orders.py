@@ -20,7 +20,8 @@ from app.services.rewards.coupons import COUPON_COLUMNS, Coupon
 _LOCK_FOR_ORDER = text(
     f"""
 SELECT {COUPON_COLUMNS}
-  FROM coupons AS c LEFT JOIN members AS m ON m.id = c.member_id
+  FROM coupons AS c
+  LEFT JOIN members AS m ON m.id = c.member_id AND m.program_id = c.program_id
  WHERE c.program_id = :program_id AND c.code = ANY(:codes)
    FOR UPDATE OF c
 """
@@ -54,7 +55,8 @@ def canonical_codes(codes: list[str]) -> list[str | None]:
 # trip. Binds :program_id and :codes (canonical).
 LOCK_COUPONS_AFTER_LATERAL = f"""LEFT JOIN LATERAL (
     SELECT {COUPON_COLUMNS}
-      FROM coupons AS c LEFT JOIN members AS m ON m.id = c.member_id
+      FROM coupons AS c
+  LEFT JOIN members AS m ON m.id = c.member_id AND m.program_id = c.program_id
      WHERE c.program_id = :program_id AND c.code = ANY(CAST(:codes AS text[]))
        AND {{outer}}.member_id IS NOT NULL
        FOR UPDATE OF c
@@ -111,7 +113,8 @@ async def lock_for_order(
 # write its event themselves.
 COUPON_JSON = """jsonb_build_object(
     'code', {c}.code,
-    'member_id', (SELECT external_id FROM members WHERE id = {c}.member_id),
+    'member_id', (SELECT external_id FROM members
+                   WHERE id = {c}.member_id AND program_id = {c}.program_id),
     'kind', {c}.kind, 'value', {c}.value, 'currency', {c}.currency,
     'min_order_amount', {c}.min_order_amount, 'status', {c}.status, 'source', {c}.source,
     'reward_id', {c}.reward_id, 'campaign_id', {c}.campaign_id, 'order_id', {c}.order_id,
@@ -130,7 +133,7 @@ USE_COUPONS_CTES = f""", applied AS (
        SET status = 'used', order_pk = ord.id, order_id = ord.order_id,
            discount_amount = applied.discount, used_at = CAST(:now AS timestamptz)
       FROM ord CROSS JOIN applied
-     WHERE c.id = applied.coupon_id
+     WHERE c.program_id = ord.program_id AND c.id = applied.coupon_id
  RETURNING c.*
 ), used_event AS (
     INSERT INTO events (program_id, type, member_id, data, created_at)
@@ -158,11 +161,13 @@ WITH freed AS (
     UPDATE coupons
        SET status = 'active', order_pk = NULL, order_id = NULL, discount_amount = NULL,
            used_at = NULL
-     WHERE order_pk = :order_pk AND status = 'used' AND expires_at > :now
+     WHERE program_id = :program_id AND order_pk = :order_pk AND status = 'used'
+       AND expires_at > :now
  RETURNING *
 )
 SELECT {COUPON_COLUMNS}
-  FROM freed AS c LEFT JOIN members AS m ON m.id = c.member_id
+  FROM freed AS c
+  LEFT JOIN members AS m ON m.id = c.member_id AND m.program_id = c.program_id
  ORDER BY c.id
 """
 )
@@ -174,7 +179,11 @@ async def reactivate_for_refund(
     """A full refund of the order: its coupons that have not expired are active again (one
     ``coupon.reactivated`` event each); returns their codes. The caller holds the member's
     account and the order."""
-    rows = (await conn.execute(_REACTIVATE, {"order_pk": order_pk, "now": now})).all()
+    rows = (
+        await conn.execute(
+            _REACTIVATE, {"program_id": program_id, "order_pk": order_pk, "now": now}
+        )
+    ).all()
     for row in rows:
         coupon = Coupon.from_row(row)
         await write_event(

@@ -138,8 +138,9 @@ RETURNING id
 _COUPON_BY_ID = text(
     f"""
 SELECT {COUPON_COLUMNS}
-  FROM coupons AS c LEFT JOIN members AS m ON m.id = c.member_id
- WHERE c.id = :id
+  FROM coupons AS c
+  LEFT JOIN members AS m ON m.id = c.member_id AND m.program_id = c.program_id
+ WHERE c.program_id = :program_id AND c.id = :id
 """
 )
 
@@ -188,7 +189,9 @@ async def issue_coupon(
         coupon_id = (await conn.execute(_INSERT_COUPON, {**params, "code": new_code()})).scalar()
         if coupon_id is not None:
             break
-    coupon = Coupon.from_row((await conn.execute(_COUPON_BY_ID, {"id": coupon_id})).one())
+    coupon = Coupon.from_row(
+        (await conn.execute(_COUPON_BY_ID, {"program_id": program_id, "id": coupon_id})).one()
+    )
     await write_event(
         conn,
         program_id,
@@ -245,7 +248,8 @@ async def issue_campaign_coupon(
 _FIND = text(
     f"""
 SELECT {COUPON_COLUMNS}
-  FROM coupons AS c LEFT JOIN members AS m ON m.id = c.member_id
+  FROM coupons AS c
+  LEFT JOIN members AS m ON m.id = c.member_id AND m.program_id = c.program_id
  WHERE c.program_id = :program_id AND c.code = :code
 """
 )
@@ -272,7 +276,7 @@ async def get_coupon(program_id: int, code: str) -> str:
 _MEMBER_COUPONS = text(
     f"""
 SELECT {COUPON_COLUMNS}
-  FROM members AS m JOIN coupons AS c ON c.member_id = m.id
+  FROM members AS m JOIN coupons AS c ON c.member_id = m.id AND c.program_id = m.program_id
  WHERE m.program_id = :program_id AND m.external_id = :member AND c.id < :before
    AND (CAST(:status AS text) IS NULL
         OR CASE WHEN c.status = 'active' AND c.expires_at <= :now THEN 'expired'
@@ -326,7 +330,7 @@ SELECT p.currency AS program_currency, asked.id AS asking_member_id,
   FROM programs AS p
   LEFT JOIN members AS asked ON asked.program_id = p.id AND asked.external_id = :member
   LEFT JOIN coupons AS c ON c.program_id = p.id AND c.code = :code
-  LEFT JOIN members AS m ON m.id = c.member_id
+  LEFT JOIN members AS m ON m.id = c.member_id AND m.program_id = c.program_id
  WHERE p.id = :program_id
 """
 )
@@ -385,23 +389,27 @@ async def validate_once(
 _LOCK_COUPON = text(
     f"""
 SELECT {COUPON_COLUMNS}
-  FROM coupons AS c LEFT JOIN members AS m ON m.id = c.member_id
- WHERE c.id = :id
+  FROM coupons AS c
+  LEFT JOIN members AS m ON m.id = c.member_id AND m.program_id = c.program_id
+ WHERE c.program_id = :program_id AND c.id = :id
    FOR UPDATE OF c
 """
 )
-_VOID = text("UPDATE coupons SET status = 'void', voided_at = :now WHERE id = :id")
+_VOID = text(
+    "UPDATE coupons SET status = 'void', voided_at = :now "
+    "WHERE program_id = :program_id AND id = :id"
+)
 # The reward row is locked after the account (the fixed order); its unit of stock comes
 # back and the redemption is marked voided, in one statement.
 _GIVE_BACK_REDEMPTION = text(
     """
 WITH redemption AS (
     UPDATE reward_redemptions SET voided_at = :now
-     WHERE id = :redemption_id AND voided_at IS NULL
+     WHERE program_id = :program_id AND id = :redemption_id AND voided_at IS NULL
  RETURNING reward_id, points_spent
 ), reward AS (
     UPDATE rewards AS r SET redeemed_count = r.redeemed_count - 1
-      FROM redemption WHERE r.id = redemption.reward_id
+      FROM redemption WHERE r.program_id = :program_id AND r.id = redemption.reward_id
 )
 SELECT points_spent FROM redemption
 """
@@ -422,18 +430,25 @@ async def void_coupon(
             raise CouponInvalidError("No coupon with this code in this program.")
         if found.member_id is not None:
             await lock_account(conn, program_id, member_id=found.member_id)
-        coupon = Coupon.from_row((await conn.execute(_LOCK_COUPON, {"id": found.id})).one())
+        coupon = Coupon.from_row(
+            (await conn.execute(_LOCK_COUPON, {"program_id": program_id, "id": found.id})).one()
+        )
         status = coupon.status_at(now)
         if status != "active":
             raise CouponNotUsableError(
                 status, f"The coupon is {status}; only an active one can be voided."
             )
-        await conn.execute(_VOID, {"id": coupon.id, "now": now})
+        await conn.execute(_VOID, {"program_id": program_id, "id": coupon.id, "now": now})
         data: dict[str, Any] = {"member_id": coupon.member}
         if coupon.redemption_id is not None and coupon.member is not None:
             points = (
                 await conn.execute(
-                    _GIVE_BACK_REDEMPTION, {"redemption_id": coupon.redemption_id, "now": now}
+                    _GIVE_BACK_REDEMPTION,
+                    {
+                        "program_id": program_id,
+                        "redemption_id": coupon.redemption_id,
+                        "now": now,
+                    },
                 )
             ).scalar_one()
             restored = await credit_in(

@@ -39,7 +39,8 @@ _LOCK_REWARD = text(
     """
 SELECT r.*, p.currency,
        (SELECT count(*) FROM reward_redemptions AS d
-         WHERE d.member_id = :member_id AND d.reward_id = r.id AND d.voided_at IS NULL)
+         WHERE d.program_id = :program_id AND d.member_id = :member_id
+           AND d.reward_id = r.id AND d.voided_at IS NULL)
            AS held_by_member
   FROM rewards AS r JOIN programs AS p ON p.id = r.program_id
  WHERE r.program_id = :program_id AND r.id = :reward_id
@@ -49,7 +50,8 @@ SELECT r.*, p.currency,
 _RECORD = text(
     """
 WITH taken AS (
-    UPDATE rewards SET redeemed_count = redeemed_count + 1 WHERE id = :reward_id
+    UPDATE rewards SET redeemed_count = redeemed_count + 1
+     WHERE program_id = :program_id AND id = :reward_id
 )
 INSERT INTO reward_redemptions (program_id, reward_id, member_id, points_spent, created_at)
 VALUES (:program_id, :reward_id, :member_id, :points, :now)
