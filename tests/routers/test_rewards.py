@@ -554,6 +554,21 @@ class TestExpiryJob:
         # Expiry keeps the points spent and the unit of stock taken.
         assert (await program.balance("m1"))["available"] == 300
 
+    async def test_every_programs_coupons_in_one_run(
+        self, program: Program, other_program: Program
+    ) -> None:
+        """The job works one program per transaction and runs until none is due."""
+        clock.freeze(datetime(2026, 6, 1, tzinfo=UTC))
+        codes = []
+        for shop in (program, other_program):
+            await shop.member("m1", points=500)
+            created = await reward(shop, coupon_ttl_days=1)
+            codes.append((await redeemed(shop, "m1", created["id"]))["coupon"]["code"])
+        clock.advance(timedelta(days=1))
+        assert (await run_once(clock.now()))["expire_coupons"] >= 2
+        assert (await coupon(program, codes[0]))["status"] == "expired"
+        assert (await coupon(other_program, codes[1]))["status"] == "expired"
+
 
 async def member_token(program: Program, member: str) -> dict[str, str]:
     response = await program.post(f"/v1/members/{member}/tokens", json={})
