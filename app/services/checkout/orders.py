@@ -361,7 +361,7 @@ WITH buyer AS MATERIALIZED (
                     WHERE f.program_id = p.id AND f.referee_id = a.member_id
                       AND f.status = 'pending') AS referral_pending
       FROM members AS m
-      JOIN accounts AS a ON a.member_id = m.id
+      JOIN accounts AS a ON a.member_id = m.id AND a.program_id = m.program_id
       JOIN programs AS p ON p.id = m.program_id
      WHERE m.program_id = :program_id AND m.external_id = :member
        FOR UPDATE OF a

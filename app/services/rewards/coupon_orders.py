@@ -56,7 +56,7 @@ def canonical_codes(codes: list[str]) -> list[str | None]:
 LOCK_COUPONS_AFTER_LATERAL = f"""LEFT JOIN LATERAL (
     SELECT {COUPON_COLUMNS}
       FROM coupons AS c
-  LEFT JOIN members AS m ON m.id = c.member_id AND m.program_id = c.program_id
+      LEFT JOIN members AS m ON m.id = c.member_id AND m.program_id = c.program_id
      WHERE c.program_id = :program_id AND c.code = ANY(CAST(:codes AS text[]))
        AND {{outer}}.member_id IS NOT NULL
        FOR UPDATE OF c
