@@ -19,6 +19,7 @@ of api.md; ``app.main`` renders any of them as RFC 9457 problem+json.
     │   ├── CurrencyMismatchError     422 currency_mismatch
     │   ├── IdempotencyKeyReusedError 422 idempotency_key_reused
     │   ├── RefundExceedsOrderError   422 refund_exceeds_order
+    │   ├── PointsLimitExceededError  422 points_limit_exceeded
     │   └── SelfReferralError         422 self_referral
     ├── RateLimitedError              429 rate_limited
     └── ServiceUnavailableError       503 unavailable
@@ -132,6 +133,11 @@ class IdempotencyKeyReusedError(UnprocessableError):
 class RefundExceedsOrderError(UnprocessableError):
     code = "refund_exceeds_order"
     title = "Cumulative refunds would exceed the order amount"
+
+
+class PointsLimitExceededError(UnprocessableError):
+    code = "points_limit_exceeded"
+    title = "The order would earn more points than one order may"
 
 
 class SelfReferralError(UnprocessableError):
