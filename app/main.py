@@ -61,8 +61,19 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     return validation_problem(exc.errors())
 
 
+# FastAPI answers 400 when a body cannot be read as JSON at all (not UTF-8, nested past
+# Python's recursion limit); for the contract that is invalid input like any other.
+_UNREADABLE_BODY = {
+    "loc": ["body"],
+    "msg": "The body is not JSON: not UTF-8, malformed, or nested too deeply.",
+    "type": "json_invalid",
+}
+
+
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400:
+        return validation_problem([_UNREADABLE_BODY])
     code = _STATUS_CODES.get(exc.status_code, "error")
     title = str(exc.detail) if exc.detail else code.replace("_", " ").capitalize()
     response = problem(exc.status_code, code, title, title)
@@ -87,6 +98,32 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     if current is not None:
         response.headers["X-Request-ID"] = current
     return response
+
+
+class RefuseNulInRequestLine:
+    """422 for a NUL character in the path or the query string: PostgreSQL text cannot hold
+    one, and no id, filter or cursor of the API contains one (api.md)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            where = _nul_in_request_line(scope)
+            if where is not None:
+                error = {"loc": [where], "msg": "NUL characters are not allowed", "type": "nul"}
+                await validation_problem([error])(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _nul_in_request_line(scope: Scope) -> str | None:
+    if "\x00" in scope["path"]:
+        return "path"
+    query: bytes = scope.get("query_string", b"")
+    if b"%00" in query or b"\x00" in query:
+        return "query"
+    return None
 
 
 class BodySizeLimit:
@@ -210,6 +247,7 @@ def create_app(*, hot_paths: bool | None = None) -> FastAPI:
             HotPaths, routes=[*points.HOT_ROUTES, *holds.HOT_ROUTES, *orders.HOT_ROUTES]
         )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RefuseNulInRequestLine)
     # Outermost, so that every answer (413s included) has a request id and is counted.
     app.add_middleware(RequestObservability)
     return app

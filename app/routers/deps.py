@@ -18,6 +18,7 @@ IdempotencyKeyHeader = Annotated[
         alias="Idempotency-Key",
         min_length=1,
         max_length=255,
+        pattern=r"^[^\x00]+$",
         description="Makes the POST safe to retry: a repeat with the same key and body "
         "returns the first response with `Idempotency-Replayed: true`.",
     ),

@@ -3,7 +3,6 @@ and member feedback (members:write)."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -16,6 +15,7 @@ from app.routers.deps import (
     problems,
     stored_json,
 )
+from app.schemas.common import RequestTime
 from app.schemas.insights import (
     ChartData,
     ExpiryMonth,
@@ -35,11 +35,12 @@ router = APIRouter(tags=["Insights"])
 Admin = Annotated[Principal, Depends(require_scope("admin"))]
 MembersWriter = Annotated[Principal, Depends(require_scope("members:write"))]
 PeriodStart = Annotated[
-    datetime | None,
+    RequestTime | None,
     Query(alias="from", description="Start of the period, inclusive (default: `to` - 30 days)."),
 ]
 PeriodEnd = Annotated[
-    datetime | None, Query(alias="to", description="End of the period, exclusive (default: now).")
+    RequestTime | None,
+    Query(alias="to", description="End of the period, exclusive (default: now)."),
 ]
 
 
