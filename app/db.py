@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -30,6 +31,7 @@ from sqlalchemy import TextClause
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as AsyncpgDialect
 
 from app.config import Settings, get_settings
+from app.errors import ServiceUnavailableError
 
 log = logging.getLogger("patron.db")
 T = TypeVar("T")
@@ -209,6 +211,7 @@ class Engine:
             min_size=0,
             max_size=settings.pool_size + settings.pool_max_overflow,
             max_inactive_connection_lifetime=60,
+            timeout=CONNECT_TIMEOUT_SECONDS,
             record_class=Row,
             init=_prepare_connection,
             reset=_keep_session,
@@ -231,11 +234,15 @@ class Engine:
     @asynccontextmanager
     async def connect(self) -> AsyncIterator[Connection]:
         pool = await self._get_pool()
-        raw = await pool.acquire(timeout=self._settings.pool_timeout_seconds)
+        raw = await acquire_or_unavailable(pool, self._settings.pool_timeout_seconds)
         for listener in _pool_use_listeners:
             listener(1)
         try:
             yield Connection(raw)
+        except Exception as exc:
+            if is_outage(exc, raw):
+                raise unavailable(exc, raw) from exc
+            raise
         finally:
             for listener in _pool_use_listeners:
                 listener(-1)
@@ -250,6 +257,72 @@ class Engine:
         if self._pool is not None:
             pool, self._pool = self._pool, None
             await pool.close()
+
+
+# Outages: how a client is told to wait, and which failures are one. A request that meets one
+# answers 503 ``service_unavailable`` with Retry-After, never a 500 (api.md Conventions); a
+# connection that broke is closed, not handed to the next request, so the pool recovers by
+# itself once PostgreSQL is back.
+RETRY_AFTER_SECONDS = 2
+# How long opening one connection may take (asyncpg waits 60 s by default).
+CONNECT_TIMEOUT_SECONDS = 5.0
+# asyncpg's error for an argument it cannot encode: a bug or bad input, not an outage.
+_ArgumentError = asyncpg.exceptions._base.DataError
+_OUTAGE_ERRORS = (
+    ConnectionError,  # refused, reset, aborted
+    socket.gaierror,  # the host name does not resolve
+    asyncpg.PostgresConnectionError,  # class 08: the connection is gone
+    asyncpg.CannotConnectNowError,  # the server is starting up or shutting down
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.TooManyConnectionsError,  # the role's or the server's connection limit
+)
+
+
+def is_outage(exc: BaseException, raw: asyncpg.Connection | None = None) -> bool:
+    """Whether ``exc`` says the database is unreachable or out of connections, rather than
+    that the request or the code is wrong."""
+    if isinstance(exc, _OUTAGE_ERRORS):
+        return True
+    if isinstance(exc, asyncpg.InterfaceError) and not isinstance(exc, _ArgumentError):
+        # A connection that broke under a statement: closed, or left mid-protocol.
+        return raw is None or _is_broken(raw) or "another operation is in progress" in str(exc)
+    return False
+
+
+def _is_broken(raw: asyncpg.Connection) -> bool:
+    try:
+        return bool(raw.is_closed())
+    except asyncpg.InterfaceError:
+        # The pool already detached a connection that closed under it.
+        return True
+
+
+def unavailable(exc: Exception, raw: asyncpg.Connection | None) -> ServiceUnavailableError:
+    """What a request that met the outage ``exc`` answers; the broken connection is closed so
+    that the pool opens a new one."""
+    if raw is not None and not _is_broken(raw):
+        raw.terminate()
+    log.warning("database unavailable: %s: %s", type(exc).__name__, exc)
+    return ServiceUnavailableError(
+        RETRY_AFTER_SECONDS,
+        "The database is unreachable or out of connections; nothing was done. "
+        f"Retry in {RETRY_AFTER_SECONDS} seconds.",
+    )
+
+
+async def acquire_or_unavailable(pool: asyncpg.Pool, wait_seconds: float) -> asyncpg.Connection:
+    """A connection from the pool; ``ServiceUnavailableError`` when none frees up within
+    ``wait_seconds`` or a new one cannot be opened (any socket error: no route, refused,
+    timed out)."""
+    try:
+        return await pool.acquire(timeout=wait_seconds)
+    except OSError as exc:
+        raise unavailable(exc, None) from exc
+    except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        if is_outage(exc):
+            raise unavailable(exc, None) from exc
+        raise
 
 
 def to_plain_url(url: str) -> str:

@@ -22,7 +22,7 @@ of api.md; ``app.main`` renders any of them as RFC 9457 problem+json.
     │   ├── PointsLimitExceededError  422 points_limit_exceeded
     │   └── SelfReferralError         422 self_referral
     ├── RateLimitedError              429 rate_limited
-    └── ServiceUnavailableError       503 unavailable
+    └── ServiceUnavailableError       503 service_unavailable
 """
 
 from __future__ import annotations
@@ -156,6 +156,13 @@ class RateLimitedError(PatronError):
 
 
 class ServiceUnavailableError(PatronError):
+    """The database cannot be reached or has no free connection right now; the request had
+    no effect, and the client may retry after ``retry_after`` seconds."""
+
     status = 503
-    code = "unavailable"
+    code = "service_unavailable"
     title = "Service unavailable"
+
+    def __init__(self, retry_after: int, detail: str | None = None) -> None:
+        self.retry_after = retry_after
+        super().__init__(detail)
