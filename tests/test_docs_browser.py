@@ -40,7 +40,7 @@ class TestSwaggerUi:
                     await page.click(".auth-btn-wrapper button.btn-done")
 
                     operation = page.locator(
-                        "#operations-VIP_tiers-update_tier_v1_tiers__key__patch"
+                        "#operations-VIP_tiers-updateTier"
                     )
                     await operation.locator(".opblock-summary").click()
                     await operation.locator("button.try-out__btn").click()

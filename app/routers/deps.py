@@ -9,7 +9,7 @@ import orjson
 from fastapi import Header, Path, Query, Request, Response
 from pydantic import BaseModel
 
-from app.schemas.common import EXTERNAL_ID_PATTERN, Problem
+from app.schemas.common import EXTERNAL_ID_PATTERN
 from app.services.idempotency import IdempotencyRequest, StoredResponse, fingerprint
 
 IdempotencyKeyHeader = Annotated[
@@ -69,7 +69,8 @@ def json_page(items_json: list[str], next_cursor: str | None) -> Response:
 
 
 def problems(*codes: tuple[int, str]) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI documentation of the error responses an endpoint can give."""
+    """OpenAPI documentation of the error responses an endpoint can give (their content, an
+    ``application/problem+json`` ``Problem``, is filled in by ``app.api_docs``)."""
     documented: dict[int | str, dict[str, Any]] = {}
     for status, description in (
         (401, "unauthorized"),
@@ -77,13 +78,6 @@ def problems(*codes: tuple[int, str]) -> dict[int | str, dict[str, Any]]:
         (422, "validation_error"),
         *codes,
     ):
-        entry = documented.setdefault(
-            status,
-            {
-                "model": Problem,
-                "description": "",
-                "content": {"application/problem+json": {}},
-            },
-        )
+        entry = documented.setdefault(status, {"description": ""})
         entry["description"] = ", ".join(filter(None, [entry["description"], description]))
     return documented

@@ -10,13 +10,13 @@ from app.services import health
 router = APIRouter(tags=["Operations"])
 
 
-@router.get("/healthz")
+@router.get("/healthz", operation_id="checkHealth")
 async def healthz() -> dict[str, str]:
     """The process is up."""
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", operation_id="checkReadiness")
 async def readyz() -> JSONResponse:
     """The database answers and its schema is at the migrations' head."""
     ready, detail = await health.readiness()

@@ -56,6 +56,7 @@ async def _release(
         201: {"model": HoldOut, "description": "The active hold."},
         **problems((404, "not_found"), (409, "insufficient_points")),
     },
+    operation_id="createHold",
 )
 async def create_hold(
     member: MemberPath,
@@ -74,6 +75,7 @@ async def create_hold(
 @router.post(
     "/v1/holds/{hold_id}/capture",
     responses={**_HOLD, **problems((404, "not_found"), (409, "hold_not_active"))},
+    operation_id="captureHold",
 )
 async def capture_hold(
     hold_id: str,
@@ -92,6 +94,7 @@ async def capture_hold(
 @router.post(
     "/v1/holds/{hold_id}/release",
     responses={**_HOLD, **problems((404, "not_found"), (409, "hold_not_active"))},
+    operation_id="releaseHold",
 )
 async def release_hold(
     hold_id: str,
@@ -105,7 +108,11 @@ async def release_hold(
     )
 
 
-@router.get("/v1/holds/{hold_id}", responses={**_HOLD, **problems((404, "not_found"))})
+@router.get(
+    "/v1/holds/{hold_id}",
+    responses={**_HOLD, **problems((404, "not_found"))},
+    operation_id="getHold",
+)
 async def get_hold(hold_id: str, principal: PointsReader) -> Response:
     """The hold; one past its `expires_at` shows as `expired` even before the job runs."""
     return Response(

@@ -49,6 +49,7 @@ PeriodEnd = Annotated[
     response_model=OverviewOut,
     response_model_by_alias=True,
     responses=problems(),
+    operation_id="getOverview",
 )
 async def get_overview(
     principal: Admin, start: PeriodStart = None, end: PeriodEnd = None
@@ -62,13 +63,22 @@ async def get_overview(
     return await insights.overview(principal.program_id, period_start, period_end)
 
 
-@router.get("/v1/insights/segments", response_model=list[SegmentOut], responses=problems())
+@router.get(
+    "/v1/insights/segments",
+    response_model=list[SegmentOut],
+    responses=problems(),
+    operation_id="getSegments",
+)
 async def get_segments(principal: Admin) -> list[SegmentOut]:
     """Members and net revenue per RFM segment, as of the last refresh."""
     return await insights.segments(principal.program_id)
 
 
-@router.post("/v1/insights/refresh", responses={200: {"model": RefreshOut}, **problems()})
+@router.post(
+    "/v1/insights/refresh",
+    responses={200: {"model": RefreshOut}, **problems()},
+    operation_id="refreshInsights",
+)
 async def refresh(
     request: Request, principal: Admin, idempotency_key: IdempotencyKeyHeader = None
 ) -> Response:
@@ -88,13 +98,19 @@ async def refresh(
     "/v1/insights/points-expiry",
     response_model=ChartData[ExpiryMonth],
     responses=problems(),
+    operation_id="getPointsExpiry",
 )
 async def get_points_expiry(principal: Admin) -> ChartData[ExpiryMonth]:
     """Points outstanding by the month they expire in (program time zone), then "never"."""
     return await insights.points_by_expiry_month(principal.program_id)
 
 
-@router.get("/v1/insights/tiers", response_model=ChartData[TierCount], responses=problems())
+@router.get(
+    "/v1/insights/tiers",
+    response_model=ChartData[TierCount],
+    responses=problems(),
+    operation_id="getTierInsights",
+)
 async def get_tiers(principal: Admin) -> ChartData[TierCount]:
     """Members per VIP tier (empty until tiers exist)."""
     return await insights.members_per_tier(principal.program_id)
@@ -104,6 +120,7 @@ async def get_tiers(principal: Admin) -> ChartData[TierCount]:
     "/v1/insights/referral-funnel",
     response_model=ChartData[FunnelStage],
     responses=problems(),
+    operation_id="getReferralFunnel",
 )
 async def get_referral_funnel(
     principal: Admin, start: PeriodStart = None, end: PeriodEnd = None
@@ -116,8 +133,8 @@ async def get_referral_funnel(
 @router.post(
     "/v1/members/{member}/feedback",
     status_code=201,
-    tags=["Members"],
     responses={201: {"model": FeedbackOut}, **problems((404, "not_found"))},
+    operation_id="giveFeedback",
 )
 async def give_feedback(
     member: MemberPath,

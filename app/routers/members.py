@@ -24,6 +24,7 @@ Admin = Annotated[Principal, Depends(require_scope("admin"))]
     "/{member}",
     response_model=MemberOut,
     responses={201: {"model": MemberOut, "description": "Created."}, **problems()},
+    operation_id="upsertMember",
 )
 async def upsert_member(
     member: MemberPath, body: MemberUpsert, principal: MembersWriter, response: Response
@@ -37,12 +38,17 @@ async def upsert_member(
     return result
 
 
-@router.get("/{member}", response_model=MemberOut, responses=problems((404, "not_found")))
+@router.get(
+    "/{member}",
+    response_model=MemberOut,
+    responses=problems((404, "not_found")),
+    operation_id="getMember",
+)
 async def get_member(member: MemberPath, principal: MembersReader) -> MemberOut:
     return await members.get_member(principal.program_id, member)
 
 
-@router.get("", response_model=Page[MemberOut], responses=problems())
+@router.get("", response_model=Page[MemberOut], responses=problems(), operation_id="listMembers")
 async def list_members(
     principal: MembersReader,
     limit: Limit = 20,
@@ -63,7 +69,9 @@ async def list_members(
     return Page[MemberOut](data=data, next_cursor=next_cursor)
 
 
-@router.delete("/{member}", status_code=204, responses=problems((404, "not_found")))
+@router.delete(
+    "/{member}", status_code=204, responses=problems((404, "not_found")), operation_id="eraseMember"
+)
 async def erase_member(member: MemberPath, principal: Admin) -> Response:
     """Erase the member's personal data (name, email, phone, birthday, metadata). The ledger
     is kept, so balances, orders and audits stay correct."""

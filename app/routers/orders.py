@@ -39,9 +39,10 @@ async def _create_order(
         **problems(
             (404, "not_found"),
             (409, "order_conflict, hold_not_active"),
-            (422, "currency_mismatch"),
+            (422, "currency_mismatch, points_limit_exceeded"),
         ),
     },
+    operation_id="createOrder",
 )
 async def create_order(
     body: OrderCreate,
@@ -58,7 +59,11 @@ async def create_order(
     )
 
 
-@router.get("/{order_id}", responses={200: {"model": OrderOut}, **problems((404, "not_found"))})
+@router.get(
+    "/{order_id}",
+    responses={200: {"model": OrderOut}, **problems((404, "not_found"))},
+    operation_id="getOrder",
+)
 async def get_order(order_id: OrderIdPath, principal: PointsReader) -> Response:
     """The order with its refunds."""
     return Response(
@@ -78,6 +83,7 @@ async def get_order(order_id: OrderIdPath, principal: PointsReader) -> Response:
             (422, "refund_exceeds_order"),
         ),
     },
+    operation_id="createRefund",
 )
 async def create_refund(
     order_id: OrderIdPath,

@@ -90,7 +90,9 @@ async def _redeem(
     return _counted(await ledger.debit(posting, request), "redeem")
 
 
-@router.get("", response_model=PointsOut, responses=problems((404, "not_found")))
+@router.get(
+    "", response_model=PointsOut, responses=problems((404, "not_found")), operation_id="getPoints"
+)
 async def get_points(member: MemberPath, principal: PointsReader) -> Response:
     """The member's balances and the soonest-expiring point buckets."""
     return stored_json(await _points(principal, member))
@@ -100,6 +102,7 @@ async def get_points(member: MemberPath, principal: PointsReader) -> Response:
     "/transactions",
     response_model=Page[PointEntryOut],
     responses=problems((404, "not_found")),
+    operation_id="listTransactions",
 )
 async def list_transactions(
     member: MemberPath, principal: PointsReader, limit: Limit = 20, cursor: Cursor = None
@@ -113,6 +116,7 @@ async def list_transactions(
     "/earn",
     status_code=201,
     responses={**_ENTRY_RESPONSES, **problems((404, "not_found"))},
+    operation_id="earnPoints",
 )
 async def earn(
     member: MemberPath,
@@ -134,6 +138,7 @@ async def earn(
         **_ENTRY_RESPONSES,
         **problems((404, "not_found"), (409, "insufficient_points")),
     },
+    operation_id="redeemPoints",
 )
 async def redeem(
     member: MemberPath,
@@ -155,6 +160,7 @@ async def redeem(
         **_ENTRY_RESPONSES,
         **problems((404, "not_found"), (409, "insufficient_points")),
     },
+    operation_id="adjustPoints",
 )
 async def adjust(
     member: MemberPath,
