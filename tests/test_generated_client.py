@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,10 +16,9 @@ from typing import Any
 import pytest
 
 from app.main import create_app
-from tests.live import running_server
+from tests.live import create_program_key, running_server
 
 PACKAGE = "patron_generated_client"
-PROGRAM_CREATE = ("program", "create", "--name", "Gen", "--currency", "CNY", "--json")
 
 
 @pytest.fixture(scope="module")
@@ -65,26 +63,11 @@ def module(name: str) -> Any:
     return importlib.import_module(f"{PACKAGE}.{name}")
 
 
-def create_program(database_url: str) -> str:
-    env = {**os.environ, "DATABASE_URL": database_url}
-    env.pop("PATRON_DATABASE_URL", None)
-    result = subprocess.run(
-        [sys.executable, "-m", "app.cli", *PROGRAM_CREATE],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    key: str = json.loads(result.stdout)["api_key"]
-    return key
-
-
 class TestGeneratedClient:
     def test_checkout_and_a_conflict(self, generated: ModuleType, database_url: str) -> None:
         models = module("models")
         problem_type = models.Problem
-        key = create_program(database_url)
+        key = create_program_key(database_url)
         with running_server(database_url) as base:
             client = generated.AuthenticatedClient(base_url=base, token=key)
             upsert = module("api.members.upsert_member")

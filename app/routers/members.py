@@ -23,7 +23,10 @@ Admin = Annotated[Principal, Depends(require_scope("admin"))]
 @router.put(
     "/{member}",
     response_model=MemberOut,
-    responses={201: {"model": MemberOut, "description": "Created."}, **problems()},
+    responses={
+        201: {"model": MemberOut, "description": "Created."},
+        **problems((404, "referral_code_invalid")),
+    },
     operation_id="upsertMember",
 )
 async def upsert_member(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, Generic, TypeVar
 
 from pydantic import (
@@ -72,6 +72,20 @@ RequestTime = Annotated[
     AfterValidator(_within_years),
     Field(description="RFC 3339 with an offset, years 1970-9999."),
 ]
+
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _iso_date_text(value: object) -> object:
+    # Pydantic would read a number as Unix seconds (0 is 1970-01-01).
+    if isinstance(value, date):
+        return value
+    if not isinstance(value, str) or not _ISO_DATE.fullmatch(value):
+        raise ValueError("must be a date as YYYY-MM-DD")
+    return value
+
+
+RequestDate = Annotated[date, BeforeValidator(_iso_date_text)]
 
 T = TypeVar("T")
 

@@ -119,6 +119,25 @@ class TestWrongMethod:
         assert_problem(response, 405, "method_not_allowed")
         assert response.headers.get("allow"), "a 405 names the methods that are allowed"
 
+    @pytest.mark.parametrize(
+        ("path", "methods"),
+        [
+            ("/v1/api-keys", {"GET", "POST"}),
+            ("/v1/members/m1", {"GET", "PUT", "DELETE"}),
+            ("/v1/tiers/gold", {"GET", "PATCH", "DELETE"}),
+            # A literal segment is its own resource, not a value of the parameter beside it.
+            ("/v1/tiers/preview", {"POST"}),
+            ("/v1/orders/quote", {"POST"}),
+        ],
+    )
+    async def test_allow_names_every_method_of_the_path(
+        self, program: Program, path: str, methods: set[str]
+    ) -> None:
+        response = await program.request("OPTIONS", path)
+        assert_problem(response, 405, "method_not_allowed")
+        allowed = {method.strip() for method in response.headers["allow"].split(",")}
+        assert allowed - {"HEAD"} == methods
+
     async def test_has_no_effect(self, program: Program) -> None:
         await program.member("m1", name="Kept")
         await program.request("POST", "/v1/members/m1", json={"name": "Changed"})

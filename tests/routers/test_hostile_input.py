@@ -180,6 +180,11 @@ class TestTimeBounds:
         assert datetime.fromisoformat(fetched["occurred_at"]) == datetime.fromisoformat(occurred_at)
         datetime.fromisoformat(fetched["available_at"])
 
+    @pytest.mark.parametrize("birthday", [0, 86400, "1990-5-17", "1990-05-17T00:00:00Z"])
+    async def test_birthday_is_a_date_text(self, program: Program, birthday: object) -> None:
+        assert_invalid(await program.put("/v1/members/m2", json={"birthday": birthday}))
+        assert (await program.get("/v1/members/m2")).status_code == 404
+
     @pytest.mark.parametrize("field", ["starts_at", "ends_at"])
     async def test_earn_rule_time_out_of_range(self, program: Program, field: str) -> None:
         rule = {
