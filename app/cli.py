@@ -41,13 +41,36 @@ def _run(work: Callable[[], Awaitable[Any]], migrate: bool = True) -> Any:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     url = _database_url()
     upgrade(url)
     # uvicorn re-raises SIGTERM after its graceful shutdown; exiting through Python instead of
     # the default handler lets the embedded PostgreSQL stop with the service (atexit).
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+    supervisor = _start_worker(args)
+    try:
+        _serve(args)
+    finally:
+        if supervisor is not None:
+            supervisor.stop()
+    return 0
+
+
+def _start_worker(args: argparse.Namespace) -> Any:
+    """The periodic jobs in a supervised child process, unless ``--no-worker``."""
+    if args.no_worker:
+        return None
+    from app.logs import configure_logging
+    from app.worker_supervisor import WorkerSupervisor
+
+    configure_logging(get_settings().log_level)
+    supervisor = WorkerSupervisor()
+    supervisor.start()
+    return supervisor
+
+
+def _serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
     uvicorn.run(
         "app.main:create_app",
         factory=True,
@@ -61,7 +84,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # A worker still importing on a busy machine must not be killed as unresponsive.
         timeout_worker_healthcheck=30,
     )
-    return 0
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -187,6 +209,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument(
+        "--no-worker",
+        action="store_true",
+        help="do not run the periodic jobs beside the server (run `patron worker` instead)",
+    )
     serve.set_defaults(func=cmd_serve)
 
     migrate = sub.add_parser("migrate", help="run database migrations")
