@@ -8,11 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.live import cli_env, create_program_key, running_server
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.schemathesis
 class TestSchemathesis:
     def test_no_failure(self, database_url: str, tmp_path: Path) -> None:
         key = create_program_key(database_url, "Schemathesis")
