@@ -272,8 +272,35 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    code: int = args.func(args)
+    _configure_cli_logging(quiet_database=args.command not in ("serve", "worker"))
+    try:
+        code: int = args.func(args)
+    except Exception as exc:
+        from app.cli_errors import explain
+
+        explained = explain(exc, os.environ.get("PATRON_DATABASE_URL"))
+        if explained is None:
+            raise
+        message, code = explained
+        print(f"patron: {message}", file=sys.stderr)
     return code
+
+
+def _configure_cli_logging(*, quiet_database: bool) -> None:
+    """JSON log lines on stderr for every command (where the embedded PostgreSQL keeps its
+    data, the worker's jobs), without Alembic's line per migration step. A one-off command
+    that cannot reach the database says so in one line of its own (``app.cli_errors``)
+    instead of the service's outage warnings."""
+    import logging
+
+    from app.logs import configure_logging
+
+    configure_logging(get_settings().log_level)
+    # The embedded server's own lines (initdb, pg_ctl output) are for when it fails.
+    for name in ("alembic", "pgserver"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    if quiet_database:
+        logging.getLogger("patron.db").setLevel(logging.ERROR)
 
 
 if __name__ == "__main__":

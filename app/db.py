@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import warnings
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -345,18 +346,24 @@ def start_embedded(data_dir: Path) -> str:
     The server stops when the last process that started it exits.
     """
     global _embedded_server
-    try:
-        import pgserver
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise RuntimeError(
-            "No DATABASE_URL is set and the embedded PostgreSQL is not installed; "
-            "install with the 'embedded' extra or set DATABASE_URL."
-        ) from exc
-    data_dir = data_dir.resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    _embedded_server = pgserver.get_server(data_dir / "pg", cleanup_mode="stop")  # type: ignore[attr-defined]
-    url: str = _embedded_server.get_uri()
-    log.info("embedded PostgreSQL running in %s", data_dir)
+    with warnings.catch_warnings():
+        # platformdirs warns on every start where XDG_RUNTIME_DIR is unset (containers, CI)
+        # and falls back to /tmp, which is fine for the server's socket.
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR")
+        try:
+            import pgserver
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise RuntimeError(
+                "No DATABASE_URL is set and the embedded PostgreSQL is not installed; "
+                "install with the 'embedded' extra or set DATABASE_URL."
+            ) from exc
+        data_dir = data_dir.resolve()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        _embedded_server = pgserver.get_server(data_dir / "pg", cleanup_mode="stop")  # type: ignore[attr-defined]
+        url: str = _embedded_server.get_uri()
+    logging.getLogger("patron.embedded").info(
+        "embedded PostgreSQL running, its data in %s", data_dir / "pg"
+    )
     return url
 
 
