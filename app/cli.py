@@ -25,19 +25,26 @@ def _database_url() -> str:
     return url
 
 
-def _run(work: Callable[[], Awaitable[Any]], migrate: bool = True) -> Any:
+def _run(work: Callable[[], Awaitable[Any]], migrate: bool = True, *, durable: bool = True) -> Any:
     url = _database_url()
     if migrate:
         upgrade(url)
+    # Throw-away data (the demo) need not wait for each commit to reach the disk; asyncpg
+    # passes a URL's unknown parameters on as session settings.
+    engine_url = url if durable else _with_setting(url, "synchronous_commit", "off")
 
     async def main() -> Any:
-        db.configure(db.make_engine(url))
+        db.configure(db.make_engine(engine_url))
         try:
             return await work()
         finally:
             await db.dispose()
 
     return asyncio.run(main())
+
+
+def _with_setting(url: str, name: str, value: str) -> str:
+    return f"{url}{'&' if '?' in url else '?'}{name}={value}"
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -194,10 +201,11 @@ def cmd_token_key_list(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from app.services.demo import seed_demo
 
-    program_id, key = _run(seed_demo)
-    print(f"demo program {program_id} seeded")
+    program_id, key = _run(seed_demo, durable=False)
+    print(f"demo program {program_id} seeded: a tea shop with 18 months of history")
     print(f"admin API key (shown once): {key}")
-    print("try: curl -H 'Authorization: Bearer <key>' http://127.0.0.1:8000/v1/members")
+    print(f"try: curl -H 'Authorization: Bearer {key}' http://127.0.0.1:8000/v1/insights/overview")
+    print("or open http://127.0.0.1:8000/dashboard and paste the key")
     return 0
 
 
