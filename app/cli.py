@@ -55,7 +55,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     supervisor = _start_worker(args)
     try:
-        _serve(args)
+        if args.server == "granian":
+            _serve_with_granian(args)
+        else:
+            _serve(args)
     finally:
         if supervisor is not None:
             supervisor.stop()
@@ -85,12 +88,32 @@ def _serve(args: argparse.Namespace) -> None:
         port=args.port,
         workers=args.workers,
         loop="uvloop",
-        http="app.http_protocol:CoalescingHttpToolsProtocol",
+        http="httptools",
         access_log=False,
         log_level=get_settings().log_level,
         # A worker still importing on a busy machine must not be killed as unresponsive.
         timeout_worker_healthcheck=30,
     )
+
+
+def _serve_with_granian(args: argparse.Namespace) -> None:
+    """The same application on granian (a Rust HTTP server): an option, measured against
+    uvicorn in bench/run.py (``--server``); see docs/performance.md."""
+    from granian import Granian
+    from granian.constants import Interfaces, Loops
+    from granian.log import LogLevels
+
+    Granian(
+        "app.main:create_app",
+        factory=True,
+        address=args.host,
+        port=args.port,
+        interface=Interfaces.ASGI,
+        workers=args.workers,
+        loop=Loops.uvloop,
+        log_access=False,
+        log_level=LogLevels(get_settings().log_level),
+    ).serve()
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -217,6 +240,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument(
+        "--server",
+        choices=("uvicorn", "granian"),
+        default="uvicorn",
+        help="the HTTP server (granian needs the 'granian' extra)",
+    )
     serve.add_argument(
         "--no-worker",
         action="store_true",

@@ -32,9 +32,6 @@ class Settings(BaseSettings):
     # Referral code lookups allowed per API key and minute (shared by all workers).
     referral_lookups_per_minute: int = Field(default=60, ge=1, le=100_000)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
-    # Serve earn, redeem, points, holds and orders without FastAPI's per-request machinery
-    # (app/hot_paths.py); off, FastAPI's routes answer them, alike.
-    hot_paths: bool = True
     # Loops per member-batch job (release, expiry) that work off a backlog side by side, each
     # on its own share of the members (app/services/members/member_batches.py): one per core
     # PostgreSQL can give the worker.

@@ -285,9 +285,13 @@ def is_outage(exc: BaseException, raw: asyncpg.Connection | None = None) -> bool
     that the request or the code is wrong."""
     if isinstance(exc, _OUTAGE_ERRORS):
         return True
-    if isinstance(exc, asyncpg.InterfaceError) and not isinstance(exc, _ArgumentError):
-        # A connection that broke under a statement: closed, or left mid-protocol.
-        return raw is None or _is_broken(raw) or "another operation is in progress" in str(exc)
+    if isinstance(exc, asyncpg.InterfaceError | asyncpg.InternalClientError) and not isinstance(
+        exc, _ArgumentError
+    ):
+        # A connection that broke under a statement: closed, or its protocol left in the
+        # middle of an operation ("cannot switch to state 12; another operation (2) is in
+        # progress": the server ended it while it sat idle in the pool).
+        return raw is None or _is_broken(raw) or "another operation" in str(exc)
     return False
 
 

@@ -59,13 +59,19 @@ def create_program_key(database_url: str, name: str = "Live") -> str:
 
 @contextmanager
 def running_server(
-    database_url: str, workers: int = 1, env: dict[str, str] | None = None
+    database_url: str,
+    workers: int = 1,
+    http_server: str = "uvicorn",
+    env: dict[str, str] | None = None,
 ) -> Iterator[str]:
     """`patron serve` against the test database; yields its base URL once it is ready."""
     port = free_port()
     env = cli_env(database_url, **(env or {}))
     process = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--workers", str(workers)],
+        [
+            *(*PATRON, "serve", "--port", str(port)),
+            *("--workers", str(workers), "--server", http_server),
+        ],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -166,3 +166,33 @@ class TestConnectionsKilled:
         async with db.read_only() as conn:
             assert conn.raw.get_server_pid() != pid
             assert (await conn.execute("SELECT 1")).scalar() == 1
+
+
+class TestWhatIsAnOutage:
+    @pytest.mark.parametrize(
+        "error",
+        [
+            asyncpg.InternalClientError(
+                "cannot switch to state 12; another operation (2) is in progress"
+            ),
+            asyncpg.InterfaceError("cannot perform operation: another operation is in progress"),
+            ConnectionResetError("reset by peer"),
+            asyncpg.TooManyConnectionsError("sorry, too many clients already"),
+            asyncpg.CannotConnectNowError("the database system is starting up"),
+        ],
+        ids=repr,
+    )
+    def test_outages(self, error: Exception) -> None:
+        assert db.is_outage(error)
+
+    @pytest.mark.parametrize(
+        "error",
+        [
+            asyncpg.UniqueViolationError("duplicate key"),
+            asyncpg.exceptions._base.DataError("invalid input for query argument $1"),
+            ValueError("a bug"),
+        ],
+        ids=repr,
+    )
+    def test_not_outages(self, error: Exception) -> None:
+        assert not db.is_outage(error)

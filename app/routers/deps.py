@@ -1,5 +1,5 @@
-"""Small helpers every router shares: the Idempotency-Key header, raw JSON responses,
-list-query parameters and the documented error responses."""
+"""Small helpers every router shares: the Idempotency-Key header, replies as raw JSON
+responses, list-query parameters and the documented error responses."""
 
 from __future__ import annotations
 
@@ -10,8 +10,12 @@ from fastapi import Header, Path, Query, Request, Response
 from pydantic import BaseModel
 
 from app.schemas.common import EXTERNAL_ID_PATTERN
-from app.services.idempotency import IdempotencyRequest, StoredResponse, fingerprint
+from app.services.idempotency import IdempotencyRequest, Reply, fingerprint
 
+IDEMPOTENCY_KEY_DESCRIPTION = (
+    "Makes the POST safe to retry: a repeat with the same key and body returns the first "
+    "response with `Idempotency-Replayed: true`."
+)
 IdempotencyKeyHeader = Annotated[
     str | None,
     Header(
@@ -19,8 +23,7 @@ IdempotencyKeyHeader = Annotated[
         min_length=1,
         max_length=255,
         pattern=r"^[^\x00]+$",
-        description="Makes the POST safe to retry: a repeat with the same key and body "
-        "returns the first response with `Idempotency-Replayed: true`.",
+        description=IDEMPOTENCY_KEY_DESCRIPTION,
     ),
 ]
 MemberPath = Annotated[
@@ -46,14 +49,27 @@ def idempotency_request(
     return IdempotencyRequest(key, fingerprint(request.method, request.url.path, payload))
 
 
-def stored_json(stored: StoredResponse) -> Response:
-    headers = {"Idempotency-Replayed": "true"} if stored.replayed else None
+def reply_json(reply: Reply) -> Response:
+    """A write's reply: 201 when it created something, else 200; a replay says so."""
+    headers = {"Idempotency-Replayed": "true"} if reply.replayed else None
     return Response(
-        content=stored.body,
-        status_code=stored.status_code,
+        content=reply.body,
+        status_code=201 if reply.created else 200,
         media_type="application/json",
         headers=headers,
     )
+
+
+def reply_with_secret(reply: Reply, shown_once: BaseModel | None) -> Response:
+    """A reply whose first answer carries a secret that is never stored (an API key, a
+    webhook secret): the first answer shows it; a replay is the stored reply without it."""
+    if shown_once is not None and not reply.replayed:
+        return reply_json(Reply(shown_once.model_dump_json(), created=reply.created))
+    return reply_json(reply)
+
+
+# Request models of lean routes (app/routers/lean.py); app.api_docs adds their schemas.
+BODY_MODELS: dict[str, type[BaseModel]] = {}
 
 
 def json_page(items_json: list[str], next_cursor: str | None) -> Response:

@@ -4,53 +4,27 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Response
 
 from app.auth import Principal, require_scope
-from app.hot_paths import HotRoute
-from app.routers.deps import (
-    IdempotencyKeyHeader,
-    MemberPath,
-    idempotency_request,
-    problems,
-    stored_json,
-)
-from app.schemas.common import ExternalId
+from app.routers.deps import problems, reply_json
+from app.routers.lean import HOLD_ID, MEMBER, LeanCall, lean_route
 from app.schemas.holds import HoldCapture, HoldCreate, HoldOut
 from app.services.checkout import holds
-from app.services.idempotency import IdempotencyRequest, StoredResponse
 
 router = APIRouter(tags=["Holds"])
 
 PointsReader = Annotated[Principal, Depends(require_scope("points:read"))]
-PointsWriter = Annotated[Principal, Depends(require_scope("points:write"))]
 _HOLD: dict[int | str, dict[str, Any]] = {200: {"model": HoldOut}}
 
 
-async def _create(
-    principal: Principal, member: str, body: HoldCreate, request: IdempotencyRequest | None
-) -> StoredResponse:
-    return await holds.create_hold(
-        principal.program_id, member, body.points, body.order_id, body.ttl_seconds, request
-    )
-
-
-async def _capture(
-    principal: Principal, hold_id: str, body: HoldCapture, request: IdempotencyRequest | None
-) -> StoredResponse:
-    return await holds.capture_hold(
-        principal.program_id, hold_id, body.points, principal.actor, request
-    )
-
-
-async def _release(
-    principal: Principal, hold_id: str, request: IdempotencyRequest | None
-) -> StoredResponse:
-    return await holds.release_hold(principal.program_id, hold_id, principal.actor, request)
-
-
-@router.post(
+@lean_route(
+    router,
+    "POST",
     "/v1/members/{member}/holds",
+    scope="points:write",
+    params={"member": MEMBER},
+    body=HoldCreate,
     status_code=201,
     responses={
         201: {"model": HoldOut, "description": "The active hold."},
@@ -58,54 +32,61 @@ async def _release(
     },
     operation_id="createHold",
 )
-async def create_hold(
-    member: MemberPath,
-    body: HoldCreate,
-    request: Request,
-    principal: PointsWriter,
-    idempotency_key: IdempotencyKeyHeader = None,
-) -> Response:
+async def create_hold(call: LeanCall) -> Response:
     """Reserve points: they leave `available` and count in `held` until the hold is captured,
     released, or expires (`ttl_seconds`, default the program's `hold_ttl_seconds`)."""
-    return stored_json(
-        await _create(principal, member, body, idempotency_request(request, idempotency_key, body))
+    body: HoldCreate = call.body
+    reply = await holds.create_hold(
+        call.principal.program_id,
+        call.path["member"],
+        body.points,
+        body.order_id,
+        body.ttl_seconds,
+        call.idempotency,
     )
+    return reply_json(reply)
 
 
-@router.post(
+@lean_route(
+    router,
+    "POST",
     "/v1/holds/{hold_id}/capture",
+    scope="points:write",
+    params={"hold_id": HOLD_ID},
+    body=HoldCapture,
+    body_required=False,
     responses={**_HOLD, **problems((404, "not_found"), (409, "hold_not_active"))},
     operation_id="captureHold",
 )
-async def capture_hold(
-    hold_id: str,
-    request: Request,
-    principal: PointsWriter,
-    body: HoldCapture | None = None,
-    idempotency_key: IdempotencyKeyHeader = None,
-) -> Response:
+async def capture_hold(call: LeanCall) -> Response:
     """Redeem the held points (a `redeem` entry); with `points`, redeem that many and give the
     rest back. A hold past its `expires_at` is never capturable."""
-    capture = body or HoldCapture()
-    idempotency = idempotency_request(request, idempotency_key, capture)
-    return stored_json(await _capture(principal, hold_id, capture, idempotency))
+    body: HoldCapture = call.body
+    reply = await holds.capture_hold(
+        call.principal.program_id,
+        call.path["hold_id"],
+        body.points,
+        call.principal.actor,
+        call.idempotency,
+    )
+    return reply_json(reply)
 
 
-@router.post(
+@lean_route(
+    router,
+    "POST",
     "/v1/holds/{hold_id}/release",
+    scope="points:write",
+    params={"hold_id": HOLD_ID},
     responses={**_HOLD, **problems((404, "not_found"), (409, "hold_not_active"))},
     operation_id="releaseHold",
 )
-async def release_hold(
-    hold_id: str,
-    request: Request,
-    principal: PointsWriter,
-    idempotency_key: IdempotencyKeyHeader = None,
-) -> Response:
+async def release_hold(call: LeanCall) -> Response:
     """Give the held points back to `available`."""
-    return stored_json(
-        await _release(principal, hold_id, idempotency_request(request, idempotency_key, None))
+    reply = await holds.release_hold(
+        call.principal.program_id, call.path["hold_id"], call.principal.actor, call.idempotency
     )
+    return reply_json(reply)
 
 
 @router.get(
@@ -118,33 +99,3 @@ async def get_hold(hold_id: str, principal: PointsReader) -> Response:
     return Response(
         await holds.get_hold(principal.program_id, hold_id), media_type="application/json"
     )
-
-
-HOT_ROUTES = [
-    HotRoute(
-        "POST",
-        "/v1/members/{member}/holds",
-        "points:write",
-        lambda call: _create(
-            call.principal, call.path_params["member"], call.body, call.idempotency
-        ),
-        body=HoldCreate,
-        path_types={"member": ExternalId},
-    ),
-    HotRoute(
-        "POST",
-        "/v1/holds/{hold_id}/capture",
-        "points:write",
-        lambda call: _capture(
-            call.principal, call.path_params["hold_id"], call.body, call.idempotency
-        ),
-        body=HoldCapture,
-        body_required=False,
-    ),
-    HotRoute(
-        "POST",
-        "/v1/holds/{hold_id}/release",
-        "points:write",
-        lambda call: _release(call.principal, call.path_params["hold_id"], call.idempotency),
-    ),
-]

@@ -7,11 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Request, Response
 
 from app.auth import Principal, require_scope
-from app.hot_paths import HotRoute
-from app.routers.deps import IdempotencyKeyHeader, idempotency_request, problems, stored_json
+from app.routers.deps import IdempotencyKeyHeader, idempotency_request, problems, reply_json
+from app.routers.lean import LeanCall, lean_route
 from app.schemas.orders import OrderCreate, OrderOut, RefundCreate, RefundOut
 from app.services.checkout import orders
-from app.services.idempotency import IdempotencyRequest, StoredResponse
 
 router = APIRouter(prefix="/v1/orders", tags=["Orders"])
 
@@ -20,14 +19,12 @@ PointsWriter = Annotated[Principal, Depends(require_scope("points:write"))]
 OrderIdPath = Annotated[str, Path(min_length=1, max_length=128, examples=["A-1001"])]
 
 
-async def _create_order(
-    principal: Principal, body: OrderCreate, request: IdempotencyRequest | None
-) -> StoredResponse:
-    return await orders.create_order(principal.program_id, principal.actor, body, request)
-
-
-@router.post(
+@lean_route(
+    router,
+    "POST",
     "",
+    scope="points:write",
+    body=OrderCreate,
     status_code=201,
     responses={
         201: {"model": OrderOut, "description": "The order was recorded."},
@@ -44,19 +41,15 @@ async def _create_order(
     },
     operation_id="createOrder",
 )
-async def create_order(
-    body: OrderCreate,
-    request: Request,
-    principal: PointsWriter,
-    idempotency_key: IdempotencyKeyHeader = None,
-) -> Response:
+async def create_order(call: LeanCall) -> Response:
     """Record an order and credit what it earns (see the breakdown rules). With
     `pending_days` > 0 the points are pending until `occurred_at + pending_days`.
     `redeem_hold_id` captures that hold as part of the order, atomically. `order_id` is the
     natural idempotency key: sending the same order again is always safe."""
-    return stored_json(
-        await _create_order(principal, body, idempotency_request(request, idempotency_key, body))
+    reply = await orders.create_order(
+        call.principal.program_id, call.principal.actor, call.body, call.idempotency
     )
+    return reply_json(reply)
 
 
 @router.get(
@@ -96,7 +89,7 @@ async def create_refund(
     proportion to the cumulative refunded amount, so a full refund reverses exactly what the
     order earned and restores exactly what it redeemed. A reversal may take the balance below
     zero (a debt that later earnings repay) but never fails. `refund_id` is the natural key."""
-    stored = await orders.create_refund(
+    reply = await orders.create_refund(
         principal.program_id,
         order_id,
         body.refund_id,
@@ -104,15 +97,4 @@ async def create_refund(
         principal.actor,
         idempotency_request(request, idempotency_key, body),
     )
-    return stored_json(stored)
-
-
-HOT_ROUTES = [
-    HotRoute(
-        "POST",
-        "/v1/orders",
-        "points:write",
-        lambda call: _create_order(call.principal, call.body, call.idempotency),
-        body=OrderCreate,
-    ),
-]
+    return reply_json(reply)

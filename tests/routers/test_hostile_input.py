@@ -25,8 +25,14 @@ async def post_raw(program: Program, method: str, path: str, content: bytes) -> 
     )
 
 
-# Routes that read a JSON body (FastAPI's own body handling).
+# Routes that read a JSON body: the lean checkout routes (app/routers/lean.py) and FastAPI's
+# own body handling.
 BODY_ROUTES = [
+    ("POST", "/v1/members/m1/points/earn"),
+    ("POST", "/v1/members/m1/points/redeem"),
+    ("POST", "/v1/members/m1/holds"),
+    ("POST", "/v1/holds/1/capture"),
+    ("POST", "/v1/orders"),
     ("PUT", "/v1/members/m2"),
     ("PATCH", "/v1/program"),
     ("POST", "/v1/tiers"),
@@ -74,6 +80,16 @@ class TestNulInPathOrQuery:
             "/v1/orders/a%00b/refunds", json={"refund_id": "r1", "amount": 1}
         )
         assert_invalid(response)
+
+    async def test_nul_in_idempotency_key_of_a_lean_route(self, program: Program) -> None:
+        await program.member("m1")
+        response = await program.post(
+            "/v1/members/m1/points/earn",
+            json={"points": 5, "reason": "x"},
+            headers={"Idempotency-Key": "a\x00b"},
+        )
+        assert_invalid(response)
+        assert (await program.balance("m1"))["available"] == 0
 
     async def test_nul_in_idempotency_key(self, program: Program) -> None:
         await program.member("m1")
