@@ -133,32 +133,6 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     return response
 
 
-class RefuseNulInRequestLine:
-    """422 for a NUL character in the path or the query string: PostgreSQL text cannot hold
-    one, and no id, filter or cursor of the API contains one (api.md)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            where = _nul_in_request_line(scope)
-            if where is not None:
-                error = {"loc": [where], "msg": "NUL characters are not allowed", "type": "nul"}
-                await validation_problem([error])(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
-
-
-def _nul_in_request_line(scope: Scope) -> str | None:
-    if "\x00" in scope["path"]:
-        return "path"
-    query: bytes = scope.get("query_string", b"")
-    if b"%00" in query or b"\x00" in query:
-        return "query"
-    return None
-
-
 class BodySizeLimit:
     """Refuse bodies over the configured size with 413: at once when Content-Length says so,
     and for a chunked body as soon as what arrived passes the limit (the body is buffered,
@@ -275,7 +249,6 @@ def create_app() -> FastAPI:
     ):
         app.include_router(module.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(RefuseNulInRequestLine)
     # Outermost, so that every answer (413s included) has a request id and is counted.
     app.add_middleware(RequestObservability)
     return app

@@ -9,7 +9,7 @@ import orjson
 from fastapi import Header, Path, Query, Request, Response
 from pydantic import BaseModel
 
-from app.schemas.common import EXTERNAL_ID_PATTERN
+from app.schemas.common import EXTERNAL_ID_PATTERN, NO_NUL
 from app.services.idempotency import IdempotencyRequest, Reply, fingerprint
 
 IDEMPOTENCY_KEY_DESCRIPTION = (
@@ -34,6 +34,9 @@ MemberPath = Annotated[
         examples=["cust-1001"],
     ),
 ]
+# A path segment that names an object by its id: any text but NUL (which PostgreSQL text
+# cannot hold), so that such a path is a 422 rather than a database error.
+IdPath = Annotated[str, Path(pattern=NO_NUL)]
 Limit = Annotated[int, Query(ge=1, le=100, description="Page size, 1-100.")]
 Cursor = Annotated[
     str | None, Query(max_length=200, description="next_cursor of the previous page.")

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Response
 
 from app.auth import Principal, require_scope
-from app.routers.deps import problems, reply_json
+from app.routers.deps import IdPath, problems, reply_json
 from app.routers.lean import HOLD_ID, MEMBER, LeanCall, lean_route
 from app.schemas.holds import HoldCapture, HoldCreate, HoldOut
 from app.services.checkout import holds
@@ -94,7 +94,7 @@ async def release_hold(call: LeanCall) -> Response:
     responses={**_HOLD, **problems((404, "not_found"))},
     operation_id="getHold",
 )
-async def get_hold(hold_id: str, principal: PointsReader) -> Response:
+async def get_hold(hold_id: IdPath, principal: PointsReader) -> Response:
     """The hold; one past its `expires_at` shows as `expired` even before the job runs."""
     return Response(
         await holds.get_hold(principal.program_id, hold_id), media_type="application/json"

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query, Response
 
 from app.auth import Principal, require_scope
 from app.routers.deps import Cursor, Limit, MemberPath, problems
-from app.schemas.common import Page
+from app.schemas.common import NO_NUL, Page
 from app.schemas.insights import Lifecycle, Segment
 from app.schemas.members import MemberOut, MemberUpsert
 from app.services.members import members
@@ -57,7 +57,8 @@ async def list_members(
     limit: Limit = 20,
     cursor: Cursor = None,
     tier: Annotated[
-        str | None, Query(max_length=32, description="Only members holding this tier (key).")
+        str | None,
+        Query(max_length=32, pattern=NO_NUL, description="Only members holding this tier (key)."),
     ] = None,
     segment: Annotated[Segment | None, Query(description="RFM segment (insights).")] = None,
     lifecycle: Annotated[Lifecycle | None, Query(description="Lifecycle stage.")] = None,

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Path, Request, Response
 from app.auth import Principal, require_scope
 from app.routers.deps import IdempotencyKeyHeader, idempotency_request, problems, reply_json
 from app.routers.lean import LeanCall, lean_route
+from app.schemas.common import NO_NUL
 from app.schemas.orders import OrderCreate, OrderOut, RefundCreate, RefundOut
 from app.services.checkout import orders
 
@@ -16,7 +17,9 @@ router = APIRouter(prefix="/v1/orders", tags=["Orders"])
 
 PointsReader = Annotated[Principal, Depends(require_scope("points:read"))]
 PointsWriter = Annotated[Principal, Depends(require_scope("points:write"))]
-OrderIdPath = Annotated[str, Path(min_length=1, max_length=128, examples=["A-1001"])]
+OrderIdPath = Annotated[
+    str, Path(min_length=1, max_length=128, pattern=NO_NUL, examples=["A-1001"])
+]
 
 
 @lean_route(

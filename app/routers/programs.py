@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from app.auth import Principal, require_scope
 from app.routers.deps import (
     IdempotencyKeyHeader,
+    IdPath,
     idempotency_request,
     problems,
     reply_with_secret,
@@ -90,7 +91,7 @@ async def list_api_keys(principal: Admin) -> list[ApiKeyOut]:
     responses=problems((404, "not_found")),
     operation_id="revokeApiKey",
 )
-async def revoke_api_key(key_id: str, principal: Admin) -> Response:
+async def revoke_api_key(key_id: IdPath, principal: Admin) -> Response:
     """Revoke a key: it stops working at once."""
     await programs.revoke_api_key(principal.program_id, key_id)
     return Response(status_code=204)

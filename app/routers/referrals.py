@@ -17,7 +17,7 @@ from app.routers.deps import (
     problems,
     reply_json,
 )
-from app.schemas.common import EXTERNAL_ID_PATTERN, Page
+from app.schemas.common import EXTERNAL_ID_PATTERN, NO_NUL, Page
 from app.schemas.referrals import (
     MemberReferralsOut,
     ReferralCodeOut,
@@ -60,7 +60,7 @@ async def referral_link(
     operation_id="lookupReferralCode",
 )
 async def lookup_code(
-    code: Annotated[str, Path(max_length=32, examples=["7K3QX9MD"])],
+    code: Annotated[str, Path(max_length=32, pattern=NO_NUL, examples=["7K3QX9MD"])],
     principal: ReferralsReader,
 ) -> ReferralCodeOut:
     """For a sign-up page: is this code valid, and what does a new member get? Codes are

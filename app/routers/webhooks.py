@@ -11,6 +11,7 @@ from app.auth import Principal, require_scope
 from app.routers.deps import (
     Cursor,
     IdempotencyKeyHeader,
+    IdPath,
     Limit,
     idempotency_request,
     problems,
@@ -74,7 +75,7 @@ async def list_webhook_endpoints(principal: Admin) -> Page[WebhookEndpointOut]:
     responses=problems((404, "not_found")),
     operation_id="getWebhookEndpoint",
 )
-async def get_webhook_endpoint(endpoint_id: str, principal: Admin) -> WebhookEndpointOut:
+async def get_webhook_endpoint(endpoint_id: IdPath, principal: Admin) -> WebhookEndpointOut:
     """One endpoint, with whether it is paused and why."""
     return await webhooks.get_endpoint(principal.program_id, endpoint_id)
 
@@ -85,7 +86,7 @@ async def get_webhook_endpoint(endpoint_id: str, principal: Admin) -> WebhookEnd
     responses=problems((404, "not_found")),
     operation_id="deleteWebhookEndpoint",
 )
-async def delete_webhook_endpoint(endpoint_id: str, principal: Admin) -> Response:
+async def delete_webhook_endpoint(endpoint_id: IdPath, principal: Admin) -> Response:
     """Stop delivering to this endpoint; its queue and delivery log are deleted with it."""
     await webhooks.delete_endpoint(principal.program_id, endpoint_id)
     return Response(status_code=204)
@@ -97,7 +98,7 @@ async def delete_webhook_endpoint(endpoint_id: str, principal: Admin) -> Respons
     operation_id="rotateWebhookSecret",
 )
 async def rotate_webhook_secret(
-    endpoint_id: str,
+    endpoint_id: IdPath,
     request: Request,
     principal: Admin,
     idempotency_key: IdempotencyKeyHeader = None,
@@ -116,7 +117,7 @@ async def rotate_webhook_secret(
     operation_id="resumeWebhookEndpoint",
 )
 async def resume_webhook_endpoint(
-    endpoint_id: str,
+    endpoint_id: IdPath,
     request: Request,
     principal: Admin,
     idempotency_key: IdempotencyKeyHeader = None,
@@ -137,7 +138,7 @@ async def resume_webhook_endpoint(
     operation_id="listWebhookDeliveries",
 )
 async def list_webhook_deliveries(
-    endpoint_id: str,
+    endpoint_id: IdPath,
     principal: Admin,
     status: Annotated[
         Literal["pending", "delivered", "failed"] | None, Query(description="Only this status.")
