@@ -101,7 +101,7 @@ def custom_openapi(app: FastAPI) -> dict[str, Any]:
             if path not in PUBLIC_PATHS:
                 operation["security"] = [{"apiKey": []}]
                 _declare_common_errors(operation)
-            _errors_are_problems(operation)
+                _errors_are_problems(operation)
     app.openapi_schema = schema
     return schema
 

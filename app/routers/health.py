@@ -9,6 +9,12 @@ from app.services import health
 
 router = APIRouter(tags=["Operations"])
 
+_READINESS_SCHEMA = {
+    "type": "object",
+    "properties": {"status": {"type": "string"}, "detail": {"type": "string"}},
+    "required": ["status", "detail"],
+}
+
 
 @router.get("/healthz", operation_id="checkHealth")
 async def healthz() -> dict[str, str]:
@@ -16,7 +22,17 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", operation_id="checkReadiness")
+@router.get(
+    "/readyz",
+    operation_id="checkReadiness",
+    responses={
+        503: {
+            "description": "Not ready: the database is unreachable, or slower than 2 s to "
+            "answer, or its schema is behind the code (`detail` says which).",
+            "content": {"application/json": {"schema": _READINESS_SCHEMA}},
+        }
+    },
+)
 async def readyz() -> JSONResponse:
     """The database answers and its schema is at the migrations' head."""
     ready, detail = await health.readiness()
