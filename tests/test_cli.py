@@ -215,7 +215,10 @@ class TestServeEmbedded:
                 except httpx.TransportError:
                     pass
                 time.sleep(0.3)
-            assert ready is not None and ready.status_code == 200, "server never became ready"
+            if ready is None or ready.status_code != 200:
+                server.terminate()
+                printed = server.stdout.read() if server.stdout else ""
+                pytest.fail(f"server never became ready:\n{printed[-4000:]}")
             assert ready.json()["status"] == "ready"
         finally:
             server.terminate()
