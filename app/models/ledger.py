@@ -30,6 +30,7 @@ ENTRY_KINDS = (
     "expire",
     "referral",
     "bonus",
+    "import",
 )
 _KIND_LIST = ", ".join(f"'{kind}'" for kind in ENTRY_KINDS)
 
@@ -48,6 +49,14 @@ class PointEntry(Base):
             "program_id",
             "order_id",
             postgresql_where=text("order_id IS NOT NULL"),
+        ),
+        # An opening balance is imported once per member (app/services/ledger/imports.py).
+        Index(
+            "ix_point_entries_one_import",
+            "program_id",
+            "member_id",
+            unique=True,
+            postgresql_where=text("kind = 'import'"),
         ),
     )
 
