@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     # An import upload (POST /v1/imports) streams into a staging table; api.md's limit.
     max_import_bytes: int = Field(default=512 * 1_048_576, ge=1024)
+    # Lines an import applies per transaction: each holds its members' account locks.
+    import_batch_size: int = Field(default=5000, ge=1, le=100_000)
     # Serve earn, redeem, points, holds and orders without FastAPI's per-request machinery
     # (app/hot_paths.py); off, FastAPI's routes answer them, alike.
     hot_paths: bool = True

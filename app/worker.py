@@ -28,6 +28,7 @@ from app.services import idempotency
 from app.services.checkout import holds
 from app.services.engagement import birthdays
 from app.services.events import webhook_delivery
+from app.services.imports import runner as imports
 from app.services.insights import insights
 from app.services.ledger import expiry, pending
 from app.services.members.member_batches import Lane
@@ -67,6 +68,7 @@ JOBS: list[tuple[str, Job | InLanes]] = [
     ("webhooks_fan_out", webhook_delivery.fan_out_events),
     ("webhooks_deliver", webhook_delivery.deliver_due),
     ("refresh_insights", insights.refresh_due_insights),
+    ("imports", imports.run_imports),
 ]
 
 

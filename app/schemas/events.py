@@ -27,6 +27,7 @@ EventType = Literal[
     "referral.created",
     "referral.rewarded",
     "referral.rejected",
+    "import.finished",
 ]
 EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]
 

@@ -27,6 +27,7 @@ import orjson
 from sqlalchemy import text
 
 from app import db
+from app.config import get_settings
 from app.db import Connection
 from app.errors import NotFoundError
 from app.services.events.events import write_event
@@ -35,7 +36,6 @@ from app.services.insights import insights
 
 log = logging.getLogger("patron.imports")
 
-BATCH_SIZE = 5000
 MAX_ERRORS = 100
 
 _NEXT_UNFINISHED = text(
@@ -139,7 +139,7 @@ async def advance_import(import_id: uuid.UUID, now: datetime) -> bool:
             upto = (
                 await conn.execute(
                     _NEXT_BATCH_END,
-                    {"id": import_id, "after": current.applied_through, "batch": BATCH_SIZE},
+                    {"id": import_id, "after": current.applied_through, "batch": get_settings().import_batch_size},
                 )
             ).scalar()
             if upto is None:
