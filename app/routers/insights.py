@@ -4,7 +4,7 @@ and member feedback (members:write)."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
@@ -22,13 +22,14 @@ from app.schemas.insights import (
     FeedbackCreate,
     FeedbackOut,
     FunnelStage,
+    LiabilityOut,
     OverviewOut,
     RefreshOut,
     SegmentOut,
     TierCount,
 )
 from app.services import idempotency
-from app.services.insights import insights
+from app.services.insights import insights, liability
 
 router = APIRouter(tags=["Insights"])
 
@@ -59,6 +60,27 @@ async def get_overview(
     each."""
     period_start, period_end = insights.resolve_period(start, end)
     return await insights.overview(principal.program_id, period_start, period_end)
+
+
+@router.get(
+    "/v1/insights/liability",
+    operation_id="getPointsLiability",
+    response_model=LiabilityOut,
+    responses=problems(),
+)
+async def get_liability(
+    principal: Admin,
+    start: PeriodStart = None,
+    end: PeriodEnd = None,
+    interval: Annotated[
+        Literal["month", "week"], Query(description="Period length (program time zone).")
+    ] = "month",
+) -> LiabilityOut:
+    """The points liability rolled forward period by period: opening, earned, redeemed,
+    expired, adjusted, closing and its money value, with points still pending apart, and
+    the expected breakage from the program's own history. docs/insights.md says what an
+    accountant books from it. Default period: the last 12 months (12 weeks by week)."""
+    return await liability.liability(principal.program_id, interval, start, end)
 
 
 @router.get("/v1/insights/segments", response_model=list[SegmentOut], responses=problems())
