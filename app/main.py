@@ -96,7 +96,9 @@ class BodySizeLimit:
     and for a chunked body as soon as what arrived passes the limit (the body is buffered,
     at most the limit, before the endpoint sees it)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int, streamed: dict[str, int] | None = None) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, streamed: dict[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         # Paths whose endpoint reads the body as a stream and enforces its own, larger

@@ -11,7 +11,7 @@ class TestBalancesImport:
     async def test_counts_on_a_hand_built_file(self, program: Program) -> None:
         for member in ("m1", "m2", "m3"):
             await program.member(member)
-        expires = (clock.now() + timedelta(days=90)).isoformat()
+        expires = (clock.now() + timedelta(days=90)).replace(microsecond=0).isoformat()
         past = (clock.now() - timedelta(days=1)).isoformat()
         body = jsonl(
             {"external_id": "m1", "points": 500, "expires_at": expires},
@@ -57,6 +57,8 @@ class TestBalancesImport:
         self, program: Program, other_program: Program
     ) -> None:
         await other_program.member("theirs")
-        report = await run_import(program, "balances", jsonl({"external_id": "theirs", "points": 5}))
+        report = await run_import(
+            program, "balances", jsonl({"external_id": "theirs", "points": 5})
+        )
         assert error_codes(report) == [(1, "member_not_found")]
         assert (await other_program.balance("theirs"))["available"] == 0

@@ -55,8 +55,12 @@ def expected_rows(entries: list[Any]) -> list[dict[str, int]]:
         closing = sum(
             e.points for e in entries if e.available_from is not None and e.available_from < end
         )
-        rows.append({**{k: flows[k] for k in ("earned", "redeemed", "expired", "adjusted")},
-                     "closing": closing})
+        rows.append(
+            {
+                **{k: flows[k] for k in ("earned", "redeemed", "expired", "adjusted")},
+                "closing": closing,
+            }
+        )
     return rows
 
 
@@ -101,8 +105,7 @@ class TestLiabilityRollForward:
         for row, want in zip(rows, expected, strict=True):
             assert row["opening"] == previous_closing
             assert row["closing"] == (
-                row["opening"] + row["earned"] - row["redeemed"] - row["expired"]
-                + row["adjusted"]
+                row["opening"] + row["earned"] - row["redeemed"] - row["expired"] + row["adjusted"]
             )
             assert {k: row[k] for k in want} == want
             assert row["closing_value"] == row["closing"] * 2
@@ -179,5 +182,3 @@ class TestLiabilityErrors:
         response = await program.get("/v1/insights/liability", key=key)
         assert response.status_code == 403
         assert response.json()["code"] == "forbidden"
-
-

@@ -340,9 +340,7 @@ async def apply_orders(conn: Connection, batch: Batch) -> BatchOutcome:
         columns["breakdowns"].append(
             orjson.dumps([{"source": s, "points": p} for s, p in breakdown]).decode()
         )
-        columns["hashes"].append(
-            order_fingerprint(OrderCreate.model_validate(_order_fields(line)))
-        )
+        columns["hashes"].append(order_fingerprint(OrderCreate.model_validate(_order_fields(line))))
     outcome = BatchOutcome()
     credits: list[ImportedCredit] = []
     result = await conn.execute(

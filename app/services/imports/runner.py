@@ -139,7 +139,11 @@ async def advance_import(import_id: uuid.UUID, now: datetime) -> bool:
             upto = (
                 await conn.execute(
                     _NEXT_BATCH_END,
-                    {"id": import_id, "after": current.applied_through, "batch": get_settings().import_batch_size},
+                    {
+                        "id": import_id,
+                        "after": current.applied_through,
+                        "batch": get_settings().import_batch_size,
+                    },
                 )
             ).scalar()
             if upto is None:

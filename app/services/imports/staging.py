@@ -82,7 +82,9 @@ def _parse(kind: str, number: int, raw: bytes | None) -> ParsedLine | None:
     return parse_line(kind, number, raw)
 
 
-async def _copy(conn: Connection, import_id: uuid.UUID, program_id: int, rows: list[ParsedLine]) -> None:
+async def _copy(
+    conn: Connection, import_id: uuid.UUID, program_id: int, rows: list[ParsedLine]
+) -> None:
     await conn.raw.copy_records_to_table(
         "import_rows",
         columns=_COLUMNS,

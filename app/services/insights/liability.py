@@ -39,15 +39,16 @@ def _kinds(kinds: tuple[str, ...]) -> str:
 _ROLL_FORWARD = text(
     f"""
 WITH prog AS (
-    SELECT currency, timezone, point_value_minor FROM programs WHERE id = :program_id
+    SELECT timezone, CAST(:unit AS text) AS unit, CAST(CAST(:step AS text) AS interval) AS step
+      FROM programs WHERE id = :program_id
 ), periods AS (
     SELECT gs AS local_start, gs AT TIME ZONE prog.timezone AS period_start,
-           (gs + CAST(CAST(:step AS text) AS interval)) AT TIME ZONE prog.timezone AS period_end
+           (gs + prog.step) AT TIME ZONE prog.timezone AS period_end
       FROM prog, generate_series(
-               date_trunc(CAST(:unit AS text), CAST(:start AS timestamptz) AT TIME ZONE prog.timezone),
-               date_trunc(CAST(:unit AS text), CAST(:end AS timestamptz) AT TIME ZONE prog.timezone
-                                 - interval '1 microsecond'),
-               CAST(CAST(:step AS text) AS interval)) AS gs
+               date_trunc(prog.unit, CAST(:start AS timestamptz) AT TIME ZONE prog.timezone),
+               date_trunc(prog.unit, CAST(:end AS timestamptz) AT TIME ZONE prog.timezone
+                                     - interval '1 microsecond'),
+               prog.step) AS gs
 ), entries AS (
     SELECT e.kind, e.points, e.status, e.created_at, r.released_at,
            CASE WHEN e.status = 'available' THEN e.created_at ELSE r.released_at END
@@ -56,7 +57,7 @@ WITH prog AS (
       LEFT JOIN point_releases AS r ON r.entry_id = e.id
      WHERE e.program_id = :program_id
 ), moved AS (
-    SELECT date_trunc(CAST(:unit AS text), en.available_from AT TIME ZONE prog.timezone) AS local_start,
+    SELECT date_trunc(prog.unit, en.available_from AT TIME ZONE prog.timezone) AS local_start,
            en.kind, en.points
       FROM entries AS en CROSS JOIN prog
      WHERE en.available_from < (SELECT max(period_end) FROM periods)
@@ -106,8 +107,8 @@ def resolve_range(
         raise ValidationError("`from` and `to` need a UTC offset.", loc=["query", "from"])
     if start >= end:
         raise ValidationError("`from` must be before `to`.", loc=["query", "from"])
-    longest = timedelta(days=31 * MAX_PERIODS) if interval == "month" else timedelta(
-        weeks=MAX_PERIODS
+    longest = (
+        timedelta(days=31 * MAX_PERIODS) if interval == "month" else timedelta(weeks=MAX_PERIODS)
     )
     if end - start > longest:
         raise ValidationError(f"At most {MAX_PERIODS} periods.", loc=["query", "from"])
@@ -145,9 +146,7 @@ async def liability(
     closing = periods[0].before_first if periods else 0
     for period in periods:
         opening = closing
-        closing = (
-            opening + period.earned - period.redeemed - period.expired + period.adjusted
-        )
+        closing = opening + period.earned - period.redeemed - period.expired + period.adjusted
         rows.append(
             LiabilityRow(
                 period_start=period.period_start,
@@ -165,7 +164,7 @@ async def liability(
     settled = history.expired + history.redeemed
     return LiabilityOut(
         currency=program.currency,
-        interval=interval,  # type: ignore[arg-type]
+        interval=interval,
         rows=rows,
         breakage_rate=rate(history.expired, settled),
         breakage_basis=BreakageBasis(
