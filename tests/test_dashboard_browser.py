@@ -19,6 +19,7 @@ CHARTS_WITH_DATA = (
     "chart-expiry",
     "chart-tiers",
     "chart-funnel",
+    "chart-liability",
 )
 
 
@@ -93,6 +94,7 @@ class TestDashboard:
                 await seed(api)
                 segments = (await api.get("/v1/insights/segments")).json()
                 expiry = (await api.get("/v1/insights/points-expiry")).json()["data"]
+                liability = (await api.get("/v1/insights/liability")).json()["rows"]
 
             async with async_playwright() as playwright:
                 browser = await playwright.chromium.launch_persistent_context(
@@ -147,6 +149,9 @@ class TestDashboard:
                     for chart in CHARTS_WITH_DATA
                 }
                 table_rows = await page.locator("#chart-segments table tbody tr").count()
+                liability_cells = await page.locator(
+                    "#chart-liability table tbody tr:last-child td"
+                ).all_inner_texts()
                 members_card = await page.locator("#cards .card").first.inner_text()
                 stored_key = await page.evaluate("sessionStorage.getItem('patron.adminKey')")
 
@@ -164,6 +169,8 @@ class TestDashboard:
         assert bars["chart-expiry"] == len(expiry) >= 2
         assert bars["chart-tiers"] == 2
         assert bars["chart-funnel"] == 3
+        assert bars["chart-liability"] == len(liability) >= 12
+        assert len(liability_cells) == 7 and liability[-1]["closing"] > 0
         assert all(labels.values())
         assert table_rows == 11
         assert stored_key == key
