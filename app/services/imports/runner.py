@@ -57,6 +57,7 @@ UPDATE import_rows AS r
  WHERE r.import_id = :id AND r.line = d.line AND d.line <> d.first_line
 """
 )
+_ANALYZE_STAGING = text("ANALYZE import_rows")
 _COUNT_REJECTED = text(
     "SELECT count(*) FROM import_rows WHERE import_id = :id AND error_code IS NOT NULL"
 )
@@ -174,11 +175,35 @@ _WHOLE_FILE_TIMEOUT = text("SET LOCAL statement_timeout = '30min'")
 async def _start(conn: Connection, import_id: uuid.UUID, now: datetime) -> None:
     await conn.execute(_WHOLE_FILE_TIMEOUT)
     await conn.execute(_MARK_DUPLICATES, {"id": import_id})
+    # Fresh statistics for the staging rows the batches are about to join.
+    await conn.execute(_ANALYZE_STAGING)
     rejected = (await conn.execute(_COUNT_REJECTED, {"id": import_id})).scalar_one()
     await conn.execute(_START, {"id": import_id, "now": now, "rejected": rejected})
 
 
+# The batch statements join a fresh staging table and tables the import itself is growing:
+# a plan cached for the first batch (the service's generic plans) is wrong by the tenth.
+# Each batch is planned for its own parameters and the tables' current size instead.
+_PLAN_EACH_BATCH = text("SET LOCAL plan_cache_mode = force_custom_plan")
+
+
+# The tables each import type grows. Their statistics are refreshed before the first batch
+# and every ``_ANALYZE_EVERY`` batches: planned with a program's members counted as none, the
+# batch statements hash every member of the program instead of looking up the batch's.
+_GROWN = {
+    "members": ("members", "accounts", "member_insights"),
+    "balances": ("point_entries", "point_lots"),
+    "orders": ("orders", "point_entries", "point_lots"),
+}
+_ANALYZE_EVERY = 20
+
+
 async def _apply_batch(conn: Connection, current: Any, upto: int, now: datetime) -> None:
+    await conn.execute(_PLAN_EACH_BATCH)
+    batches_done = current.applied_through // get_settings().import_batch_size
+    if batches_done % _ANALYZE_EVERY == 0:
+        for table in ("members", *_GROWN[current.type]):
+            await conn.execute(text(f"ANALYZE {table}"))
     batch = Batch(current.id, current.program_id, current.actor, current.applied_through, upto, now)
     apply = APPLY[current.type]
     if current.dry_run:
