@@ -18,6 +18,8 @@ from fastapi.responses import HTMLResponse
 from starlette.staticfiles import StaticFiles
 from swagger_ui_bundle import swagger_ui_path
 
+from app.routers.deps import BODY_MODELS
+
 REDOC_FOLDER = Path(__file__).resolve().parent / "static" / "vendor" / "redoc"
 PUBLIC_PATHS = {"/healthz", "/readyz", "/metrics"}
 
@@ -54,6 +56,16 @@ TAGS: list[dict[str, str]] = [
 ]
 
 
+def _add_lean_bodies(schemas: dict[str, Any]) -> None:
+    """The request models of lean routes (app.routers.deps.json_body_doc), which FastAPI does
+    not see as parameters, with the models they refer to."""
+    for name, model in BODY_MODELS.items():
+        body = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        for nested, nested_schema in body.pop("$defs", {}).items():
+            schemas.setdefault(nested, nested_schema)
+        schemas[name] = body
+
+
 def custom_openapi(app: FastAPI) -> dict[str, Any]:
     if app.openapi_schema:
         return app.openapi_schema
@@ -68,7 +80,9 @@ def custom_openapi(app: FastAPI) -> dict[str, Any]:
         routes=app.routes,
         tags=TAGS,
     )
-    schema.setdefault("components", {})["securitySchemes"] = {
+    components = schema.setdefault("components", {})
+    _add_lean_bodies(components.setdefault("schemas", {}))
+    components["securitySchemes"] = {
         "apiKey": {
             "type": "http",
             "scheme": "bearer",

@@ -56,7 +56,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=args.port,
         workers=args.workers,
         loop="uvloop",
-        http="app.http_protocol:CoalescingHttpToolsProtocol",
+        http="httptools",
         access_log=False,
         log_level=get_settings().log_level,
         # A worker still importing on a busy machine must not be killed as unresponsive.

@@ -36,9 +36,6 @@ class Settings(BaseSettings):
     max_import_bytes: int = Field(default=512 * 1_048_576, ge=1024)
     # Lines an import applies per transaction: each holds its members' account locks.
     import_batch_size: int = Field(default=5000, ge=1, le=100_000)
-    # Serve earn, redeem, points, holds and orders without FastAPI's per-request machinery
-    # (app/hot_paths.py); off, FastAPI's routes answer them, alike.
-    hot_paths: bool = True
     # Loops per member-batch job (release, expiry) that work off a backlog side by side, each
     # on its own share of the members (app/services/members/member_batches.py): one per core
     # PostgreSQL can give the worker.

@@ -15,7 +15,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app import api_docs, db, metrics
 from app.config import get_settings
 from app.errors import PatronError, PayloadTooLargeError
-from app.hot_paths import HotPaths
 from app.logs import configure_logging, request_id
 from app.observability import RequestObservability
 from app.problems import domain_problem, problem, validation_problem
@@ -173,11 +172,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             await db.dispose()
 
 
-def create_app(*, hot_paths: bool | None = None) -> FastAPI:
-    """The application; ``hot_paths`` overrides the setting (tests compare both ways)."""
+def create_app() -> FastAPI:
+    """The application: every route is a FastAPI route (one front door)."""
     settings = get_settings()
-    if hot_paths is None:
-        hot_paths = settings.hot_paths
     configure_logging(settings.log_level)
     metrics.set_pool_limit(settings.pool_size + settings.pool_max_overflow)
     app = FastAPI(
@@ -220,11 +217,6 @@ def create_app(*, hot_paths: bool | None = None) -> FastAPI:
         exports,
     ):
         app.include_router(module.router)
-    if hot_paths:
-        # Innermost: served after the body limit and the request id, before FastAPI's router.
-        app.add_middleware(
-            HotPaths, routes=[*points.HOT_ROUTES, *holds.HOT_ROUTES, *orders.HOT_ROUTES]
-        )
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_body_bytes,

@@ -1,5 +1,5 @@
 """RFC 9457 problem documents: how every error leaves the service, whichever layer answers
-(the FastAPI exception handlers in app.main, or the hot paths in app.hot_paths)."""
+(the FastAPI exception handlers in app.main)."""
 
 from __future__ import annotations
 

@@ -158,6 +158,17 @@ class Program:
         return result
 
 
+def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    """The response is an RFC 9457 problem document with this status and api.md ``code``."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body: dict[str, Any] = response.json()
+    assert (body["status"], body["code"]) == (status, code), body
+    for field in ("type", "title", "detail"):
+        assert isinstance(body[field], str) and body[field], field
+    return body
+
+
 async def assert_ledger_consistent(program_id: int) -> None:
     violations = await audit(program_id)
     assert not violations, "ledger audit failed:\n" + "\n".join(map(str, violations))

@@ -13,7 +13,7 @@ from app.routers.deps import (
     Limit,
     idempotency_request,
     problems,
-    stored_json,
+    reply_json,
 )
 from app.schemas.common import Page
 from app.schemas.earn_rules import EarnRuleCreate, EarnRuleOut, EarnRulePatch
@@ -47,10 +47,10 @@ async def create_earn_rule(
 ) -> Response:
     """Create a rule. Every active rule whose dates and conditions an order meets adds a
     breakdown line; rules stack. At most 100 rules of a program may be active at once."""
-    stored = await earn_rules.create_earn_rule(
+    reply = await earn_rules.create_earn_rule(
         principal.program_id, body, idempotency_request(request, idempotency_key, body)
     )
-    return stored_json(stored)
+    return reply_json(reply)
 
 
 @router.get("/{rule_id}", response_model=EarnRuleOut, responses=problems((404, "not_found")))

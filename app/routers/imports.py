@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 
 from app.auth import Principal, require_scope
 from app.config import get_settings
-from app.routers.deps import IdempotencyKeyHeader, problems, stored_json
+from app.routers.deps import IdempotencyKeyHeader, problems
 from app.schemas.imports import ImportOut, ImportQueued, ImportType
 from app.services.imports import runner, staging
 
@@ -45,7 +45,7 @@ async def create_import(
     balances or historical orders. Each line is validated as it streams in; the worker
     applies the file in the background. Follow it with `GET /v1/imports/{id}`.
     docs/imports.md has the line formats and rejection codes."""
-    stored = await staging.receive_import(
+    reply = await staging.receive_import(
         principal.program_id,
         type,
         dry_run,
@@ -54,9 +54,9 @@ async def create_import(
         idempotency_key,
         get_settings().max_import_bytes,
     )
-    response = stored_json(stored)
-    response.status_code = 202
-    return response
+    # Accepted, not created: the import runs later. A replay answers the same 202.
+    headers = {"Idempotency-Replayed": "true"} if reply.replayed else None
+    return Response(reply.body, status_code=202, media_type="application/json", headers=headers)
 
 
 @router.get(

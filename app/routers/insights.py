@@ -14,7 +14,7 @@ from app.routers.deps import (
     MemberPath,
     idempotency_request,
     problems,
-    stored_json,
+    reply_json,
 )
 from app.schemas.insights import (
     ChartData,
@@ -28,7 +28,6 @@ from app.schemas.insights import (
     SegmentOut,
     TierCount,
 )
-from app.services import idempotency
 from app.services.insights import insights, liability
 
 router = APIRouter(tags=["Insights"])
@@ -96,13 +95,10 @@ async def refresh(
     """Recompute segments and lifecycle stages now (the worker also does it every hour).
     Safe to repeat: a refresh computes the same result from the same orders."""
 
-    async def compute() -> tuple[int, str]:
-        return 200, (await insights.refresh_program(principal.program_id)).model_dump_json()
-
-    stored = await idempotency.run_recomputation(
-        principal.program_id, idempotency_request(request, idempotency_key, None), compute
+    reply = await insights.refresh_program_on_request(
+        principal.program_id, idempotency_request(request, idempotency_key, None)
     )
-    return stored_json(stored)
+    return reply_json(reply)
 
 
 @router.get(
@@ -149,7 +145,7 @@ async def give_feedback(
 ) -> Response:
     """Record a satisfaction score (0-10, "how likely are you to recommend us?"). NPS counts
     each member's latest score in a period; the member shows their latest one."""
-    stored = await insights.record_feedback(
+    reply = await insights.record_feedback(
         principal.program_id, member, body, idempotency_request(request, idempotency_key, body)
     )
-    return stored_json(stored)
+    return reply_json(reply)

@@ -19,7 +19,7 @@ from app.routers.deps import (
     idempotency_request,
     json_page,
     problems,
-    stored_json,
+    reply_json,
 )
 from app.schemas.common import Page
 from app.schemas.me import MemberTokenCreate, MemberTokenOut
@@ -60,13 +60,13 @@ async def create_member_token(
     reaches only the `/v1/me` endpoints, for this member only; it stops working when it
     expires, when the member is erased, or when its signing key is retired."""
     create = body or MemberTokenCreate()
-    stored = await issue_member_token(
+    reply = await issue_member_token(
         principal.program_id,
         member,
         create.ttl_seconds,
         idempotency_request(request, idempotency_key, create),
     )
-    return stored_json(stored)
+    return reply_json(reply)
 
 
 @router.get("/v1/me", response_model=MemberOut, responses=problems())
@@ -112,10 +112,10 @@ async def create_my_referral_link(
 ) -> Response:
     """The member's referral code and link to share (made on the first call, the same on
     every call after it)."""
-    stored = await referrals.referral_link(
+    reply = await referrals.referral_link(
         me.program_id, me.member, member_idempotency(request, me, idempotency_key)
     )
-    return stored_json(stored)
+    return reply_json(reply)
 
 
 def member_idempotency(

@@ -7,23 +7,22 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Request, Response
 
 from app.auth import Principal, require_scope
-from app.hot_paths import HotRoute
-from app.routers.deps import IdempotencyKeyHeader, idempotency_request, problems, stored_json
+from app.routers.deps import (
+    IdempotencyKeyHeader,
+    idempotency_request,
+    json_body_doc,
+    problems,
+    read_json_body,
+    reply_json,
+)
 from app.schemas.orders import OrderCreate, OrderOut, RefundCreate, RefundOut
 from app.services.checkout import orders
-from app.services.idempotency import IdempotencyRequest, StoredResponse
 
 router = APIRouter(prefix="/v1/orders", tags=["Orders"])
 
 PointsReader = Annotated[Principal, Depends(require_scope("points:read"))]
 PointsWriter = Annotated[Principal, Depends(require_scope("points:write"))]
 OrderIdPath = Annotated[str, Path(min_length=1, max_length=128, examples=["A-1001"])]
-
-
-async def _create_order(
-    principal: Principal, body: OrderCreate, request: IdempotencyRequest | None
-) -> StoredResponse:
-    return await orders.create_order(principal.program_id, principal.actor, body, request)
 
 
 @router.post(
@@ -42,9 +41,9 @@ async def _create_order(
             (422, "currency_mismatch"),
         ),
     },
+    openapi_extra=json_body_doc(OrderCreate),
 )
 async def create_order(
-    body: OrderCreate,
     request: Request,
     principal: PointsWriter,
     idempotency_key: IdempotencyKeyHeader = None,
@@ -53,9 +52,14 @@ async def create_order(
     `pending_days` > 0 the points are pending until `occurred_at + pending_days`.
     `redeem_hold_id` captures that hold as part of the order, atomically. `order_id` is the
     natural idempotency key: sending the same order again is always safe."""
-    return stored_json(
-        await _create_order(principal, body, idempotency_request(request, idempotency_key, body))
+    body = await read_json_body(request, OrderCreate)
+    reply = await orders.create_order(
+        principal.program_id,
+        principal.actor,
+        body,
+        idempotency_request(request, idempotency_key, body),
     )
+    return reply_json(reply)
 
 
 @router.get("/{order_id}", responses={200: {"model": OrderOut}, **problems((404, "not_found"))})
@@ -90,7 +94,7 @@ async def create_refund(
     proportion to the cumulative refunded amount, so a full refund reverses exactly what the
     order earned and restores exactly what it redeemed. A reversal may take the balance below
     zero (a debt that later earnings repay) but never fails. `refund_id` is the natural key."""
-    stored = await orders.create_refund(
+    reply = await orders.create_refund(
         principal.program_id,
         order_id,
         body.refund_id,
@@ -98,15 +102,4 @@ async def create_refund(
         principal.actor,
         idempotency_request(request, idempotency_key, body),
     )
-    return stored_json(stored)
-
-
-HOT_ROUTES = [
-    HotRoute(
-        "POST",
-        "/v1/orders",
-        "points:write",
-        lambda call: _create_order(call.principal, call.body, call.idempotency),
-        body=OrderCreate,
-    ),
-]
+    return reply_json(reply)

@@ -9,18 +9,19 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from app import metrics
 from app.auth import Principal, require_scope
-from app.hot_paths import HotRoute
 from app.routers.deps import (
     Cursor,
     IdempotencyKeyHeader,
     Limit,
     MemberPath,
     idempotency_request,
+    json_body_doc,
     json_page,
     problems,
-    stored_json,
+    read_json_body,
+    reply_json,
 )
-from app.schemas.common import ExternalId, Page
+from app.schemas.common import Page
 from app.schemas.points import (
     AdjustRequest,
     EarnRequest,
@@ -29,7 +30,7 @@ from app.schemas.points import (
     RedeemRequest,
 )
 from app.services import ledger
-from app.services.idempotency import IdempotencyRequest, StoredResponse
+from app.services.idempotency import Reply
 
 router = APIRouter(prefix="/v1/members/{member}/points", tags=["Points"])
 
@@ -39,18 +40,14 @@ Admin = Annotated[Principal, Depends(require_scope("admin"))]
 _ENTRY_RESPONSES: dict[int | str, dict[str, Any]] = {
     201: {"model": PointEntryOut, "description": "The new ledger entry."}
 }
+_EVENT_TYPES = {"earn": "points.earned", "redeem": "points.redeemed", "adjust": "points.adjusted"}
 
 
-def _counted(stored: StoredResponse, kind: str) -> StoredResponse:
-    """The response, counting the entry unless this replays an earlier one."""
-    if not stored.replayed:
+def _counted(reply: Reply, kind: str) -> Response:
+    """The reply, counting the entry unless this replays an earlier one."""
+    if not reply.replayed:
         metrics.entry_written(kind)
-    return stored
-
-
-async def _points(principal: Principal, member: str) -> StoredResponse:
-    row = await ledger.get_points(principal.program_id, member)
-    return StoredResponse(200, orjson.dumps(row).decode())
+    return reply_json(reply)
 
 
 def _posting(
@@ -73,27 +70,11 @@ def _posting(
     )
 
 
-_EVENT_TYPES = {"earn": "points.earned", "redeem": "points.redeemed", "adjust": "points.adjusted"}
-
-
-async def _earn(
-    principal: Principal, member: str, body: EarnRequest, request: IdempotencyRequest | None
-) -> StoredResponse:
-    posting = _posting(principal, member, "earn", body.points, body.reason)
-    return _counted(await ledger.credit(posting, request), "earn")
-
-
-async def _redeem(
-    principal: Principal, member: str, body: RedeemRequest, request: IdempotencyRequest | None
-) -> StoredResponse:
-    posting = _posting(principal, member, "redeem", body.points, body.reason, body.order_id)
-    return _counted(await ledger.debit(posting, request), "redeem")
-
-
 @router.get("", response_model=PointsOut, responses=problems((404, "not_found")))
 async def get_points(member: MemberPath, principal: PointsReader) -> Response:
     """The member's balances and the soonest-expiring point buckets."""
-    return stored_json(await _points(principal, member))
+    points = await ledger.get_points(principal.program_id, member)
+    return Response(orjson.dumps(points), media_type="application/json")
 
 
 @router.get(
@@ -113,18 +94,19 @@ async def list_transactions(
     "/earn",
     status_code=201,
     responses={**_ENTRY_RESPONSES, **problems((404, "not_found"))},
+    openapi_extra=json_body_doc(EarnRequest),
 )
 async def earn(
     member: MemberPath,
-    body: EarnRequest,
     request: Request,
     principal: PointsWriter,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> Response:
     """Credit points that are spendable at once (an `earn` entry)."""
-    return stored_json(
-        await _earn(principal, member, body, idempotency_request(request, idempotency_key, body))
-    )
+    body = await read_json_body(request, EarnRequest)
+    posting = _posting(principal, member, "earn", body.points, body.reason)
+    reply = await ledger.credit(posting, idempotency_request(request, idempotency_key, body))
+    return _counted(reply, "earn")
 
 
 @router.post(
@@ -134,18 +116,19 @@ async def earn(
         **_ENTRY_RESPONSES,
         **problems((404, "not_found"), (409, "insufficient_points")),
     },
+    openapi_extra=json_body_doc(RedeemRequest),
 )
 async def redeem(
     member: MemberPath,
-    body: RedeemRequest,
     request: Request,
     principal: PointsWriter,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> Response:
     """Spend available points (a `redeem` entry), soonest-expiring first."""
-    return stored_json(
-        await _redeem(principal, member, body, idempotency_request(request, idempotency_key, body))
-    )
+    body = await read_json_body(request, RedeemRequest)
+    posting = _posting(principal, member, "redeem", body.points, body.reason, body.order_id)
+    reply = await ledger.debit(posting, idempotency_request(request, idempotency_key, body))
+    return _counted(reply, "redeem")
 
 
 @router.post(
@@ -167,38 +150,5 @@ async def adjust(
     larger than the available balance is refused rather than creating a debt."""
     posting = _posting(principal, member, "adjust", abs(body.points), body.reason)
     idem = idempotency_request(request, idempotency_key, body)
-    stored = await (
-        ledger.credit(posting, idem) if body.points > 0 else ledger.debit(posting, idem)
-    )
-    return stored_json(_counted(stored, "adjust"))
-
-
-_MEMBER = {"member": ExternalId}
-
-HOT_ROUTES = [
-    HotRoute(
-        "GET",
-        "/v1/members/{member}/points",
-        "points:read",
-        lambda call: _points(call.principal, call.path_params["member"]),
-        path_types=_MEMBER,
-    ),
-    HotRoute(
-        "POST",
-        "/v1/members/{member}/points/earn",
-        "points:write",
-        lambda call: _earn(call.principal, call.path_params["member"], call.body, call.idempotency),
-        body=EarnRequest,
-        path_types=_MEMBER,
-    ),
-    HotRoute(
-        "POST",
-        "/v1/members/{member}/points/redeem",
-        "points:write",
-        lambda call: _redeem(
-            call.principal, call.path_params["member"], call.body, call.idempotency
-        ),
-        body=RedeemRequest,
-        path_types=_MEMBER,
-    ),
-]
+    reply = await (ledger.credit(posting, idem) if body.points > 0 else ledger.debit(posting, idem))
+    return _counted(reply, "adjust")

@@ -7,7 +7,12 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, Response
 
 from app.auth import Principal, require_scope
-from app.routers.deps import IdempotencyKeyHeader, idempotency_request, problems
+from app.routers.deps import (
+    IdempotencyKeyHeader,
+    idempotency_request,
+    problems,
+    reply_with_secret,
+)
 from app.schemas.programs import ApiKeyCreate, ApiKeyCreated, ApiKeyOut, ProgramOut, ProgramPatch
 from app.services.programs import programs
 
@@ -44,20 +49,13 @@ async def create_api_key(
 ) -> Response:
     """Create a key. `key` is shown in this response only. A replay (same Idempotency-Key)
     returns the same metadata with `key: null`, since the secret is never stored."""
-    stored, created = await programs.create_api_key(
+    reply, created = await programs.create_api_key(
         principal.program_id,
         body.name,
         list(body.scopes),
         idempotency_request(request, idempotency_key, body),
     )
-    if created is not None:
-        return Response(created.model_dump_json(), status_code=201, media_type="application/json")
-    return Response(
-        stored.body,
-        status_code=stored.status_code,
-        media_type="application/json",
-        headers={"Idempotency-Replayed": "true"},
-    )
+    return reply_with_secret(reply, created)
 
 
 @router.get("/v1/api-keys", response_model=list[ApiKeyOut], tags=["API keys"], responses=problems())

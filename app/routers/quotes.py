@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, Response
 
 from app.auth import Principal, require_scope
-from app.routers.deps import IdempotencyKeyHeader, idempotency_request, problems, stored_json
+from app.routers.deps import IdempotencyKeyHeader, idempotency_request, problems, reply_json
 from app.schemas.orders import QuoteOut, QuoteRequest
 from app.services.checkout import earning
 
@@ -32,7 +32,7 @@ async def quote_order(
     """The points an order would earn now, line by line, and how many points the member
     could redeem on it. Changes nothing in the ledger; with an Idempotency-Key the first
     answer is kept and replayed, as for every POST."""
-    stored = await earning.quote_once(
+    reply = await earning.quote_once(
         principal.program_id, body, idempotency_request(request, idempotency_key, body)
     )
-    return stored_json(stored)
+    return reply_json(reply)

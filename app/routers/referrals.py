@@ -15,7 +15,7 @@ from app.routers.deps import (
     idempotency_request,
     json_page,
     problems,
-    stored_json,
+    reply_json,
 )
 from app.schemas.common import EXTERNAL_ID_PATTERN, Page
 from app.schemas.referrals import (
@@ -46,10 +46,10 @@ async def referral_link(
 ) -> Response:
     """The member's referral code and share link: made on the first call, the same on every
     call after it (so retrying is always safe)."""
-    stored = await referrals.referral_link(
+    reply = await referrals.referral_link(
         principal.program_id, member, idempotency_request(request, idempotency_key, None)
     )
-    return stored_json(stored)
+    return reply_json(reply)
 
 
 @router.get(
@@ -85,13 +85,13 @@ async def create_referral(
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> Response:
     """Attribute an existing member (with no orders yet) to the owner of `code`."""
-    stored = await referrals.create_referral(
+    reply = await referrals.create_referral(
         principal.program_id,
         body.code,
         body.referee_id,
         idempotency_request(request, idempotency_key, body),
     )
-    return stored_json(stored)
+    return reply_json(reply)
 
 
 @router.get("/v1/referrals", response_model=Page[ReferralOut], responses=problems())

@@ -12,7 +12,7 @@ from app.routers.deps import (
     MemberPath,
     idempotency_request,
     problems,
-    stored_json,
+    reply_json,
 )
 from app.schemas.common import Page
 from app.schemas.tiers import (
@@ -60,10 +60,10 @@ async def create_tier(
 ) -> Response:
     """Add a tier. Members are re-evaluated with the usual rules: upgrades at once,
     downgrades only after the policy's `grace_days`. Try `POST /v1/tiers/preview` first."""
-    stored = await tiers.create_tier(
+    reply = await tiers.create_tier(
         principal.program_id, body, idempotency_request(request, idempotency_key, body)
     )
-    return stored_json(stored)
+    return reply_json(reply)
 
 
 @router.post("/v1/tiers/preview", responses={200: {"model": TierPreviewOut}, **problems()})
@@ -75,10 +75,10 @@ async def preview_tiers(
 ) -> Response:
     """What a proposed set of thresholds would do (members per tier, upgrades, downgrades),
     computed exactly as saving would, without saving anything."""
-    stored = await tiers.preview_once(
+    reply = await tiers.preview_once(
         principal.program_id, body, idempotency_request(request, idempotency_key, body)
     )
-    return stored_json(stored)
+    return reply_json(reply)
 
 
 @router.get("/v1/tiers/{key}", response_model=TierOut, responses=problems((404, "not_found")))
@@ -96,8 +96,8 @@ async def get_tier(key: TierKeyPath, principal: MembersReader) -> TierOut:
 async def update_tier(key: TierKeyPath, body: TierPatch, principal: Admin) -> Response:
     """Change a tier's name, threshold, multiplier or benefits. A threshold change
     re-evaluates members with the same upgrade and grace rules."""
-    stored = await tiers.update_tier(principal.program_id, key, body.model_dump(exclude_unset=True))
-    return stored_json(stored)
+    reply = await tiers.update_tier(principal.program_id, key, body.model_dump(exclude_unset=True))
+    return reply_json(reply)
 
 
 @router.delete(
@@ -107,7 +107,7 @@ async def update_tier(key: TierKeyPath, body: TierPatch, principal: Admin) -> Re
 async def delete_tier(key: TierKeyPath, principal: Admin) -> Response:
     """Delete a tier; its members move at once to the highest remaining tier they qualify
     for."""
-    return stored_json(await tiers.delete_tier(principal.program_id, key))
+    return reply_json(await tiers.delete_tier(principal.program_id, key))
 
 
 @router.get("/v1/tier-policy", response_model=TierPolicyOut, responses=problems())
@@ -123,7 +123,7 @@ async def put_tier_policy(body: TierPolicy, principal: Admin) -> Response:
     """What qualifies for tiers (`points` or `spend`), over which window (`window_days`, null
     for lifetime), and how long a member keeps a tier after falling below it
     (`grace_days`). Saving re-evaluates members."""
-    return stored_json(await tiers.put_policy(principal.program_id, body))
+    return reply_json(await tiers.put_policy(principal.program_id, body))
 
 
 @router.get(

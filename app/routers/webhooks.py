@@ -14,7 +14,8 @@ from app.routers.deps import (
     Limit,
     idempotency_request,
     problems,
-    stored_json,
+    reply_json,
+    reply_with_secret,
 )
 from app.schemas.common import Page
 from app.schemas.webhooks import (
@@ -24,25 +25,9 @@ from app.schemas.webhooks import (
     WebhookEndpointWithSecret,
 )
 from app.services.events import webhooks
-from app.services.idempotency import StoredResponse
 
 router = APIRouter(prefix="/v1/webhook-endpoints", tags=["Events and webhooks"])
 Admin = Annotated[Principal, Depends(require_scope("admin"))]
-
-
-def _with_secret(stored: StoredResponse, endpoint: WebhookEndpointWithSecret | None) -> Response:
-    if endpoint is not None:
-        return Response(
-            endpoint.model_dump_json(),
-            status_code=stored.status_code,
-            media_type="application/json",
-        )
-    return Response(
-        stored.body,
-        status_code=stored.status_code,
-        media_type="application/json",
-        headers={"Idempotency-Replayed": "true"},
-    )
 
 
 @router.post(
@@ -60,14 +45,14 @@ async def create_webhook_endpoint(
     `secret` is shown in this response only: keep it to verify `Patron-Signature`. A URL
     that is not http(s), or whose host resolves to a loopback, private or link-local address
     (unless the program allows private hosts), is refused with 422 `validation_error`."""
-    stored, endpoint = await webhooks.create_endpoint(
+    reply, endpoint = await webhooks.create_endpoint(
         principal.program_id,
         body.url,
         list(body.events),
         body.description,
         idempotency_request(request, idempotency_key, body),
     )
-    return _with_secret(stored, endpoint)
+    return reply_with_secret(reply, endpoint)
 
 
 @router.get("", response_model=Page[WebhookEndpointOut], responses=problems())
@@ -104,10 +89,10 @@ async def rotate_webhook_secret(
 ) -> Response:
     """Replace the signing secret; the new one is in this response only. For 24 hours the
     old secret keeps signing too: `Patron-Signature` then carries two `v1=` values."""
-    stored, endpoint = await webhooks.rotate_secret(
+    reply, endpoint = await webhooks.rotate_secret(
         principal.program_id, endpoint_id, idempotency_request(request, idempotency_key, None)
     )
-    return _with_secret(stored, endpoint)
+    return reply_with_secret(reply, endpoint)
 
 
 @router.post(
@@ -123,10 +108,10 @@ async def resume_webhook_endpoint(
     """Un-pause an endpoint: the deliveries that queued up while it was paused are sent at
     once, with a fresh 24-hour retry horizon. Deliveries already marked failed stay so (the
     events feed has their events). Resuming an active endpoint changes nothing."""
-    stored = await webhooks.resume_endpoint(
+    reply = await webhooks.resume_endpoint(
         principal.program_id, endpoint_id, idempotency_request(request, idempotency_key, None)
     )
-    return stored_json(stored)
+    return reply_json(reply)
 
 
 @router.get(

@@ -19,7 +19,7 @@ import pytest
 from fastapi.routing import iter_route_contexts
 
 from app.schemas.programs import SCOPES
-from tests.conftest import Program
+from tests.conftest import Program, assert_problem
 
 # Public routes: probes, Prometheus metrics (api.md lists /metrics beside the probes, and
 # scrapers send no key) and the API documentation.
@@ -331,15 +331,6 @@ async def send(
 
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
-
-
-def assert_problem(response: httpx.Response, status: int, code: str) -> None:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    body = response.json()
-    assert (body["status"], body["code"]) == (status, code)
-    for field in ("type", "title", "detail"):
-        assert isinstance(body[field], str) and body[field], field
 
 
 async def without_scope(program: Program, scope: str) -> str:

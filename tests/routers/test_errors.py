@@ -13,20 +13,9 @@ from app import db
 from app.config import get_settings
 from app.services import ledger
 from app.services.members import members
-from tests.conftest import Program
+from tests.conftest import Program, assert_problem
 
 SECRET = "secret-internal-detail"
-
-
-def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    body: dict[str, Any] = response.json()
-    assert body["status"] == status
-    assert body["code"] == code
-    for field in ("type", "title", "detail"):
-        assert isinstance(body[field], str) and body[field], field
-    return body
 
 
 def assert_invalid(response: httpx.Response) -> list[dict[str, Any]]:

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from fastapi.routing import iter_route_contexts
 
-from tests.conftest import Program
+from tests.conftest import Program, assert_problem
 
 MEMBER = "/v1/members/{member}"
 NEW_RULE = {
@@ -339,16 +339,6 @@ async def send(
 
 def without_secrets(body: dict[str, Any], post: Post) -> dict[str, Any]:
     return {k: (None if k in post.secret_fields else v) for k, v in body.items()}
-
-
-def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    body: dict[str, Any] = response.json()
-    assert (body["status"], body["code"]) == (status, code)
-    for name in ("type", "title", "detail"):
-        assert isinstance(body[name], str) and body[name]
-    return body
 
 
 def new_key() -> str:

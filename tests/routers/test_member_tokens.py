@@ -24,12 +24,11 @@ from app.services.members.member_tokens import (
     encode_token,
     rotate_signing_keys,
 )
-from tests.conftest import Program
+from tests.conftest import Program, assert_problem
 from tests.routers.test_auth import (
     ENDPOINTS,
     MEMBER_TOKEN_ROUTES,
     app_routes,
-    assert_problem,
     bearer,
     path_parameters,
     prepare,

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Program
+from tests.conftest import Program, assert_problem
 
 PERSONAL = {
     "name": "Li Wei",
@@ -17,17 +17,6 @@ PERSONAL = {
     "birthday": "1990-05-17",
     "metadata": {"store": "Shanghai", "vip": True},
 }
-
-
-def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    body: dict[str, Any] = response.json()
-    assert body["status"] == status
-    assert body["code"] == code
-    for field in ("type", "title", "detail"):
-        assert isinstance(body[field], str) and body[field]
-    return body
 
 
 def assert_invalid(response: httpx.Response) -> None:

@@ -11,7 +11,7 @@ from app import db
 from app.clock import clock
 from app.services.checkout import earning
 from app.worker import run_once
-from tests.conftest import Program
+from tests.conftest import Program, assert_problem
 
 START = datetime(2026, 4, 1, 10, tzinfo=UTC)
 
@@ -158,16 +158,38 @@ class TestOrderWithHold:
         assert response.json()["code"] == "hold_not_active"
         assert (await program.get("/v1/orders/A-1")).status_code == 404
 
-    async def test_replayed_order_does_not_capture_twice(self, program: Program) -> None:
+    async def test_retried_order_answers_200_with_the_same_order(self, program: Program) -> None:
+        # A checkout that times out and retries must get its order back, never a
+        # hold_not_active that invites it to create a new hold and spend points twice.
         await program.member("m1", points=500)
         hold = (await program.post("/v1/members/m1/holds", json={"points": 200})).json()
-        await place(program, "A-1", redeem_hold_id=hold["hold_id"])
+        first = await place(program, "A-1", redeem_hold_id=hold["hold_id"])
         again = await program.post(
             "/v1/orders", json=order_body("A-1", redeem_hold_id=hold["hold_id"])
         )
-        # The hold is captured now, so the replay is refused for the hold, not applied twice.
-        assert again.status_code in (200, 409)
+        assert again.status_code == 200, again.text
+        assert again.json() == first
+        balance = await program.balance("m1")
+        assert (balance["available"], balance["lifetime_redeemed"]) == (400, 200)
+
+    async def test_retried_order_with_another_body_conflicts(self, program: Program) -> None:
+        await program.member("m1", points=500)
+        hold = (await program.post("/v1/members/m1/holds", json={"points": 200})).json()
+        await place(program, "A-1", redeem_hold_id=hold["hold_id"])
+        changed = order_body("A-1", amount=20_000, redeem_hold_id=hold["hold_id"])
+        assert_problem(await program.post("/v1/orders", json=changed), 409, "order_conflict")
         assert (await program.balance("m1"))["lifetime_redeemed"] == 200
+
+    async def test_retry_with_key_replays_the_201(self, program: Program) -> None:
+        await program.member("m1", points=500)
+        hold = (await program.post("/v1/members/m1/holds", json={"points": 200})).json()
+        headers = {"Idempotency-Key": "order-A-1"}
+        body = order_body("A-1", redeem_hold_id=hold["hold_id"])
+        first = await program.post("/v1/orders", json=body, headers=headers)
+        again = await program.post("/v1/orders", json=body, headers=headers)
+        assert (first.status_code, again.status_code) == (201, 201)
+        assert again.headers["Idempotency-Replayed"] == "true"
+        assert again.json() == first.json()
 
 
 class TestGetOrder:

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Program
+from tests.conftest import Program, assert_problem
 
 DEFAULT_REFERRAL = {
     "referrer_points": 0,
@@ -26,17 +26,6 @@ NON_ADMIN_SCOPES = (
     "referrals:read",
     "referrals:write",
 )
-
-
-def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    body: dict[str, Any] = response.json()
-    assert body["status"] == status
-    assert body["code"] == code
-    for field in ("type", "title", "detail"):
-        assert isinstance(body[field], str) and body[field]
-    return body
 
 
 def assert_invalid(response: httpx.Response) -> None:

@@ -7,7 +7,12 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sqlalchemy import text
+
+from app import db
 from app.clock import clock
+from app.schemas.programs import ReferralSettings
+from app.services.referrals import referrals
 from app.worker import run_once
 from tests.conftest import Program
 
@@ -263,3 +268,33 @@ class TestRaces:
         assert (await program.balance("alice"))["available"] == 6 * 500
         for index in range(6):
             assert (await program.balance(f"f{index}"))["available"] == 100 + 200
+
+
+class TestPayoutGuard:
+    async def test_a_referral_closed_meanwhile_is_not_paid(
+        self, program: Program, monkeypatch: Any
+    ) -> None:
+        # The payout reads the referral, then pays it. Make the read see "qualified" for a
+        # referral that was already rejected (what a transaction that read it just before a
+        # concurrent rejection committed would see): the pay statement itself must refuse.
+        clock.freeze(START)
+        await program.patch("/v1/program", json={"pending_days": 14})
+        code = await setup(program)
+        await join(program, "bob", code)
+        await order(program, "B-1", "bob", 20_000)
+        await program.post("/v1/orders/B-1/refunds", json={"refund_id": "R-1", "amount": 20_000})
+        assert await status_of(program, "bob") == "rejected"
+        stale_read = text(
+            "SELECT id, program_id, referrer_id, referee_id, 'qualified' AS status "
+            "FROM referrals WHERE id = :id"
+        )
+        monkeypatch.setattr(referrals, "_READ_FOR_PAYOUT", stale_read)
+        referral_id = (await program.get("/v1/referrals")).json()["data"][0]["id"]
+        settings = ReferralSettings.model_validate(SETTINGS)
+        async with db.transaction() as conn:
+            paid = await referrals.pay_in(conn, int(referral_id), settings, clock.now())
+        assert paid is False
+        assert await status_of(program, "bob") == "rejected"
+        assert (await program.balance("alice"))["available"] == 0
+        bob_entries = (await program.get("/v1/members/bob/points/transactions")).json()["data"]
+        assert "referral" not in {entry["kind"] for entry in bob_entries}

@@ -26,7 +26,7 @@ from app.schemas.earn_rules import (
     EarnRulePatch,
 )
 from app.services.checkout.money import decimal_text
-from app.services.idempotency import IdempotencyRequest, StoredResponse, run_once
+from app.services.idempotency import IdempotencyRequest, Reply, run_once
 from app.services.pagination import decode_cursor, encode_cursor
 
 MAX_ACTIVE_RULES = 100
@@ -109,8 +109,8 @@ async def _ensure_room_for_active_rule(
 
 async def create_earn_rule(
     program_id: int, body: EarnRuleCreate, request: IdempotencyRequest | None
-) -> StoredResponse:
-    async def work(conn: Connection) -> tuple[int, str]:
+) -> Reply:
+    async def work(conn: Connection) -> Reply:
         if body.active:
             await _ensure_room_for_active_rule(conn, program_id)
         row = (
@@ -128,7 +128,7 @@ async def create_earn_rule(
                 },
             )
         ).one()
-        return 201, _rule_out(row).model_dump_json()
+        return Reply(_rule_out(row).model_dump_json())
 
     return await run_once(program_id, request, work)
 

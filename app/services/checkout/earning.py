@@ -29,7 +29,7 @@ from app.db import Connection
 from app.errors import CurrencyMismatchError, NotFoundError
 from app.schemas.orders import BreakdownLine, OrderItem, QuoteOut, QuoteRequest
 from app.services.checkout.money import CURRENCY_MINOR_UNITS
-from app.services.idempotency import IdempotencyRequest, StoredResponse, run_recomputation
+from app.services.idempotency import IdempotencyRequest, Reply, run_recomputation
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,11 +356,11 @@ async def quote(program_id: int, body: QuoteRequest) -> QuoteOut:
 
 async def quote_once(
     program_id: int, body: QuoteRequest, request: IdempotencyRequest | None
-) -> StoredResponse:
+) -> Reply:
     """A quote that honours Idempotency-Key like every POST: with a key, the first answer is
     stored and a repeat replays it (the ledger itself is never touched)."""
 
-    async def compute() -> tuple[int, str]:
-        return 200, (await quote(program_id, body)).model_dump_json()
+    async def compute() -> Reply:
+        return Reply((await quote(program_id, body)).model_dump_json(), created=False)
 
     return await run_recomputation(program_id, request, compute)

@@ -17,17 +17,22 @@ from sqlalchemy import text
 
 from app import db
 from app.clock import clock
-from app.db import Connection, IntegrityError
-from app.errors import HoldNotActiveError, InsufficientPointsError, NotFoundError, PatronError
-from app.services import idempotency
-from app.services.idempotency import IdempotencyRequest, StoredResponse
-from app.services.ledger.postings import (
-    CONSUME_LOTS_CTE,
-    ENTRY_JSON,
+from app.db import Connection
+from app.errors import HoldNotActiveError, InsufficientPointsError, NotFoundError
+from app.services.idempotency import (
     REMEMBER_CTE,
-    idem_params,
-    member_missing,
+    IdempotencyRequest,
+    Reply,
+    idempotent,
+    remember_params,
 )
+from app.services.ledger import accounts
+from app.services.ledger.checkout_postings import (
+    RELEASE_EXPIRED_HOLDS_CTE,
+    RESERVE_CTE,
+    SETTLE_HOLD_CTES,
+)
+from app.services.ledger.postings import ENTRY_JSON, member_missing
 from app.services.members import member_batches
 
 _MEMBER = "CAST(:member AS text)"
@@ -41,17 +46,7 @@ _NEW_HOLD_JSON = HOLD_JSON.format(h="hold", status="hold.status", member=_MEMBER
 _CLOSED_HOLD_JSON = HOLD_JSON.format(h="closed", status="closed.status", member=_MEMBER)
 
 _CREATE_SQL = f"""
-WITH acc AS (
-    UPDATE accounts AS a
-       SET available = a.available - :points,
-           held = a.held + :points,
-           version = a.version + 1,
-           updated_at = :now
-      FROM members AS m
-     WHERE m.program_id = :program_id AND m.external_id = :member AND a.member_id = m.id
-       AND a.available >= :points
- RETURNING a.member_id, a.program_id, a.version
-), hold AS (
+WITH {RESERVE_CTE}, hold AS (
     INSERT INTO holds (id, program_id, member_id, points, status, order_id, expires_at,
                        created_at)
     SELECT CAST(:hold_id AS uuid), acc.program_id, acc.member_id, CAST(:points AS bigint),
@@ -78,15 +73,6 @@ _CREATE = {
     flag: text(_CREATE_SQL.format(remember=REMEMBER_CTE if flag else "")) for flag in (False, True)
 }
 
-# Lock the member's account first (the fixed lock order), then read the hold afresh.
-_LOCK_HOLDER = text(
-    """
-UPDATE accounts AS a SET version = a.version + 1
-  FROM holds AS h JOIN members AS m ON m.id = h.member_id
- WHERE h.id = :hold_id AND h.program_id = :program_id AND a.member_id = h.member_id
-RETURNING a.member_id, a.version, m.external_id
-"""
-)
 _READ_HOLD = text("SELECT * FROM holds WHERE id = :hold_id FOR UPDATE")
 
 # Closing a hold: give back what is not captured, redeem what is, one statement.
@@ -96,26 +82,7 @@ WITH closed AS (
        SET status = :status, points_captured = :captured, closed_at = :now
      WHERE id = :hold_id
  RETURNING *
-), acc AS (
-    UPDATE accounts AS a
-       SET held = a.held - closed.points,
-           available = a.available + closed.points - :captured,
-           lifetime_redeemed = a.lifetime_redeemed + :captured,
-           updated_at = :now
-      FROM closed
-     WHERE a.member_id = closed.member_id
- RETURNING a.member_id, a.available, a.pending, a.held, a.version
-), {CONSUME_LOTS_CTE}, entry AS (
-    INSERT INTO point_entries (program_id, member_id, kind, points, status, reason, actor,
-                               order_id, hold_id, created_at)
-    SELECT closed.program_id, closed.member_id, 'redeem', -CAST(:captured AS bigint),
-           'available', CAST(:reason AS text), CAST(:actor AS text),
-           COALESCE(CAST(:order_id AS text), closed.order_id), closed.id,
-           CAST(:now AS timestamptz)
-      FROM closed
-     WHERE CAST(:captured AS bigint) > 0
- RETURNING *
-), body AS (
+), {SETTLE_HOLD_CTES}, body AS (
     SELECT closed.*, {_CLOSED_HOLD_JSON}::text AS response
       FROM closed
 ), hold_event AS (
@@ -172,7 +139,8 @@ async def create_hold(
     order_id: str | None,
     ttl_seconds: int | None,
     request: IdempotencyRequest | None,
-) -> StoredResponse:
+) -> Reply:
+    """Reserve ``points`` of the member's available points: one statement."""
     params: dict[str, Any] = {
         "program_id": program_id,
         "member": member,
@@ -181,9 +149,10 @@ async def create_hold(
         "ttl": ttl_seconds,
         "hold_id": uuid.uuid4(),
         "now": clock.now(),
+        **remember_params(request),
     }
-    params.update(idem_params(request, 201))
-    try:
+
+    async def attempt() -> Reply:
         async with db.single_statement() as conn:
             body = (await conn.execute(_CREATE[request is not None], params)).scalar()
             if body is None:
@@ -192,13 +161,9 @@ async def create_hold(
                 raise InsufficientPointsError(
                     f"Member {member!r} has fewer than {points} available points."
                 )
-        return StoredResponse(201, body)
-    except IntegrityError as exc:
-        if request is None or not idempotency.is_idempotency_conflict(exc):
-            raise
-        return await idempotency.replay_after_failure(program_id, request, exc)
-    except PatronError as exc:
-        return await idempotency.replay_after_failure(program_id, request, exc)
+        return Reply(body)
+
+    return await idempotent(program_id, request, attempt)
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,7 +175,9 @@ class LockedHold:
 async def lock_hold(conn: Connection, program_id: int, hold_id: uuid.UUID) -> LockedHold:
     """Lock the holder's account, then read the hold as it is now."""
     holder = (
-        await conn.execute(_LOCK_HOLDER, {"hold_id": hold_id, "program_id": program_id})
+        await conn.execute(
+            accounts.LOCK_HOLDER_OF_HOLD, {"hold_id": hold_id, "program_id": program_id}
+        )
     ).first()
     if holder is None:
         raise NotFoundError("No such hold.")
@@ -246,7 +213,7 @@ async def close_hold(
         "event_type": event_type,
         "now": now,
     }
-    params.update(idem_params(request, 200))
+    params.update(remember_params(request, created=False))
     body: str = (await conn.execute(_CLOSE[request is not None], params)).scalar_one()
     return body
 
@@ -259,20 +226,20 @@ async def _finish(
     points: int | None,
     actor: str,
     request: IdempotencyRequest | None,
-) -> StoredResponse:
+) -> Reply:
     parsed = parse_hold_id(hold_id)
     now = clock.now()
-    expired_now = False
-    try:
+
+    async def attempt() -> Reply:
         async with db.transaction() as conn:
             locked = await lock_hold(conn, program_id, parsed)
             hold = locked.row
             if hold.status == "active" and hold.expires_at <= now:
                 # Overdue: expire it here and now (points go back), then refuse.
                 await close_hold(conn, locked, status="expired", captured=0, actor=actor, now=now)
-                expired_now = True
-                body = ""
+                expired = True
             else:
+                expired = False
                 if hold.status != "active":
                     raise HoldNotActiveError(f"The hold is {hold.status}.")
                 captured = 0
@@ -291,17 +258,12 @@ async def _finish(
                     now=now,
                     request=request,
                 )
-    except IntegrityError as exc:
-        if request is None or not idempotency.is_idempotency_conflict(exc):
-            raise
-        return await idempotency.replay_after_failure(program_id, request, exc)
-    except PatronError as exc:
-        return await idempotency.replay_after_failure(program_id, request, exc)
-    if expired_now:
-        return await idempotency.replay_after_failure(
-            program_id, request, HoldNotActiveError("The hold has expired.")
-        )
-    return StoredResponse(200, body)
+        if expired:
+            # Raised after the commit, so the expiry stands while the request is refused.
+            raise HoldNotActiveError("The hold has expired.")
+        return Reply(body, created=False)
+
+    return await idempotent(program_id, request, attempt)
 
 
 async def capture_hold(
@@ -310,7 +272,7 @@ async def capture_hold(
     points: int | None,
     actor: str,
     request: IdempotencyRequest | None,
-) -> StoredResponse:
+) -> Reply:
     return await _finish(
         program_id, hold_id, status="captured", points=points, actor=actor, request=request
     )
@@ -318,7 +280,7 @@ async def capture_hold(
 
 async def release_hold(
     program_id: int, hold_id: str, actor: str, request: IdempotencyRequest | None
-) -> StoredResponse:
+) -> Reply:
     return await _finish(
         program_id, hold_id, status="released", points=None, actor=actor, request=request
     )
@@ -354,16 +316,7 @@ WITH due AS (
  RETURNING *
 ), per_member AS (
     SELECT member_id, sum(points) AS points, count(*) AS holds FROM due GROUP BY member_id
-), acc AS (
-    UPDATE accounts AS a
-       SET held = a.held - pm.points,
-           available = a.available + pm.points,
-           version = a.version + pm.holds,
-           updated_at = :now
-      FROM per_member AS pm
-     WHERE a.member_id = pm.member_id
- RETURNING a.member_id, a.version, pm.holds
-), event AS (
+), {RELEASE_EXPIRED_HOLDS_CTE}, event AS (
     INSERT INTO events (program_id, type, member_id, data, created_at)
     SELECT due.program_id, 'hold.expired', due.member_id,
            jsonb_build_object(

@@ -33,20 +33,27 @@ from app.errors import (
     HoldNotActiveError,
     NotFoundError,
     OrderConflictError,
-    PatronError,
     RefundExceedsOrderError,
 )
 from app.schemas.orders import OrderCreate
 from app.services import idempotency
 from app.services.checkout import earning, holds
-from app.services.idempotency import IdempotencyRequest, StoredResponse, fingerprint
-from app.services.ledger.postings import (
-    CONSUME_LOTS_CTE,
-    ENTRY_JSON,
-    EXPIRES_AT_SQL,
+from app.services.idempotency import (
     REMEMBER_CTE,
-    idem_params,
+    IdempotencyRequest,
+    Reply,
+    fingerprint,
+    idempotent,
+    remember_params,
 )
+from app.services.ledger import accounts
+from app.services.ledger.checkout_postings import (
+    CAPTURE_REDEEM_CTE,
+    ORDER_LOT_CTE,
+    ORDER_POSTING_CTES,
+    REFUND_POSTING_CTES,
+)
+from app.services.ledger.postings import CONSUME_LOTS_CTE, ENTRY_JSON
 from app.services.referrals import referrals
 from app.services.tiers import tier_evaluation
 
@@ -75,11 +82,6 @@ ORDER_JSON = """(SELECT row_to_json(r) FROM (SELECT
     {o}.points_redeemed, {o}.status, {o}.available_at, {o}.occurred_at, {o}.breakdown,
     {refunds} AS refunds, {o}.created_at) AS r)"""
 
-# Points moved into lots by one statement that takes the member's total (available + held)
-# from ``before`` to ``after`` while consuming ``consumed`` from existing lots: what is left
-# after repaying any debt (see docs/ledger.md).
-NEW_LOT_REMAINING = "greatest({after}, 0) - greatest(greatest({before}, 0) - {consumed}, 0)"
-
 _CREATE_SQL = """
 WITH prog AS (
     SELECT p.id, p.points_expiry_days, p.timezone, p.currency, p.config_version,
@@ -106,44 +108,13 @@ WITH prog AS (
            CASE WHEN ord.status = 'available' THEN ord.points_earned ELSE 0 END AS available,
            CASE WHEN ord.status = 'pending' THEN ord.points_earned ELSE 0 END AS pending
       FROM ord
-), acc AS (
-    UPDATE accounts AS a
-       SET available = a.available + gain.available,
-           pending = a.pending + gain.pending,
-           held = a.held - CAST(:points AS bigint),
-           lifetime_earned = a.lifetime_earned + gain.available + gain.pending,
-           lifetime_redeemed = a.lifetime_redeemed + CAST(:points AS bigint),
-           version = a.version + 1,
-           updated_at = :now
-      FROM gain
-     WHERE a.member_id = gain.member_id
- RETURNING a.member_id, a.available, a.pending, a.held, a.version,
-           a.available - gain.available + a.held + CAST(:points AS bigint) AS total_before
-), entry AS (
-    INSERT INTO point_entries (program_id, member_id, kind, points, status, actor, order_id,
-                               created_at, available_at, expires_at)
-    SELECT ord.program_id, ord.member_id, 'order', ord.points_earned, ord.status,
-           CAST(:actor AS text), ord.order_id, CAST(:now AS timestamptz),
-           ord.available_at,
-           CASE WHEN ord.status = 'available' THEN {expires_at} END
-      FROM ord CROSS JOIN programs AS p
-     WHERE p.id = ord.program_id AND ord.points_earned > 0
- RETURNING *
-), queued AS (
+), {order_posting}, queued AS (
     -- Pending points wait in the release job's queue (app/services/ledger/pending.py).
     INSERT INTO order_release_queue (member_id, order_pk, program_id, available_at, entry_id)
     SELECT ord.member_id, ord.id, ord.program_id, ord.available_at, entry.id
       FROM ord LEFT JOIN entry ON true
      WHERE ord.status = 'pending'
-), lot AS (
-    INSERT INTO point_lots (program_id, member_id, entry_id, points, remaining, expires_at,
-                            created_at)
-    SELECT entry.program_id, entry.member_id, entry.id, entry.points, fresh.remaining,
-           entry.expires_at, entry.created_at
-      FROM entry JOIN acc USING (member_id)
-     CROSS JOIN LATERAL (SELECT {new_lot} AS remaining) AS fresh
-     WHERE entry.status = 'available' AND fresh.remaining > 0
-){capture}, body AS (
+), {order_lot}{capture}, body AS (
     SELECT ord.program_id, ord.member_id,
            {order_json}::text AS response
       FROM ord
@@ -190,15 +161,7 @@ _CAPTURE_CTES = f""", {CONSUME_LOTS_CTE}, captured AS (
            order_id = COALESCE(order_id, CAST(:order_id AS text))
      WHERE id = CAST(:hold_id AS uuid) AND EXISTS (SELECT 1 FROM ord)
  RETURNING *
-), redeem_entry AS (
-    INSERT INTO point_entries (program_id, member_id, kind, points, status, reason, actor,
-                               order_id, hold_id, created_at)
-    SELECT captured.program_id, captured.member_id, 'redeem', -captured.points, 'available',
-           'order', CAST(:actor AS text), CAST(:order_id AS text), captured.id,
-           CAST(:now AS timestamptz)
-      FROM captured
- RETURNING *
-), hold_event AS (
+), {CAPTURE_REDEEM_CTE}, hold_event AS (
     INSERT INTO events (program_id, type, member_id, data, created_at)
     SELECT captured.program_id, 'hold.captured', captured.member_id,
            jsonb_build_object('member_id', CAST(:member AS text), 'sequence', acc.version,
@@ -230,12 +193,8 @@ def _create_statement(*, capture: bool, remember: bool, direct: bool = False) ->
                 else "prog"
             ),
             answer=_DIRECT_ANSWER if direct else "SELECT response FROM body",
-            expires_at=EXPIRES_AT_SQL,
-            new_lot=NEW_LOT_REMAINING.format(
-                after="acc.available + acc.held",
-                before="acc.total_before",
-                consumed="CAST(:points AS bigint)",
-            ),
+            order_posting=ORDER_POSTING_CTES,
+            order_lot=ORDER_LOT_CTE,
             capture=_CAPTURE_CTES if capture else "",
             order_json=ORDER_JSON.format(
                 o="ord", member="CAST(:member AS text)", refunds="'[]'::json"
@@ -276,18 +235,22 @@ def order_fingerprint(body: OrderCreate) -> bytes:
 
 async def create_order(
     program_id: int, actor: str, body: OrderCreate, request: IdempotencyRequest | None
-) -> StoredResponse:
+) -> Reply:
     """Record an order and credit what it earns. The common order (no hold to capture, in a
     program where what an order earns does not depend on the member: no tiers, no rules on
     tiers or birthdays) is one statement, one round trip, computed from the process's cached
     earning setup; any other order reads the member first."""
     now = clock.now()
     order = _NewOrder(program_id, actor, body, request, now, body.occurred_at or now)
-    if body.redeem_hold_id is None:
-        answered = await _create_directly(order)
-        if answered is not None:
-            return answered
-    return await _create_after_reading_member(order)
+
+    async def attempt() -> Reply:
+        if body.redeem_hold_id is None:
+            answered = await _create_directly(order)
+            if answered is not None:
+                return answered
+        return await _create_after_reading_member(order)
+
+    return await idempotent(program_id, request, attempt)
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,12 +288,11 @@ class _NewOrder:
             "request_hash": order_fingerprint(body),
             "actor": self.actor,
             "now": self.now,
-            **idem_params(self.request, 201),
+            **remember_params(self.request),
         }
 
-    async def unknown_member(self) -> StoredResponse:
-        failure = NotFoundError(f"No member {self.body.member_id!r} in this program.")
-        return await idempotency.replay_after_failure(self.program_id, self.request, failure)
+    def unknown_member(self) -> NotFoundError:
+        return NotFoundError(f"No member {self.body.member_id!r} in this program.")
 
     def currency_mismatch(self, kept: str) -> CurrencyMismatchError:
         return CurrencyMismatchError(
@@ -343,7 +305,7 @@ class _NewOrder:
 _STALE_RETRIES = 3
 
 
-async def _create_directly(order: _NewOrder) -> StoredResponse | None:
+async def _create_directly(order: _NewOrder) -> Reply | None:
     """The order in one statement, or None when it needs the full path (the earning depends
     on the member, or the member has a pending referral)."""
     body, request = order.body, order.request
@@ -355,19 +317,14 @@ async def _create_directly(order: _NewOrder) -> StoredResponse | None:
         breakdown = earning.compute_breakdown(context, body.amount, body.items, order.occurred_at)
         params = order.params(breakdown)
         params["config_version"] = setup.config_version
-        try:
-            async with db.single_statement() as conn:
-                row = (await conn.execute(_CREATE_DIRECT[request is not None], params)).one()
-        except IntegrityError as exc:
-            if request is None or not idempotency.is_idempotency_conflict(exc):
-                raise
-            return await idempotency.replay_after_failure(order.program_id, request, exc)
+        async with db.single_statement() as conn:
+            row = (await conn.execute(_CREATE_DIRECT[request is not None], params)).one()
         if row.verdict == "ok":
             if row.response is not None:
-                return StoredResponse(201, row.response)
+                return Reply(row.response)
             return await _existing_order(order.program_id, body, request)
         if row.verdict == "no_member":
-            return await order.unknown_member()
+            raise order.unknown_member()
         if row.verdict == "currency":
             raise order.currency_mismatch(row.currency)
         if row.verdict != "stale":
@@ -376,12 +333,12 @@ async def _create_directly(order: _NewOrder) -> StoredResponse | None:
     return None
 
 
-async def _create_after_reading_member(order: _NewOrder) -> StoredResponse:
+async def _create_after_reading_member(order: _NewOrder) -> Reply:
     program_id, body, request, now = order.program_id, order.body, order.request, order.now
     async with db.read_only() as conn:
         loaded = await earning.load_context(conn, program_id, body.member_id)
     if loaded is None:
-        return await order.unknown_member()
+        raise order.unknown_member()
     member_id, context = loaded.member_id, loaded.context
     referrer_id = loaded.pending_referrer_id
     if body.currency != context.currency:
@@ -415,16 +372,10 @@ async def _create_after_reading_member(order: _NewOrder) -> StoredResponse:
                     )
                 if created is not None and tiered:
                     await tier_evaluation.evaluate_locked(conn, [member_id], now)
-    except IntegrityError as exc:
-        if request is None or not idempotency.is_idempotency_conflict(exc):
-            raise
-        return await idempotency.replay_after_failure(program_id, request, exc)
     except _OrderExists:
         created = None
-    except PatronError as exc:
-        return await idempotency.replay_after_failure(program_id, request, exc)
     if created is not None:
-        return StoredResponse(201, created)
+        return Reply(created)
     return await _existing_order(program_id, body, request)
 
 
@@ -438,9 +389,15 @@ async def _create_with_hold(
     assert body.redeem_hold_id is not None
     locked = await holds.lock_hold(conn, program_id, holds.parse_hold_id(body.redeem_hold_id))
     hold = locked.row
-    if hold.member_id != params["member_id"]:
-        raise HoldNotActiveError("The hold belongs to another member.")
-    if hold.status != "active" or hold.expires_at <= params["now"]:
+    if hold.member_id != params["member_id"] or (
+        hold.status != "active" or hold.expires_at <= params["now"]
+    ):
+        # A retried order finds its own hold captured: answer with the order it recorded
+        # (or order_conflict when the body differs), never a second capture.
+        if await _order_recorded(conn, program_id, body.order_id):
+            raise _OrderExists
+        if hold.member_id != params["member_id"]:
+            raise HoldNotActiveError("The hold belongs to another member.")
         raise HoldNotActiveError(f"The hold is {hold.status}.")
     params.update(hold_id=hold.id, points=hold.points)
     created = (await conn.execute(statement, params)).scalar()
@@ -449,9 +406,22 @@ async def _create_with_hold(
     return str(created)
 
 
+_ORDER_RECORDED = text(
+    "SELECT 1 FROM orders WHERE program_id = :program_id AND order_id = :order_id"
+)
+
+
+async def _order_recorded(conn: Connection, program_id: int, order_id: str) -> bool:
+    found = await conn.execute(_ORDER_RECORDED, {"program_id": program_id, "order_id": order_id})
+    return found.first() is not None
+
+
 async def _existing_order(
     program_id: int, body: OrderCreate, request: IdempotencyRequest | None
-) -> StoredResponse:
+) -> Reply:
+    """The order recorded under this order_id: the first reply stored under the key when this
+    is a retry with one, else the order as it is now (200), or ``order_conflict`` when it was
+    recorded with another body."""
     async with db.read_only() as conn:
         if request is not None:
             stored = await idempotency.find_stored(conn, program_id, request)
@@ -464,7 +434,7 @@ async def _existing_order(
         raise OrderConflictError(
             f"Order {body.order_id!r} was already recorded with a different body."
         )
-    return StoredResponse(200, row.response)
+    return Reply(row.response, created=False)
 
 
 async def get_order(program_id: int, order_id: str) -> str:
@@ -479,14 +449,6 @@ async def get_order(program_id: int, order_id: str) -> str:
 
 # --- Refunds -------------------------------------------------------------------------------
 
-_LOCK_ORDER_HOLDER = text(
-    """
-UPDATE accounts AS a SET version = a.version + 1
-  FROM orders AS o JOIN members AS m ON m.id = o.member_id
- WHERE o.program_id = :program_id AND o.order_id = :order_id AND a.member_id = o.member_id
-RETURNING a.member_id, m.external_id
-"""
-)
 _READ_ORDER = text(
     "SELECT * FROM orders WHERE program_id = :program_id AND order_id = :order_id FOR UPDATE"
 )
@@ -511,43 +473,7 @@ WITH refund AS (
            points_restored = points_restored + :restored
      WHERE id = :order_pk
  RETURNING *
-), acc AS (
-    UPDATE accounts AS a
-       SET available = a.available - CAST(:reversed_available AS bigint) + :restored,
-           pending = a.pending - CAST(:reversed_pending AS bigint),
-           lifetime_earned = a.lifetime_earned - CAST(:reversed AS bigint),
-           lifetime_redeemed = a.lifetime_redeemed - CAST(:restored AS bigint),
-           updated_at = :now
-     WHERE a.member_id = :member_id
- RETURNING a.member_id, a.available, a.pending, a.held, a.version,
-           a.available + CAST(:reversed_available AS bigint) - CAST(:restored AS bigint)
-               + a.held AS total_before
-), {consume}, reversal AS (
-    INSERT INTO point_entries (program_id, member_id, kind, points, status, reason, actor,
-                               order_id, created_at)
-    SELECT ord.program_id, ord.member_id, 'refund', -CAST(:reversed AS bigint), ord.status,
-           CAST(:reason AS text), CAST(:actor AS text), ord.order_id, CAST(:now AS timestamptz)
-      FROM ord
-     WHERE CAST(:reversed AS bigint) > 0
- RETURNING *
-), restore AS (
-    INSERT INTO point_entries (program_id, member_id, kind, points, status, reason, actor,
-                               order_id, created_at, expires_at)
-    SELECT ord.program_id, ord.member_id, 'restore', CAST(:restored AS bigint), 'available',
-           CAST(:reason AS text), CAST(:actor AS text), ord.order_id,
-           CAST(:now AS timestamptz), {expires_at}
-      FROM ord JOIN programs AS p ON p.id = ord.program_id
-     WHERE CAST(:restored AS bigint) > 0
- RETURNING *
-), lot AS (
-    INSERT INTO point_lots (program_id, member_id, entry_id, points, remaining, expires_at,
-                            created_at)
-    SELECT restore.program_id, restore.member_id, restore.id, restore.points, fresh.remaining,
-           restore.expires_at, restore.created_at
-      FROM restore JOIN acc USING (member_id)
-     CROSS JOIN LATERAL (SELECT {new_lot} AS remaining) AS fresh
-     WHERE fresh.remaining > 0
-), body AS (
+), {refund_posting}, body AS (
     SELECT refund.program_id, {refund_json}::text AS response
       FROM refund
 ), event AS (
@@ -567,13 +493,7 @@ SELECT response FROM body
 _REFUND = {
     remember: text(
         _REFUND_SQL.format(
-            consume=CONSUME_LOTS_CTE,
-            expires_at=EXPIRES_AT_SQL,
-            new_lot=NEW_LOT_REMAINING.format(
-                after="acc.available + acc.held",
-                before="acc.total_before",
-                consumed="CAST(:reversed_available AS bigint)",
-            ),
+            refund_posting=REFUND_POSTING_CTES,
             refund_json=REFUND_JSON.format(f="refund"),
             remember=REMEMBER_CTE if remember else "",
         )
@@ -618,97 +538,114 @@ async def create_refund(
     amount: int,
     actor: str,
     request: IdempotencyRequest | None,
-) -> StoredResponse:
+) -> Reply:
+    """Refund part or all of an order; ``refund_id`` is its natural key (the same refund again
+    is answered with the first, 200)."""
     now = clock.now()
-    if request is not None:
-        # A retry with the key replays the first answer (201) before anything else.
-        async with db.read_only() as conn:
-            stored = await idempotency.find_stored(conn, program_id, request)
-        if stored is not None:
-            return stored
-    try:
-        async with db.transaction() as conn:
-            holder = (
-                await conn.execute(
-                    _LOCK_ORDER_HOLDER, {"program_id": program_id, "order_id": order_id}
+
+    async def attempt() -> Reply:
+        try:
+            async with db.transaction() as conn:
+                holder = (
+                    await conn.execute(
+                        accounts.LOCK_HOLDER_OF_ORDER,
+                        {"program_id": program_id, "order_id": order_id},
+                    )
+                ).first()
+                if holder is None:
+                    raise NotFoundError(f"No order {order_id!r} in this program.")
+                existing = await _existing_refund(conn, program_id, order_id, refund_id, amount)
+                if existing is not None:
+                    return await _first_reply(conn, program_id, request, existing)
+                body = await _record_refund(
+                    conn, program_id, holder, refund_id, amount, actor, request, now
                 )
-            ).first()
-            if holder is None:
-                raise NotFoundError(f"No order {order_id!r} in this program.")
-            existing = await _existing_refund(conn, program_id, order_id, refund_id, amount)
-            if existing is not None:
-                if request is not None:
-                    # A concurrent duplicate with the key: now that the first has committed,
-                    # its stored answer (201) is the one to replay.
-                    stored = await idempotency.find_stored(conn, program_id, request)
-                    if stored is not None:
-                        return stored
-                return existing
-            order = (
-                await conn.execute(_READ_ORDER, {"program_id": program_id, "order_id": order_id})
-            ).one()
-            if order.refunded_amount + amount > order.amount:
-                raise RefundExceedsOrderError(
-                    f"Order {order_id!r} is for {order.amount}; {order.refunded_amount} is "
-                    f"already refunded, so at most {order.amount - order.refunded_amount} more."
-                )
-            shares = refund_shares(
-                amount=order.amount,
-                points_earned=order.points_earned,
-                points_redeemed=order.points_redeemed,
-                refunded_before=order.refunded_amount,
-                reversed_before=order.points_reversed,
-                restored_before=order.points_restored,
-                refund_amount=amount,
-            )
-            # Points still pending are reversed from pending; released ones from available,
-            # which may go below zero (a debt later earnings repay) but never blocks a refund.
-            pending = order.status == "pending"
-            params: dict[str, Any] = {
-                "program_id": program_id,
-                "order_pk": order.id,
-                "refund_id": refund_id,
-                "amount": amount,
-                "reversed": shares.reversed,
-                "restored": shares.restored,
-                "reversed_pending": shares.reversed if pending else 0,
-                "reversed_available": 0 if pending else shares.reversed,
-                "points": 0 if pending else shares.reversed,
-                "member_id": holder.member_id,
-                "member": holder.external_id,
-                "reason": f"refund {refund_id}",
-                "actor": actor,
-                "now": now,
-                **idem_params(request, 201),
-            }
-            body: str = (await conn.execute(_REFUND[request is not None], params)).scalar_one()
-            await referrals.on_refund_in(conn, program_id, order.id, holder.external_id, now)
-            if await tier_evaluation.program_has_tiers(program_id):
-                await tier_evaluation.evaluate_locked(conn, [holder.member_id], now, "refund")
-        return StoredResponse(201, body)
-    except IntegrityError as exc:
-        if request is not None and idempotency.is_idempotency_conflict(exc):
-            return await idempotency.replay_after_failure(program_id, request, exc)
-        if idempotency.constraint_name(exc) == "uq_refunds_program_id_refund_id":
-            # The same refund_id raced in on another order: answer as if it came second.
+            return Reply(body)
+        except IntegrityError as exc:
+            if idempotency.constraint_name(exc) != "uq_refunds_program_id_refund_id":
+                raise
+            # The same refund_id was recorded at the same instant (for another order, since
+            # refunds of one order queue on its member's lock): answer as if this came second.
             async with db.read_only() as conn:
                 existing = await _existing_refund(conn, program_id, order_id, refund_id, amount)
-            if existing is not None:
-                if request is not None:
-                    # A concurrent duplicate with the key: now that the first has committed,
-                    # its stored answer (201) is the one to replay.
-                    stored = await idempotency.find_stored(conn, program_id, request)
-                    if stored is not None:
-                        return stored
-                return existing
-        raise
-    except PatronError as exc:
-        return await idempotency.replay_after_failure(program_id, request, exc)
+                if existing is None:
+                    raise
+                return await _first_reply(conn, program_id, request, existing)
+
+    return await idempotent(program_id, request, attempt)
+
+
+async def _record_refund(
+    conn: Connection,
+    program_id: int,
+    holder: Any,
+    refund_id: str,
+    amount: int,
+    actor: str,
+    request: IdempotencyRequest | None,
+    now: datetime,
+) -> str:
+    """The refund of the order whose holder's account this transaction has locked."""
+    order_id = holder.order_id
+    order = (
+        await conn.execute(_READ_ORDER, {"program_id": program_id, "order_id": order_id})
+    ).one()
+    if order.refunded_amount + amount > order.amount:
+        raise RefundExceedsOrderError(
+            f"Order {order_id!r} is for {order.amount}; {order.refunded_amount} is "
+            f"already refunded, so at most {order.amount - order.refunded_amount} more."
+        )
+    shares = refund_shares(
+        amount=order.amount,
+        points_earned=order.points_earned,
+        points_redeemed=order.points_redeemed,
+        refunded_before=order.refunded_amount,
+        reversed_before=order.points_reversed,
+        restored_before=order.points_restored,
+        refund_amount=amount,
+    )
+    # Points still pending are reversed from pending; released ones from available,
+    # which may go below zero (a debt later earnings repay) but never blocks a refund.
+    pending = order.status == "pending"
+    params: dict[str, Any] = {
+        "program_id": program_id,
+        "order_pk": order.id,
+        "refund_id": refund_id,
+        "amount": amount,
+        "reversed": shares.reversed,
+        "restored": shares.restored,
+        "reversed_pending": shares.reversed if pending else 0,
+        "reversed_available": 0 if pending else shares.reversed,
+        "points": 0 if pending else shares.reversed,
+        "member_id": holder.member_id,
+        "member": holder.external_id,
+        "reason": f"refund {refund_id}",
+        "actor": actor,
+        "now": now,
+        **remember_params(request),
+    }
+    body: str = (await conn.execute(_REFUND[request is not None], params)).scalar_one()
+    await referrals.on_refund_in(conn, program_id, order.id, holder.external_id, now)
+    if await tier_evaluation.program_has_tiers(program_id):
+        await tier_evaluation.evaluate_locked(conn, [holder.member_id], now, "refund")
+    return body
+
+
+async def _first_reply(
+    conn: Connection, program_id: int, request: IdempotencyRequest | None, existing: Reply
+) -> Reply:
+    """A refund that is already recorded: a retry with the key replays the first reply (201),
+    any other repeat gets the refund as recorded (200)."""
+    if request is not None:
+        stored = await idempotency.find_stored(conn, program_id, request)
+        if stored is not None:
+            return stored
+    return existing
 
 
 async def _existing_refund(
     conn: Connection, program_id: int, order_id: str, refund_id: str, amount: int
-) -> StoredResponse | None:
+) -> Reply | None:
     row = (
         await conn.execute(_FIND_REFUND, {"program_id": program_id, "refund_id": refund_id})
     ).first()
@@ -719,4 +656,4 @@ async def _existing_refund(
             f"Refund {refund_id!r} was already recorded for order {row.order_id!r} "
             f"with amount {row.amount}."
         )
-    return StoredResponse(200, row.response)
+    return Reply(row.response, created=False)

@@ -22,6 +22,7 @@ from sqlalchemy import text
 from app import db
 from app.db import Connection
 from app.errors import ValidationError
+from app.services.ledger.accounts import NEXT_SEQUENCE_CTE
 
 # The wire form of an event (api.md), built by PostgreSQL; ``e`` is events, ``m`` members.
 EVENT_JSON = (
@@ -71,14 +72,12 @@ _INSERT = text(
 # The member's sequence number is its account version, bumped here. Bumping it also takes
 # the account row lock, which every write for a member takes first (architecture.md).
 _INSERT_WITH_SEQUENCE = text(
-    """
-WITH account AS (
-    UPDATE accounts SET version = version + 1 WHERE member_id = :member_id RETURNING version
-)
+    f"""
+WITH {NEXT_SEQUENCE_CTE}
 INSERT INTO events (program_id, type, member_id, data, created_at)
 SELECT :program_id, :type, :member_id,
-       CAST(:data AS jsonb) || jsonb_build_object('sequence', account.version), :now
-  FROM account
+       CAST(:data AS jsonb) || jsonb_build_object('sequence', sequence.version), :now
+  FROM sequence
 RETURNING id
 """
 )

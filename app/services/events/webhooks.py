@@ -26,7 +26,7 @@ from app.schemas.webhooks import WebhookDeliveryOut, WebhookEndpointOut, Webhook
 from app.services import idempotency
 from app.services.events.events import settled_txid
 from app.services.events.webhook_urls import UnsafeDestinationError, target_for
-from app.services.idempotency import IdempotencyRequest, StoredResponse, run_once
+from app.services.idempotency import IdempotencyRequest, Reply, run_once
 from app.services.pagination import decode_cursor, encode_cursor
 
 SECRET_PREFIX = "whsec_"
@@ -89,17 +89,21 @@ async def create_endpoint(
     events: list[str],
     description: str | None,
     request: IdempotencyRequest | None,
-) -> tuple[StoredResponse, WebhookEndpointWithSecret | None]:
+) -> tuple[Reply, WebhookEndpointWithSecret | None]:
     """Register an endpoint. Returns the stored response and, unless it is a replay, the
     endpoint with its secret (a replay shows ``secret: null``, like API keys)."""
     try:
         # Resolving the host can take seconds: done before the transaction opens.
         await check_url(program_id, url)
-    except ValidationError as exc:
-        return await idempotency.replay_after_failure(program_id, request, exc), None
+    except ValidationError:
+        # A retry of a registration that succeeded is answered with it, whatever DNS says now.
+        stored = await idempotency.stored_reply(program_id, request)
+        if stored is None:
+            raise
+        return stored, None
     created: list[WebhookEndpointWithSecret] = []
 
-    async def work(conn: Connection) -> tuple[int, str]:
+    async def work(conn: Connection) -> Reply:
         now = clock.now()
         # Serialises registrations of one program, so the cap below holds.
         await conn.execute(
@@ -144,7 +148,7 @@ async def create_endpoint(
         ).one()
         endpoint = WebhookEndpointWithSecret(**endpoint_out(row).model_dump(), secret=secret)
         created.append(endpoint)
-        return 201, endpoint.model_copy(update={"secret": None}).model_dump_json()
+        return Reply(endpoint.model_copy(update={"secret": None}).model_dump_json())
 
     stored = await run_once(program_id, request, work)
     return stored, (created[0] if created and not stored.replayed else None)
@@ -207,13 +211,13 @@ async def delete_endpoint(program_id: int, endpoint_id: str) -> None:
 
 async def rotate_secret(
     program_id: int, endpoint_id: str, request: IdempotencyRequest | None
-) -> tuple[StoredResponse, WebhookEndpointWithSecret | None]:
+) -> tuple[Reply, WebhookEndpointWithSecret | None]:
     """A new secret signs from now on; the current one keeps signing as a second ``v1``
     value for 24 hours. Rotating again within them drops the oldest at once."""
     parsed = _parse_id(endpoint_id)
     rotated: list[WebhookEndpointWithSecret] = []
 
-    async def work(conn: Connection) -> tuple[int, str]:
+    async def work(conn: Connection) -> Reply:
         now = clock.now()
         secret = new_secret()
         row = (
@@ -237,7 +241,7 @@ async def rotate_secret(
             raise NotFoundError("No such webhook endpoint.")
         endpoint = WebhookEndpointWithSecret(**endpoint_out(row).model_dump(), secret=secret)
         rotated.append(endpoint)
-        return 200, endpoint.model_copy(update={"secret": None}).model_dump_json()
+        return Reply(endpoint.model_copy(update={"secret": None}).model_dump_json(), created=False)
 
     stored = await run_once(program_id, request, work)
     return stored, (rotated[0] if rotated and not stored.replayed else None)
@@ -245,12 +249,12 @@ async def rotate_secret(
 
 async def resume_endpoint(
     program_id: int, endpoint_id: str, request: IdempotencyRequest | None
-) -> StoredResponse:
+) -> Reply:
     """Un-pause: the waiting deliveries are due at once and get a fresh retry horizon.
     Deliveries that already failed stay failed; the events feed has them."""
     parsed = _parse_id(endpoint_id)
 
-    async def work(conn: Connection) -> tuple[int, str]:
+    async def work(conn: Connection) -> Reply:
         now = clock.now()
         # Deliveries before the endpoint: the lock order of the delivery job.
         await conn.execute(
@@ -279,7 +283,7 @@ async def resume_endpoint(
         ).first()
         if row is None:
             raise NotFoundError("No such webhook endpoint.")
-        return 200, endpoint_out(row).model_dump_json()
+        return Reply(endpoint_out(row).model_dump_json(), created=False)
 
     return await run_once(program_id, request, work)
 

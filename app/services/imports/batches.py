@@ -22,6 +22,7 @@ from app.db import Connection
 from app.schemas.orders import OrderCreate
 from app.services.checkout import earning
 from app.services.checkout.orders import order_fingerprint
+from app.services.ledger.accounts import open_accounts_cte
 from app.services.ledger.imports import ImportedCredit, credit_imported
 from app.services.tiers import tier_evaluation
 
@@ -123,11 +124,8 @@ WITH cur AS (
            new_metadata, new_created_at, CAST(:now AS timestamptz)
       FROM decided WHERE outcome = 'created'
     ON CONFLICT (program_id, external_id) DO NOTHING
- RETURNING id, external_id
-), account AS (
-    INSERT INTO accounts (member_id, program_id, updated_at)
-    SELECT id, :program_id, CAST(:now AS timestamptz) FROM inserted
-), insight AS (
+ RETURNING id, program_id, external_id
+), {open_accounts_cte("account", "inserted")}, insight AS (
     INSERT INTO member_insights (member_id, program_id, segment, lifecycle, orders_count,
                                  net_spend, changed_at)
     SELECT id, :program_id, 'prospects', 'prospect', 0, 0, CAST(:now AS timestamptz)

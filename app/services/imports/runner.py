@@ -23,6 +23,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 import orjson
 from sqlalchemy import text
 
@@ -110,6 +111,16 @@ _FAIL = text(
 )
 
 
+# Failures that say nothing about the data: a timeout on a busy server, a deadlock, a lock
+# not granted in time. The step is retried, never the import failed for them.
+_TRANSIENT = (
+    asyncpg.QueryCanceledError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.LockNotAvailableError,
+    asyncpg.SerializationError,
+)
+
+
 class _RolledBack(Exception):
     """Carries a dry run's outcome out of the savepoint it rolls back."""
 
@@ -151,6 +162,8 @@ async def advance_import(import_id: uuid.UUID, now: datetime) -> bool:
                 finished = await _finish(conn, current, now)
             else:
                 await _apply_batch(conn, current, upto, now)
+    except _TRANSIENT:
+        raise  # the batch rolled back; the worker tries the step again next cycle
     except db.DatabaseError as exc:
         # A statement the data made fail would fail again on every retry: the import stops
         # with the reason, instead of the worker retrying it for ever.
@@ -185,10 +198,13 @@ async def _start(conn: Connection, import_id: uuid.UUID, now: datetime) -> None:
 # a plan cached for the first batch (the service's generic plans) is wrong by the tenth.
 # Each batch is planned for its own parameters and the tables' current size instead.
 _PLAN_EACH_BATCH = text("SET LOCAL plan_cache_mode = force_custom_plan")
+# A batch on a busy server may outlast the service's default timeout; it still holds its
+# members' locks for at most this long.
+_BATCH_TIMEOUT = text("SET LOCAL statement_timeout = '60s'")
 
 
-# The tables each import type grows. Their statistics are refreshed before the first batch
-# and every ``_ANALYZE_EVERY`` batches: planned with a program's members counted as none, the
+# The tables each import type grows. Their statistics are refreshed before each of the first
+# ``_ANALYZE_EACH_FIRST`` batches and every ``_ANALYZE_EVERY`` batches after that: planned with a program's members counted as none, the
 # batch statements hash every member of the program instead of looking up the batch's.
 _GROWN = {
     "members": ("members", "accounts", "member_insights"),
@@ -196,12 +212,16 @@ _GROWN = {
     "orders": ("orders", "point_entries", "point_lots"),
 }
 _ANALYZE_EVERY = 20
+_ANALYZE_EACH_FIRST = 10
 
 
 async def _apply_batch(conn: Connection, current: Any, upto: int, now: datetime) -> None:
     await conn.execute(_PLAN_EACH_BATCH)
+    await conn.execute(_BATCH_TIMEOUT)
     batches_done = current.applied_through // get_settings().import_batch_size
-    if batches_done % _ANALYZE_EVERY == 0:
+    # While a program's tables are still small each batch changes their size by a large
+    # factor, so the first batches refresh the statistics every time.
+    if batches_done < _ANALYZE_EACH_FIRST or batches_done % _ANALYZE_EVERY == 0:
         for table in ("members", *_GROWN[current.type]):
             await conn.execute(text(f"ANALYZE {table}"))
     batch = Batch(current.id, current.program_id, current.actor, current.applied_through, upto, now)

@@ -5,6 +5,7 @@ an upload that fails half-way leaves nothing behind."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -18,10 +19,11 @@ from app.clock import clock
 from app.db import Connection
 from app.errors import PayloadTooLargeError
 from app.services import idempotency
-from app.services.idempotency import IdempotencyRequest, StoredResponse, fingerprint
+from app.services.idempotency import IdempotencyRequest, Reply, fingerprint
 from app.services.imports.lines import MAX_LINE_BYTES, ParsedLine, parse_line, rejected
 
 COPY_BATCH = 5000
+_YIELD_EVERY = 200
 _COLUMNS = ["import_id", "line", "program_id", "key", "payload", "error_code", "error_message"]
 
 _OPEN = text(
@@ -125,6 +127,10 @@ async def _stage(
             parsed = _parse(kind, number, raw)
             if parsed is not None:
                 batch.append(parsed)
+            if number % _YIELD_EVERY == 0:
+                # Parsing is CPU work in the service's event loop: let other requests (a
+                # checkout) run between a few hundred lines rather than after a whole chunk.
+                await asyncio.sleep(0)
         if len(batch) >= COPY_BATCH:
             await flush()
     for number, raw in splitter.finish():
@@ -149,7 +155,7 @@ async def receive_import(
     chunks: AsyncIterator[bytes],
     idempotency_key: str | None,
     max_bytes: int,
-) -> StoredResponse:
+) -> Reply:
     """Stage an uploaded file and queue it for the worker. With an Idempotency-Key, the same
     file (by its SHA-256) sent again replays the first answer and stages nothing."""
     import_id = uuid.uuid4()
@@ -178,9 +184,9 @@ async def receive_import(
             else None
         )
 
-        async def queue(conn: Connection) -> tuple[int, str]:
+        async def queue(conn: Connection) -> Reply:
             await conn.execute(_QUEUE, {"id": import_id, "total": total})
-            return 202, import_json(import_id, kind, dry_run)
+            return Reply(import_json(import_id, kind, dry_run))
 
         reply = await idempotency.run_once(program_id, request, queue)
     except BaseException:

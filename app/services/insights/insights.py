@@ -43,7 +43,7 @@ from app.schemas.insights import (
     TierCount,
 )
 from app.services.checkout.money import decimal_text
-from app.services.idempotency import IdempotencyRequest, StoredResponse, run_once
+from app.services.idempotency import IdempotencyRequest, Reply, run_once, run_recomputation
 
 log = logging.getLogger("patron.insights")
 
@@ -270,6 +270,16 @@ async def refresh_program(program_id: int, now: datetime | None = None) -> Refre
     return RefreshOut(
         members=row.members, refreshed_at=row.refreshed_at, duration_ms=row.duration_ms
     )
+
+
+async def refresh_program_on_request(program_id: int, request: IdempotencyRequest | None) -> Reply:
+    """``POST /v1/insights/refresh``: a refresh, safe to repeat (it computes the same result
+    from the same orders); with a key, a repeat replays the first reply."""
+
+    async def compute() -> Reply:
+        return Reply((await refresh_program(program_id)).model_dump_json(), created=False)
+
+    return await run_recomputation(program_id, request, compute)
 
 
 async def refresh_due_insights(now: datetime) -> int:
@@ -640,8 +650,8 @@ RETURNING id, score, comment, channel, created_at
 
 async def record_feedback(
     program_id: int, member: str, body: FeedbackCreate, request: IdempotencyRequest | None
-) -> StoredResponse:
-    async def work(conn: Connection) -> tuple[int, str]:
+) -> Reply:
+    async def work(conn: Connection) -> Reply:
         row = (
             await conn.execute(
                 _FEEDBACK_SQL,
@@ -665,6 +675,6 @@ async def record_feedback(
             channel=row.channel,
             created_at=row.created_at,
         )
-        return 201, out.model_dump_json()
+        return Reply(out.model_dump_json())
 
     return await run_once(program_id, request, work)

@@ -8,12 +8,7 @@ release in ``pending``, lot expiry in ``expiry``) and the invariants that ``patr
 checks (``audit``).
 """
 
-from app.services.ledger.postings import (
-    Posting,
-    credit,
-    debit,
-    get_points,
-    list_transactions,
-)
+from app.services.ledger.balances import get_points, list_transactions
+from app.services.ledger.postings import Posting, credit, debit
 
 __all__ = ["Posting", "credit", "debit", "get_points", "list_transactions"]

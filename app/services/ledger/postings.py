@@ -22,11 +22,15 @@ from sqlalchemy import text
 
 from app import db
 from app.clock import clock
-from app.db import Connection, IntegrityError
-from app.errors import InsufficientPointsError, NotFoundError, PatronError
-from app.services import idempotency
-from app.services.idempotency import IdempotencyRequest, StoredResponse
-from app.services.pagination import decode_cursor, encode_cursor
+from app.db import Connection
+from app.errors import InsufficientPointsError, NotFoundError
+from app.services.idempotency import (
+    REMEMBER_CTE,
+    IdempotencyRequest,
+    Reply,
+    idempotent,
+    remember_params,
+)
 from app.services.tiers import tier_evaluation
 
 # The wire form of an entry (api.md "list of entries"), built by PostgreSQL.
@@ -39,16 +43,6 @@ ENTRY_JSON = """(SELECT row_to_json(r) FROM (SELECT
 EXPIRES_AT_SQL = """CASE WHEN p.points_expiry_days IS NULL THEN NULL::timestamptz ELSE
     (date_trunc('day', CAST(:now AS timestamptz) AT TIME ZONE p.timezone)
      + make_interval(days => p.points_expiry_days + 1)) AT TIME ZONE p.timezone END"""
-
-# The idempotency insert joins a statement only when a key was sent; ``body`` is the CTE
-# holding the response text.
-REMEMBER_CTE = """, remembered AS (
-    INSERT INTO idempotency_keys (program_id, key, request_hash, status_code, response,
-                                  created_at)
-    SELECT body.program_id, CAST(:idem_key AS text), CAST(:idem_hash AS bytea),
-           CAST(:idem_status AS integer), body.response, CAST(:now AS timestamptz)
-      FROM body
-)"""
 
 # Spend ``:points`` of ``:member_id``'s lots, soonest-expiring first (never-expiring last).
 # Runs after the member's account row is locked, so it sees every committed lot. When the
@@ -234,19 +228,12 @@ class Posting:
     order_id: str | None = None
 
 
-def idem_params(request: IdempotencyRequest | None, status_code: int = 201) -> dict[str, Any]:
-    """Bind parameters for REMEMBER_CTE."""
-    if request is None:
-        return {}
-    return {"idem_key": request.key, "idem_hash": request.fingerprint, "idem_status": status_code}
-
-
 async def member_missing(conn: Connection, program_id: int, member: str) -> bool:
     found = await conn.execute(_MEMBER_EXISTS, {"program_id": program_id, "member": member})
     return found.first() is None
 
 
-async def credit(posting: Posting, request: IdempotencyRequest | None) -> StoredResponse:
+async def credit(posting: Posting, request: IdempotencyRequest | None) -> Reply:
     """Add points that are spendable at once (manual earn, positive adjustment)."""
     now = clock.now()
     params = {
@@ -259,43 +246,37 @@ async def credit(posting: Posting, request: IdempotencyRequest | None) -> Stored
         "actor": posting.actor,
         "event_type": posting.event_type,
         "now": now,
-        **idem_params(request),
+        **remember_params(request),
     }
     # Earned points count towards tiers: for a program with tiers the credit runs in a
     # transaction that also settles the member's tier; otherwise it is one statement.
     qualifies = posting.kind in QUALIFYING_KINDS and await tier_evaluation.program_has_tiers(
         posting.program_id
     )
-    unit_of_work = db.transaction() if qualifies else db.single_statement()
-    try:
+
+    async def attempt() -> Reply:
+        unit_of_work = db.transaction() if qualifies else db.single_statement()
         async with unit_of_work as conn:
             row = (await conn.execute(_CREDIT[request is not None], params)).first()
             if row is None:
                 raise NotFoundError(f"No member {posting.member!r} in this program.")
             if qualifies:
                 await tier_evaluation.evaluate_locked(conn, [row.member_id], now)
-        return StoredResponse(201, row.response)
-    except IntegrityError as exc:
-        if request is None or not idempotency.is_idempotency_conflict(exc):
-            raise
-        return await idempotency.replay_after_failure(posting.program_id, request, exc)
-    except PatronError as exc:
-        return await idempotency.replay_after_failure(posting.program_id, request, exc)
+        return Reply(row.response)
+
+    return await idempotent(posting.program_id, request, attempt)
 
 
-async def debit(posting: Posting, request: IdempotencyRequest | None) -> StoredResponse:
+async def debit(posting: Posting, request: IdempotencyRequest | None) -> Reply:
     """Remove available points (redeem, negative adjustment), soonest-expiring lots first."""
     now = clock.now()
-    try:
+
+    async def attempt() -> Reply:
         async with db.transaction() as conn:
             body = await debit_in(conn, posting, request, now)
-        return StoredResponse(201, body)
-    except IntegrityError as exc:
-        if request is None or not idempotency.is_idempotency_conflict(exc):
-            raise
-        return await idempotency.replay_after_failure(posting.program_id, request, exc)
-    except PatronError as exc:
-        return await idempotency.replay_after_failure(posting.program_id, request, exc)
+        return Reply(body)
+
+    return await idempotent(posting.program_id, request, attempt)
 
 
 async def debit_in(
@@ -338,72 +319,7 @@ async def debit_in(
         "pending": locked.pending,
         "held": locked.held,
         "now": now,
-        **idem_params(request),
+        **remember_params(request),
     }
     body: str = (await conn.execute(_DEBIT[request is not None], params)).scalar_one()
     return body
-
-
-_POINTS = text(
-    """
-SELECT a.available, a.pending, a.held, a.lifetime_earned, a.lifetime_redeemed,
-       COALESCE((
-           SELECT json_agg(json_build_object('points', b.points, 'expires_at', b.expires_at)
-                           ORDER BY b.expires_at)
-             FROM (SELECT expires_at, sum(remaining) AS points
-                     FROM point_lots
-                    WHERE member_id = a.member_id AND remaining > 0
-                      AND expires_at IS NOT NULL
-                    GROUP BY expires_at
-                    ORDER BY expires_at
-                    LIMIT 5) AS b), '[]') AS expiring
-  FROM members AS m JOIN accounts AS a ON a.member_id = m.id
- WHERE m.program_id = :program_id AND m.external_id = :member
-"""
-)
-
-
-async def get_points(program_id: int, member: str) -> dict[str, Any]:
-    async with db.read_only() as conn:
-        row = (
-            (await conn.execute(_POINTS, {"program_id": program_id, "member": member}))
-            .mappings()
-            .first()
-        )
-    if row is None:
-        raise NotFoundError(f"No member {member!r} in this program.")
-    return dict(row)
-
-
-# A pending entry shows as available once its release row exists.
-_LISTED_STATUS = "CASE WHEN rel.entry_id IS NULL THEN e.status ELSE 'available' END"
-_TRANSACTIONS = text(
-    f"""
-SELECT e.id, {ENTRY_JSON.format(e="e", status=_LISTED_STATUS)}::text AS response
-  FROM members AS m
-  JOIN point_entries AS e ON e.member_id = m.id
-  LEFT JOIN point_releases AS rel ON rel.entry_id = e.id
- WHERE m.program_id = :program_id AND m.external_id = :member AND e.id < :before
- ORDER BY e.id DESC
- LIMIT :limit
-"""
-)
-
-
-async def list_transactions(
-    program_id: int, member: str, limit: int, cursor: str | None
-) -> tuple[list[str], str | None]:
-    """A page of the member's entries, newest first, as JSON texts."""
-    before = decode_cursor(cursor) if cursor else 2**63 - 1
-    async with db.read_only() as conn:
-        rows = (
-            await conn.execute(
-                _TRANSACTIONS,
-                {"program_id": program_id, "member": member, "before": before, "limit": limit + 1},
-            )
-        ).all()
-        if not rows and await member_missing(conn, program_id, member):
-            raise NotFoundError(f"No member {member!r} in this program.")
-    page = rows[:limit]
-    next_cursor = encode_cursor(page[-1].id) if len(rows) > limit else None
-    return [row.response for row in page], next_cursor

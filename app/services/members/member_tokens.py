@@ -41,7 +41,7 @@ from app.clock import clock
 from app.db import Connection
 from app.errors import NotFoundError, UnauthorizedError
 from app.schemas.me import MAX_TTL_SECONDS
-from app.services.idempotency import IdempotencyRequest, StoredResponse, run_once
+from app.services.idempotency import IdempotencyRequest, Reply, run_once
 
 TOKEN_PREFIX = "mt_"
 # A valid token is about 150 characters; anything much longer is refused unread.
@@ -255,13 +255,13 @@ async def verify_member_token(token: str) -> MemberPrincipal:
 
 async def issue_member_token(
     program_id: int, member: str, ttl_seconds: int, request: IdempotencyRequest | None
-) -> StoredResponse:
+) -> Reply:
     """A new token for a member that exists and is not erased: 201 ``{token, expires_at}``."""
     if not 1 <= ttl_seconds <= MAX_TTL_SECONDS:
         raise ValueError("ttl_seconds out of range")
     key = await signing_key()
 
-    async def work(conn: Connection) -> tuple[int, str]:
+    async def work(conn: Connection) -> Reply:
         member_id = (
             await conn.execute(_MEMBER_TO_ISSUE, {"program_id": program_id, "member": member})
         ).scalar()
@@ -277,7 +277,7 @@ async def issue_member_token(
         }
         expires_at = datetime.fromtimestamp(claims["exp"], UTC).isoformat()
         body = orjson.dumps({"token": encode_token(claims, key), "expires_at": expires_at})
-        return 201, body.decode()
+        return Reply(body.decode())
 
     return await run_once(program_id, request, work)
 

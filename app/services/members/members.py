@@ -13,6 +13,7 @@ from app.db import Connection
 from app.errors import NotFoundError
 from app.schemas.members import MemberOut
 from app.services.events.events import write_event
+from app.services.ledger import accounts
 from app.services.pagination import decode_cursor, encode_cursor
 from app.services.referrals import referrals
 
@@ -128,13 +129,7 @@ async def upsert_member(
             )
         ).one()
         if row.created:
-            await conn.execute(
-                text(
-                    "INSERT INTO accounts (member_id, program_id, updated_at) "
-                    "VALUES (:member_id, :program_id, :now)"
-                ),
-                {"member_id": row.id, "program_id": program_id, "now": now},
-            )
+            await accounts.open_account(conn, program_id, row.id, now)
             await conn.execute(
                 _NEW_MEMBER_INSIGHTS, {"member_id": row.id, "program_id": program_id, "now": now}
             )

@@ -14,7 +14,7 @@ from app.db import Connection
 from app.errors import NotFoundError, ValidationError
 from app.schemas.programs import ApiKeyCreated, ApiKeyOut, ProgramOut, ReferralSettings
 from app.services.checkout.money import CURRENCY_MINOR_UNITS, decimal_text
-from app.services.idempotency import IdempotencyRequest, StoredResponse, run_once
+from app.services.idempotency import IdempotencyRequest, Reply, run_once
 from app.services.programs import api_keys
 
 _PROGRAM_COLUMNS = (
@@ -147,15 +147,15 @@ async def insert_api_key(
 
 async def create_api_key(
     program_id: int, name: str, scopes: list[str], request: IdempotencyRequest | None
-) -> tuple[StoredResponse, ApiKeyCreated | None]:
+) -> tuple[Reply, ApiKeyCreated | None]:
     """Create a key. A replay returns the same metadata but never the secret again, because
     the secret is not stored anywhere (``key`` is null in a replayed response)."""
     created: list[ApiKeyCreated] = []
 
-    async def work(conn: Connection) -> tuple[int, str]:
+    async def work(conn: Connection) -> Reply:
         result = await insert_api_key(conn, program_id, name, scopes)
         created.append(result)
-        return 201, result.model_copy(update={"key": None}).model_dump_json()
+        return Reply(result.model_copy(update={"key": None}).model_dump_json())
 
     stored = await run_once(program_id, request, work)
     return stored, (created[0] if created and not stored.replayed else None)

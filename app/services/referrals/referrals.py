@@ -36,7 +36,7 @@ from app.schemas.referrals import (
     ReferralLinkOut,
 )
 from app.services.events.events import write_event
-from app.services.idempotency import IdempotencyRequest, StoredResponse, constraint_name, run_once
+from app.services.idempotency import IdempotencyRequest, Reply, constraint_name, run_once
 from app.services.ledger.postings import credit_many_ctes
 from app.services.pagination import decode_cursor, encode_cursor
 from app.services.programs import rate_limits
@@ -114,11 +114,11 @@ async def _link_in(conn: Connection, program_id: int, member: str) -> ReferralLi
 
 async def referral_link(
     program_id: int, member: str, request: IdempotencyRequest | None = None
-) -> StoredResponse:
+) -> Reply:
     """The member's code (made on first request, the same ever after) and share link."""
 
-    async def work(conn: Connection) -> tuple[int, str]:
-        return 200, (await _link_in(conn, program_id, member)).model_dump_json()
+    async def work(conn: Connection) -> Reply:
+        return Reply((await _link_in(conn, program_id, member)).model_dump_json(), created=False)
 
     for _ in range(5):
         try:
@@ -253,9 +253,9 @@ async def attribute_in(
 
 async def create_referral(
     program_id: int, code: str, referee: str, request: IdempotencyRequest | None
-) -> StoredResponse:
-    async def work(conn: Connection) -> tuple[int, str]:
-        return 201, await attribute_in(conn, program_id, code, referee, clock.now())
+) -> Reply:
+    async def work(conn: Connection) -> Reply:
+        return Reply(await attribute_in(conn, program_id, code, referee, clock.now()))
 
     return await run_once(program_id, request, work)
 
@@ -350,20 +350,22 @@ _REWARDS_IN_30_DAYS = text(
     "SELECT count(*) FROM referrals WHERE referrer_id = :referrer_id AND status = 'rewarded' "
     "AND closed_at > :since"
 )
+# The referral closes only while it is still qualified (a concurrent payout or rejection
+# that committed first leaves it alone), and the credits hang off that update, so a referral
+# is paid at most once whatever the timing.
 _PAY = text(
     f"""
-WITH due AS (
-    SELECT * FROM unnest(CAST(:member_ids AS bigint[]), CAST(:points AS bigint[]))
-        AS d(member_id, points)
-     WHERE d.points > 0
-), {credit_many_ctes("'referral'", "'referral'", "'referrals'", "CAST(:referral_id AS bigint)")},
-closed AS (
+WITH closed AS (
     UPDATE referrals
        SET status = :status, referrer_points = :referrer_points,
            referee_points = :referee_points, closed_at = :now
-     WHERE id = :referral_id
+     WHERE id = :referral_id AND status = 'qualified'
  RETURNING id
-)
+), due AS (
+    SELECT * FROM unnest(CAST(:member_ids AS bigint[]), CAST(:points AS bigint[]))
+        AS d(member_id, points)
+     WHERE d.points > 0 AND EXISTS (SELECT 1 FROM closed)
+), {credit_many_ctes("'referral'", "'referral'", "'referrals'", "CAST(:referral_id AS bigint)")}
 SELECT count(*) FROM closed
 """
 )
@@ -387,7 +389,7 @@ async def pay_in(
         ).scalar_one()
         capped = recent >= settings.max_rewards_per_referrer_30d
     referrer_points = 0 if capped else settings.referrer_points
-    await conn.execute(
+    paid = await conn.execute(
         _PAY,
         {
             "member_ids": [referral.referrer_id, referral.referee_id],
@@ -399,6 +401,8 @@ async def pay_in(
             "now": now,
         },
     )
+    if paid.scalar_one() == 0:
+        return False
     body = (await conn.execute(_READ_REFERRAL, {"id": referral.id})).scalar_one()
     await write_event(
         conn,

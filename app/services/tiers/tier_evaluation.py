@@ -16,24 +16,14 @@ from sqlalchemy import text
 
 from app import db
 from app.db import Connection
+from app.services.ledger.accounts import APPLY_TIERS_CTE
 from app.services.tiers.tier_rules import DECIDE_CTES, QUALIFYING_CTES
 
 _APPLY = text(
     f"""
 WITH scope AS (
     SELECT member_id, program_id FROM accounts WHERE member_id = ANY(:member_ids)
-), {QUALIFYING_CTES}{DECIDE_CTES.format(tiers="tiers")}, changed AS (
-    UPDATE accounts AS a
-       SET tier_key = o.new_key,
-           tier_below_since = o.new_below_since,
-           tier_checked_at = :now,
-           version = a.version
-                     + CASE WHEN o.new_key IS DISTINCT FROM o.current_key THEN 1 ELSE 0 END
-      FROM outcome AS o
-     WHERE a.member_id = o.member_id
- RETURNING a.member_id, a.program_id, a.version, o.current_key, o.new_key, o.value,
-           o.movement, o.new_below_since, o.tier_below_since AS old_below_since
-), history AS (
+), {QUALIFYING_CTES}{DECIDE_CTES.format(tiers="tiers")}, {APPLY_TIERS_CTE}, history AS (
     INSERT INTO tier_changes (program_id, member_id, from_key, to_key, reason,
                               qualifying_value, created_at)
     SELECT program_id, member_id, current_key, new_key,

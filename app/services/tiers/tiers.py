@@ -33,11 +33,12 @@ from app.schemas.tiers import (
 from app.services.checkout.money import decimal_text
 from app.services.idempotency import (
     IdempotencyRequest,
-    StoredResponse,
+    Reply,
     constraint_name,
     run_once,
     run_recomputation,
 )
+from app.services.ledger import accounts
 from app.services.tiers import tier_evaluation
 from app.services.tiers.tier_rules import QUALIFYING_CTES, dry_run_sql
 
@@ -158,18 +159,18 @@ def _raise_duplicate(exc: IntegrityError) -> None:
 
 
 async def _saved(
-    program_id: int, request: IdempotencyRequest | None, change: Any, status_code: int
-) -> StoredResponse:
+    program_id: int, request: IdempotencyRequest | None, change: Any, *, created: bool
+) -> Reply:
     plan_holder: list[Reevaluation] = []
 
-    async def work(conn: Connection) -> tuple[int, str]:
+    async def work(conn: Connection) -> Reply:
         body = await change(conn)
         plan, holders = await _mark_dirty_and_count(conn, program_id)
         plan_holder.append(plan)
         if "key" in body:
             body["members"] = holders.get(body["key"], 0)
         body["reevaluation"] = plan.model_dump(mode="json")
-        return status_code, orjson.dumps(body).decode()
+        return Reply(orjson.dumps(body).decode(), created=created)
 
     try:
         stored = await run_once(program_id, request, work)
@@ -183,7 +184,7 @@ async def _saved(
 
 async def create_tier(
     program_id: int, body: TierCreate, request: IdempotencyRequest | None
-) -> StoredResponse:
+) -> Reply:
     async def change(conn: Connection) -> dict[str, Any]:
         now = clock.now()
         await conn.execute(
@@ -204,10 +205,10 @@ async def create_tier(
         )
         return (await _read_tier(conn, program_id, body.key)).model_dump(mode="json")
 
-    return await _saved(program_id, request, change, 201)
+    return await _saved(program_id, request, change, created=True)
 
 
-async def update_tier(program_id: int, key: str, changes: dict[str, Any]) -> StoredResponse:
+async def update_tier(program_id: int, key: str, changes: dict[str, Any]) -> Reply:
     async def change(conn: Connection) -> dict[str, Any]:
         columns = {"earn_multiplier": "earn_multiplier"}
         assignments = ", ".join(f"{columns.get(c, c)} = :{c}" for c in changes)
@@ -224,10 +225,10 @@ async def update_tier(program_id: int, key: str, changes: dict[str, Any]) -> Sto
             raise NotFoundError(f"No tier {key!r} in this program.")
         return (await _read_tier(conn, program_id, key)).model_dump(mode="json")
 
-    return await _saved(program_id, None, change, 200)
+    return await _saved(program_id, None, change, created=False)
 
 
-async def delete_tier(program_id: int, key: str) -> StoredResponse:
+async def delete_tier(program_id: int, key: str) -> Reply:
     """Delete a tier. Its members are re-evaluated at once against the tiers that remain
     (no grace: the tier they held no longer exists)."""
 
@@ -242,22 +243,14 @@ async def delete_tier(program_id: int, key: str) -> StoredResponse:
         ).first()
         if found is None:
             raise NotFoundError(f"No tier {key!r} in this program.")
-        # Lock the tier's members in id order (the fixed lock order), then detach them.
-        await conn.execute(
-            text(
-                "UPDATE accounts SET tier_key = NULL, tier_below_since = NULL "
-                "WHERE member_id IN (SELECT member_id FROM accounts WHERE program_id = "
-                ":program_id AND tier_key = :key ORDER BY member_id FOR UPDATE)"
-            ),
-            {"program_id": program_id, "key": key},
-        )
+        await accounts.detach_tier(conn, program_id, key)
         await conn.execute(
             text("DELETE FROM tiers WHERE program_id = :program_id AND key = :key"),
             {"program_id": program_id, "key": key},
         )
         return {}
 
-    return await _saved(program_id, None, change, 200)
+    return await _saved(program_id, None, change, created=False)
 
 
 # --- Policy ----------------------------------------------------------------------------------
@@ -277,7 +270,7 @@ async def get_policy(program_id: int) -> TierPolicyOut:
 
 async def put_policy(
     program_id: int, policy: TierPolicy, request: IdempotencyRequest | None = None
-) -> StoredResponse:
+) -> Reply:
     async def change(conn: Connection) -> dict[str, Any]:
         await conn.execute(
             text(
@@ -294,7 +287,7 @@ async def put_policy(
         )
         return TierPolicyOut(**policy.model_dump()).model_dump(mode="json")
 
-    return await _saved(program_id, request, change, 200)
+    return await _saved(program_id, request, change, created=False)
 
 
 # --- Preview ---------------------------------------------------------------------------------
@@ -302,11 +295,11 @@ async def put_policy(
 
 async def preview_once(
     program_id: int, body: TierPreviewRequest, request: IdempotencyRequest | None
-) -> StoredResponse:
+) -> Reply:
     """The preview, honouring Idempotency-Key like every POST (it changes nothing)."""
 
-    async def compute() -> tuple[int, str]:
-        return 200, (await preview(program_id, body)).model_dump_json()
+    async def compute() -> Reply:
+        return Reply((await preview(program_id, body)).model_dump_json(), created=False)
 
     return await run_recomputation(program_id, request, compute)
 
