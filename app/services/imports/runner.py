@@ -204,8 +204,9 @@ _BATCH_TIMEOUT = text("SET LOCAL statement_timeout = '60s'")
 
 
 # The tables each import type grows. Their statistics are refreshed before each of the first
-# ``_ANALYZE_EACH_FIRST`` batches and every ``_ANALYZE_EVERY`` batches after that: planned with a program's members counted as none, the
-# batch statements hash every member of the program instead of looking up the batch's.
+# ``_ANALYZE_EACH_FIRST`` batches and every ``_ANALYZE_EVERY`` batches after that: planned
+# with a program's members counted as none, the batch statements hash every member of the
+# program instead of looking up the batch's.
 _GROWN = {
     "members": ("members", "accounts", "member_insights"),
     "balances": ("point_entries", "point_lots"),
