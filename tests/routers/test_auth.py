@@ -76,6 +76,8 @@ class Endpoint:
     setup: Callable[[Program], Awaitable[None]] | None = None
     # The 404 code for another program's object (api.md gives referral codes their own).
     not_found_code: str = "not_found"
+    # Query parameters the route requires (an import's type).
+    query: str = ""
 
 
 async def _allow_private_hosts(program: Program) -> None:
@@ -159,6 +161,13 @@ ENDPOINTS: dict[tuple[str, str], Endpoint] = {
     ("GET", "/v1/insights/referral-funnel"): Endpoint("admin"),
     ("POST", "/v1/insights/refresh"): Endpoint("admin"),
     ("POST", MEMBER + "/feedback"): Endpoint("members:write", {"score": 9}),
+    ("GET", "/v1/insights/liability"): Endpoint("admin"),
+    # A one-line JSON Lines file: the body sent as JSON is a valid members import.
+    ("POST", "/v1/imports"): Endpoint("admin", {"external_id": "{new_id}"}, query="?type=members"),
+    ("GET", "/v1/imports/{import_id}"): Endpoint("admin"),
+    ("GET", "/v1/exports/members"): Endpoint("admin"),
+    ("GET", "/v1/exports/ledger"): Endpoint("admin"),
+    ("GET", "/v1/exports/orders"): Endpoint("admin"),
 }
 ROUTES = [pytest.param(method, path, id=f"{method} {path}") for method, path in ENDPOINTS]
 
@@ -222,6 +231,20 @@ async def _order_state(program: Program, order_id: str) -> Any:
     return (await program.get(f"/v1/orders/{order_id}")).json()
 
 
+async def _new_import_id(program: Program) -> str:
+    response = await program.post(
+        "/v1/imports?type=members", content=b'{"external_id": "imported"}\n'
+    )
+    assert response.status_code == 202, response.text
+    import_id: str = response.json()["id"]
+    return import_id
+
+
+async def _import_state(program: Program, import_id: str) -> Any:
+    report = (await program.get(f"/v1/imports/{import_id}")).json()
+    return (report["status"], report["rows_total"], report["rows_done"])
+
+
 async def _new_endpoint_id(program: Program) -> str:
     await _allow_private_hosts(program)
     response = await program.post(
@@ -274,6 +297,7 @@ PATH_PARAMETERS: dict[
     "endpoint_id": (_new_endpoint_id, _endpoint_state),
     "key": (_new_tier_key, _tier_state),
     "code": (_new_code, _code_state),
+    "import_id": (_new_import_id, _import_state),
 }
 
 
@@ -320,7 +344,7 @@ async def prepare(program: Program, method: str, template: str) -> Call:
         placeholders = {f"{{{name}}}": value for name, value in objects.items()}
         placeholders["{new_id}"] = fresh
         body = {k: placeholders.get(v, v) if isinstance(v, str) else v for k, v in body.items()}
-    return Call(template.format(**objects), body, objects)
+    return Call(template.format(**objects) + endpoint.query, body, objects)
 
 
 async def send(
