@@ -172,6 +172,11 @@ async def _insights_refresh(program: Program) -> Target:
     return Target("/v1/insights/refresh", None, None)
 
 
+async def _import(program: Program) -> Target:
+    # The body sent as JSON is a one-line JSON Lines file; the import is queued, not run.
+    return Target("/v1/imports?type=members", {"external_id": "a"}, {"external_id": "b"})
+
+
 async def _member_token(program: Program) -> Target:
     member = await _member(program)
     return Target(f"/v1/members/{member}/tokens", {"ttl_seconds": 60}, {"ttl_seconds": 120}, member)
@@ -269,6 +274,9 @@ POSTS: dict[str, Post] = {
         _endpoint_action("rotate-secret"), status=200, secret_fields=("secret",), visible=False
     ),
     WEBHOOK + "/resume": Post(_endpoint_action("resume"), status=200, visible=False),
+    # Accepted for the worker (202); no GET lists imports, so the effect is not looked at here
+    # (tests/imports/test_imports_api.py checks that a replay stages nothing).
+    "/v1/imports": Post(_import, status=202, visible=False),
 }
 # POST routes whose Idempotency-Key behaviour is tested in another file, and why.
 COVERED_ELSEWHERE = {
