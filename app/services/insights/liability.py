@@ -61,6 +61,10 @@ WITH prog AS (
            en.kind, en.points
       FROM entries AS en CROSS JOIN prog
      WHERE en.available_from < (SELECT max(period_end) FROM periods)
+), pending_entries AS (
+    -- Entries written pending (orders in a program with a return window), released or not:
+    -- each period's pending total scans only these.
+    SELECT points, created_at, released_at FROM entries WHERE status = 'pending'
 ), flows AS (
     SELECT local_start,
            COALESCE(sum(points) FILTER (WHERE kind IN {_kinds(EARNED_KINDS)}), 0) AS earned,
@@ -75,8 +79,8 @@ WITH prog AS (
 SELECT p.period_start,
        COALESCE(f.earned, 0) AS earned, COALESCE(f.redeemed, 0) AS redeemed,
        COALESCE(f.expired, 0) AS expired, COALESCE(f.adjusted, 0) AS adjusted,
-       (SELECT COALESCE(sum(points), 0) FROM entries AS en
-         WHERE en.status = 'pending' AND en.created_at < p.period_end
+       (SELECT COALESCE(sum(points), 0) FROM pending_entries AS en
+         WHERE en.created_at < p.period_end
            AND (en.released_at IS NULL OR en.released_at >= p.period_end)) AS pending,
        (SELECT COALESCE(sum(net), 0) FROM flows
          WHERE flows.local_start < (SELECT min(local_start) FROM periods)) AS before_first

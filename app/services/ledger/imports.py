@@ -50,26 +50,31 @@ WITH c AS (
            a.available + a.held - pm.points AS total_before,
            a.version - pm.entries AS version_before
 ), ranked AS (
-    SELECT c.*, row_number() OVER (PARTITION BY c.member_id ORDER BY c.n) AS rn,
+    -- Each credit with its place in its member's sequence and the member's account as it
+    -- was before this statement. Joined here, once, rather than to each entry below: the
+    -- planner cannot count the rows an UPDATE returns and would loop over them per entry.
+    SELECT c.*, acc.program_id, acc.total_before, acc.available_before, acc.pending,
+           acc.held, acc.version_before,
+           row_number() OVER (PARTITION BY c.member_id ORDER BY c.n) AS rn,
            sum(c.points) OVER (PARTITION BY c.member_id ORDER BY c.n) AS running
-      FROM c
+      FROM c JOIN acc USING (member_id)
 ), entry AS (
     INSERT INTO point_entries (program_id, member_id, kind, points, status, reason, actor,
                                order_id, created_at, expires_at)
-    SELECT acc.program_id, r.member_id, r.kind, r.points, 'available',
+    SELECT r.program_id, r.member_id, r.kind, r.points, 'available',
            CAST(:reason AS text), CAST(:actor AS text), r.order_id, CAST(:now AS timestamptz),
            COALESCE(r.expires_at, {_EXPIRES_FROM_BASE})
-      FROM ranked AS r JOIN acc USING (member_id) JOIN programs AS p ON p.id = acc.program_id
+      FROM ranked AS r JOIN programs AS p ON p.id = r.program_id
      ORDER BY r.n
  RETURNING *
 ), placed AS (
-    -- Each entry with its place in its member's sequence.
-    SELECT entry.*, r.rn, r.running, acc.total_before, acc.available_before, acc.pending,
-           acc.held, acc.version_before
+    SELECT entry.*, r.rn, r.running, r.total_before, r.available_before, r.pending, r.held,
+           r.version_before
       FROM entry
+      -- Equalities only (no IS NOT DISTINCT FROM), so that the join can hash or merge: a
+      -- batch has thousands of entries.
       JOIN ranked AS r ON r.member_id = entry.member_id AND r.kind = entry.kind
-                      AND r.order_id IS NOT DISTINCT FROM entry.order_id
-      JOIN acc ON acc.member_id = entry.member_id
+                      AND COALESCE(r.order_id, '') = COALESCE(entry.order_id, '')
 ), lot AS (
     INSERT INTO point_lots (program_id, member_id, entry_id, points, remaining, expires_at,
                             created_at)
