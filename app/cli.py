@@ -49,6 +49,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # uvicorn re-raises SIGTERM after its graceful shutdown; exiting through Python instead of
     # the default handler lets the embedded PostgreSQL stop with the service (atexit).
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+    if args.server == "granian":
+        _serve_with_granian(args)
+        return 0
     uvicorn.run(
         "app.main:create_app",
         factory=True,
@@ -63,6 +66,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
         timeout_worker_healthcheck=30,
     )
     return 0
+
+
+def _serve_with_granian(args: argparse.Namespace) -> None:
+    """The same application on granian (a Rust HTTP server): an option, measured against
+    uvicorn in bench/run.py (``--server``); see docs/performance.md."""
+    from granian import Granian
+    from granian.constants import Interfaces, Loops
+    from granian.log import LogLevels
+
+    Granian(
+        "app.main:create_app",
+        factory=True,
+        address=args.host,
+        port=args.port,
+        interface=Interfaces.ASGI,
+        workers=args.workers,
+        loop=Loops.uvloop,
+        log_access=False,
+        log_level=LogLevels(get_settings().log_level),
+    ).serve()
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -209,6 +232,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument(
+        "--server",
+        choices=("uvicorn", "granian"),
+        default="uvicorn",
+        help="the HTTP server (granian needs the 'granian' extra)",
+    )
     serve.set_defaults(func=cmd_serve)
 
     migrate = sub.add_parser("migrate", help="run database migrations")

@@ -196,14 +196,16 @@ def create_app() -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)
+    # Starlette tries routes in order: the checkout's hot routes come first, so a request
+    # for them is matched against a handful of patterns rather than every route.
     for module in (
+        points,
+        holds,
+        orders,
         health,
         programs,
         members,
         me,
-        points,
-        holds,
-        orders,
         earn_rules,
         quotes,
         events,

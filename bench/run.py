@@ -135,6 +135,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2, help="wrk threads and pgbench -j")
     parser.add_argument("--workers", type=int, default=2, help="patron serve --workers")
     parser.add_argument(
+        "--server",
+        choices=("uvicorn", "granian"),
+        default="uvicorn",
+        help="patron serve --server: the HTTP server to measure",
+    )
+    parser.add_argument(
         "--seed-points", type=int, default=1_000, help="points each member starts with"
     )
     parser.add_argument("--warmup", type=int, default=3, help="seconds of unreported GETs")
@@ -394,12 +400,18 @@ class Server:
     """``patron serve`` in its own session, so that it and its workers stop together."""
 
     def __init__(
-        self, url: str, port: int, workers: int, log_path: Path, log_level: str = "warning"
+        self,
+        url: str,
+        port: int,
+        workers: int,
+        log_path: Path,
+        log_level: str = "warning",
+        http_server: str = "uvicorn",
     ) -> None:
         patron = Path(sys.executable).with_name("patron")
         command = [str(patron)] if patron.exists() else [sys.executable, "-m", "app.cli"]
         command += ["serve", "--host", "127.0.0.1", "--port", str(port)]
-        command += ["--workers", str(workers)]
+        command += ["--workers", str(workers), "--server", http_server]
         env = {
             **os.environ,
             "DATABASE_URL": url,
@@ -1075,7 +1087,12 @@ def bench(args: argparse.Namespace) -> int:
         log(f"members loaded in {time.monotonic() - began:.1f}s")
 
         server = Server(
-            url, free_port(), args.workers, RESULTS_DIR / "server.log", args.server_log_level
+            url,
+            free_port(),
+            args.workers,
+            RESULTS_DIR / "server.log",
+            args.server_log_level,
+            args.server,
         )
         shown = " ".join(server.command[server.command.index("serve") :])
         log(f"starting patron {shown} (log: {server.log_path.relative_to(ROOT)})")

@@ -34,13 +34,18 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_server(database_url: str, workers: int = 1) -> Iterator[str]:
+def running_server(
+    database_url: str, workers: int = 1, http_server: str = "uvicorn"
+) -> Iterator[str]:
     """`patron serve` against the test database; yields its base URL once it is ready."""
     port = free_port()
     env = {**os.environ, "DATABASE_URL": database_url}
     env.pop("PATRON_DATABASE_URL", None)
     process = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--workers", str(workers)],
+        [
+            *(sys.executable, "-m", "app.cli", "serve", "--port", str(port)),
+            *("--workers", str(workers), "--server", http_server),
+        ],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

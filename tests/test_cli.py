@@ -16,6 +16,9 @@ import httpx
 from sqlalchemy import text
 
 from app import db
+from app.services.programs.programs import create_program
+from tests.conftest import assert_ledger_consistent
+from tests.live import running_server
 
 
 def patron(database_url: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -178,3 +181,24 @@ class TestServeEmbedded:
             except subprocess.TimeoutExpired:
                 server.kill()
         assert (tmp_path / "data" / "pg").is_dir()
+
+
+class TestServeOnGranian:
+    """`patron serve --server granian`: the same application behind the other HTTP server."""
+
+    async def test_serves_the_api(self, database_url: str) -> None:
+        program_id, key = await create_program("Granian Shop", "CNY")
+        headers = {"Authorization": f"Bearer {key}"}
+        with running_server(database_url, http_server="granian") as base:
+            async with httpx.AsyncClient(base_url=base, headers=headers) as client:
+                created = await client.put("/v1/members/g1", json={})
+                earned = await client.post(
+                    "/v1/members/g1/points/earn", json={"points": 7, "reason": "granian"}
+                )
+                points = await client.get("/v1/members/g1/points")
+                refused = await client.post("/v1/members/g1/points/redeem", json={"points": 8})
+        assert (created.status_code, earned.status_code) == (201, 201)
+        assert points.json()["available"] == 7
+        assert refused.status_code == 409
+        assert refused.headers["content-type"] == "application/problem+json"
+        await assert_ledger_consistent(program_id)

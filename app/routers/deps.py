@@ -1,36 +1,28 @@
 """Small helpers every router shares: the Idempotency-Key header, replies as raw JSON
-responses, list-query parameters, the documented error responses, and the lean body of the
-hot routes.
-
-Lean body: the checkout's hot routes (earn, redeem, holds, orders) take the ``Request`` and
-validate their body in one pass with ``Model.model_validate_json`` instead of declaring it
-as a parameter (FastAPI would decode the JSON with the standard library and then validate the
-resulting dict: two passes over every body). Such a route is still one FastAPI route, declared
-once: ``json_body_doc`` puts its body into the OpenAPI document and ``read_json_body`` answers
-a bad body with the same 422 as any other route."""
+responses, list-query parameters and the documented error responses."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import orjson
 from fastapi import Header, Path, Query, Request, Response
-from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from app.schemas.common import EXTERNAL_ID_PATTERN, Problem
 from app.services.idempotency import IdempotencyRequest, Reply, fingerprint
 
-M = TypeVar("M", bound=BaseModel)
-
+IDEMPOTENCY_KEY_DESCRIPTION = (
+    "Makes the POST safe to retry: a repeat with the same key and body returns the first "
+    "response with `Idempotency-Replayed: true`."
+)
 IdempotencyKeyHeader = Annotated[
     str | None,
     Header(
         alias="Idempotency-Key",
         min_length=1,
         max_length=255,
-        description="Makes the POST safe to retry: a repeat with the same key and body "
-        "returns the first response with `Idempotency-Replayed: true`.",
+        description=IDEMPOTENCY_KEY_DESCRIPTION,
     ),
 ]
 MemberPath = Annotated[
@@ -75,34 +67,8 @@ def reply_with_secret(reply: Reply, shown_once: BaseModel | None) -> Response:
     return reply_json(reply)
 
 
-# Request models documented by json_body_doc; app.api_docs adds their schemas.
+# Request models of lean routes (app/routers/lean.py); app.api_docs adds their schemas.
 BODY_MODELS: dict[str, type[BaseModel]] = {}
-
-
-def json_body_doc(model: type[BaseModel], *, required: bool = True) -> dict[str, Any]:
-    """``openapi_extra`` of a lean route: its JSON body is ``model``."""
-    BODY_MODELS[model.__name__] = model
-    schema = {"$ref": f"#/components/schemas/{model.__name__}"}
-    return {
-        "requestBody": {"required": required, "content": {"application/json": {"schema": schema}}}
-    }
-
-
-async def read_json_body(request: Request, model: type[M], *, required: bool = True) -> M:
-    """The body of a lean route, validated in one pass; an empty optional body reads as the
-    model's defaults. Invalid input raises the 422 every route gives."""
-    raw = await request.body()
-    if not raw or (not required and raw.strip() == b"null"):
-        if required:
-            missing = {"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}
-            raise RequestValidationError([missing])
-        return model()
-    try:
-        return model.model_validate_json(raw)
-    except ValidationError as exc:
-        raise RequestValidationError(
-            [{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]
-        ) from None
 
 
 def json_page(items_json: list[str], next_cursor: str | None) -> Response:

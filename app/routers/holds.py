@@ -4,97 +4,84 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Response
 
 from app.auth import Principal, require_scope
-from app.routers.deps import (
-    IdempotencyKeyHeader,
-    MemberPath,
-    idempotency_request,
-    json_body_doc,
-    problems,
-    read_json_body,
-    reply_json,
-)
+from app.routers.deps import problems, reply_json
+from app.routers.lean import HOLD_ID, MEMBER, LeanCall, lean_route
 from app.schemas.holds import HoldCapture, HoldCreate, HoldOut
 from app.services.checkout import holds
 
 router = APIRouter(tags=["Holds"])
 
 PointsReader = Annotated[Principal, Depends(require_scope("points:read"))]
-PointsWriter = Annotated[Principal, Depends(require_scope("points:write"))]
 _HOLD: dict[int | str, dict[str, Any]] = {200: {"model": HoldOut}}
 
 
-@router.post(
+@lean_route(
+    router,
+    "POST",
     "/v1/members/{member}/holds",
+    scope="points:write",
+    params={"member": MEMBER},
+    body=HoldCreate,
     status_code=201,
     responses={
         201: {"model": HoldOut, "description": "The active hold."},
         **problems((404, "not_found"), (409, "insufficient_points")),
     },
-    openapi_extra=json_body_doc(HoldCreate),
 )
-async def create_hold(
-    member: MemberPath,
-    request: Request,
-    principal: PointsWriter,
-    idempotency_key: IdempotencyKeyHeader = None,
-) -> Response:
+async def create_hold(call: LeanCall) -> Response:
     """Reserve points: they leave `available` and count in `held` until the hold is captured,
     released, or expires (`ttl_seconds`, default the program's `hold_ttl_seconds`)."""
-    body = await read_json_body(request, HoldCreate)
+    body: HoldCreate = call.body
     reply = await holds.create_hold(
-        principal.program_id,
-        member,
+        call.principal.program_id,
+        call.path["member"],
         body.points,
         body.order_id,
         body.ttl_seconds,
-        idempotency_request(request, idempotency_key, body),
+        call.idempotency,
     )
     return reply_json(reply)
 
 
-@router.post(
+@lean_route(
+    router,
+    "POST",
     "/v1/holds/{hold_id}/capture",
+    scope="points:write",
+    params={"hold_id": HOLD_ID},
+    body=HoldCapture,
+    body_required=False,
     responses={**_HOLD, **problems((404, "not_found"), (409, "hold_not_active"))},
-    openapi_extra=json_body_doc(HoldCapture, required=False),
 )
-async def capture_hold(
-    hold_id: str,
-    request: Request,
-    principal: PointsWriter,
-    idempotency_key: IdempotencyKeyHeader = None,
-) -> Response:
+async def capture_hold(call: LeanCall) -> Response:
     """Redeem the held points (a `redeem` entry); with `points`, redeem that many and give the
     rest back. A hold past its `expires_at` is never capturable."""
-    body = await read_json_body(request, HoldCapture, required=False)
+    body: HoldCapture = call.body
     reply = await holds.capture_hold(
-        principal.program_id,
-        hold_id,
+        call.principal.program_id,
+        call.path["hold_id"],
         body.points,
-        principal.actor,
-        idempotency_request(request, idempotency_key, body),
+        call.principal.actor,
+        call.idempotency,
     )
     return reply_json(reply)
 
 
-@router.post(
+@lean_route(
+    router,
+    "POST",
     "/v1/holds/{hold_id}/release",
+    scope="points:write",
+    params={"hold_id": HOLD_ID},
     responses={**_HOLD, **problems((404, "not_found"), (409, "hold_not_active"))},
 )
-async def release_hold(
-    hold_id: str,
-    request: Request,
-    principal: PointsWriter,
-    idempotency_key: IdempotencyKeyHeader = None,
-) -> Response:
+async def release_hold(call: LeanCall) -> Response:
     """Give the held points back to `available`."""
     reply = await holds.release_hold(
-        principal.program_id,
-        hold_id,
-        principal.actor,
-        idempotency_request(request, idempotency_key, None),
+        call.principal.program_id, call.path["hold_id"], call.principal.actor, call.idempotency
     )
     return reply_json(reply)
 

@@ -7,14 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Request, Response
 
 from app.auth import Principal, require_scope
-from app.routers.deps import (
-    IdempotencyKeyHeader,
-    idempotency_request,
-    json_body_doc,
-    problems,
-    read_json_body,
-    reply_json,
-)
+from app.routers.deps import IdempotencyKeyHeader, idempotency_request, problems, reply_json
+from app.routers.lean import LeanCall, lean_route
 from app.schemas.orders import OrderCreate, OrderOut, RefundCreate, RefundOut
 from app.services.checkout import orders
 
@@ -25,8 +19,12 @@ PointsWriter = Annotated[Principal, Depends(require_scope("points:write"))]
 OrderIdPath = Annotated[str, Path(min_length=1, max_length=128, examples=["A-1001"])]
 
 
-@router.post(
+@lean_route(
+    router,
+    "POST",
     "",
+    scope="points:write",
+    body=OrderCreate,
     status_code=201,
     responses={
         201: {"model": OrderOut, "description": "The order was recorded."},
@@ -41,23 +39,14 @@ OrderIdPath = Annotated[str, Path(min_length=1, max_length=128, examples=["A-100
             (422, "currency_mismatch"),
         ),
     },
-    openapi_extra=json_body_doc(OrderCreate),
 )
-async def create_order(
-    request: Request,
-    principal: PointsWriter,
-    idempotency_key: IdempotencyKeyHeader = None,
-) -> Response:
+async def create_order(call: LeanCall) -> Response:
     """Record an order and credit what it earns (see the breakdown rules). With
     `pending_days` > 0 the points are pending until `occurred_at + pending_days`.
     `redeem_hold_id` captures that hold as part of the order, atomically. `order_id` is the
     natural idempotency key: sending the same order again is always safe."""
-    body = await read_json_body(request, OrderCreate)
     reply = await orders.create_order(
-        principal.program_id,
-        principal.actor,
-        body,
-        idempotency_request(request, idempotency_key, body),
+        call.principal.program_id, call.principal.actor, call.body, call.idempotency
     )
     return reply_json(reply)
 

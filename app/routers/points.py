@@ -15,12 +15,11 @@ from app.routers.deps import (
     Limit,
     MemberPath,
     idempotency_request,
-    json_body_doc,
     json_page,
     problems,
-    read_json_body,
     reply_json,
 )
+from app.routers.lean import MEMBER, LeanCall, lean_route
 from app.schemas.common import Page
 from app.schemas.points import (
     AdjustRequest,
@@ -35,7 +34,6 @@ from app.services.idempotency import Reply
 router = APIRouter(prefix="/v1/members/{member}/points", tags=["Points"])
 
 PointsReader = Annotated[Principal, Depends(require_scope("points:read"))]
-PointsWriter = Annotated[Principal, Depends(require_scope("points:write"))]
 Admin = Annotated[Principal, Depends(require_scope("admin"))]
 _ENTRY_RESPONSES: dict[int | str, dict[str, Any]] = {
     201: {"model": PointEntryOut, "description": "The new ledger entry."}
@@ -70,10 +68,18 @@ def _posting(
     )
 
 
-@router.get("", response_model=PointsOut, responses=problems((404, "not_found")))
-async def get_points(member: MemberPath, principal: PointsReader) -> Response:
+@lean_route(
+    router,
+    "GET",
+    "",
+    scope="points:read",
+    params={"member": MEMBER},
+    response_model=PointsOut,
+    responses=problems((404, "not_found")),
+)
+async def get_points(call: LeanCall) -> Response:
     """The member's balances and the soonest-expiring point buckets."""
-    points = await ledger.get_points(principal.program_id, member)
+    points = await ledger.get_points(call.principal.program_id, call.path["member"])
     return Response(orjson.dumps(points), media_type="application/json")
 
 
@@ -90,45 +96,43 @@ async def list_transactions(
     return json_page(items, next_cursor)
 
 
-@router.post(
+@lean_route(
+    router,
+    "POST",
     "/earn",
+    scope="points:write",
+    params={"member": MEMBER},
+    body=EarnRequest,
     status_code=201,
     responses={**_ENTRY_RESPONSES, **problems((404, "not_found"))},
-    openapi_extra=json_body_doc(EarnRequest),
 )
-async def earn(
-    member: MemberPath,
-    request: Request,
-    principal: PointsWriter,
-    idempotency_key: IdempotencyKeyHeader = None,
-) -> Response:
+async def earn(call: LeanCall) -> Response:
     """Credit points that are spendable at once (an `earn` entry)."""
-    body = await read_json_body(request, EarnRequest)
-    posting = _posting(principal, member, "earn", body.points, body.reason)
-    reply = await ledger.credit(posting, idempotency_request(request, idempotency_key, body))
-    return _counted(reply, "earn")
+    body: EarnRequest = call.body
+    posting = _posting(call.principal, call.path["member"], "earn", body.points, body.reason)
+    return _counted(await ledger.credit(posting, call.idempotency), "earn")
 
 
-@router.post(
+@lean_route(
+    router,
+    "POST",
     "/redeem",
+    scope="points:write",
+    params={"member": MEMBER},
+    body=RedeemRequest,
     status_code=201,
     responses={
         **_ENTRY_RESPONSES,
         **problems((404, "not_found"), (409, "insufficient_points")),
     },
-    openapi_extra=json_body_doc(RedeemRequest),
 )
-async def redeem(
-    member: MemberPath,
-    request: Request,
-    principal: PointsWriter,
-    idempotency_key: IdempotencyKeyHeader = None,
-) -> Response:
+async def redeem(call: LeanCall) -> Response:
     """Spend available points (a `redeem` entry), soonest-expiring first."""
-    body = await read_json_body(request, RedeemRequest)
-    posting = _posting(principal, member, "redeem", body.points, body.reason, body.order_id)
-    reply = await ledger.debit(posting, idempotency_request(request, idempotency_key, body))
-    return _counted(reply, "redeem")
+    body: RedeemRequest = call.body
+    posting = _posting(
+        call.principal, call.path["member"], "redeem", body.points, body.reason, body.order_id
+    )
+    return _counted(await ledger.debit(posting, call.idempotency), "redeem")
 
 
 @router.post(
