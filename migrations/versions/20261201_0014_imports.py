@@ -39,9 +39,7 @@ def upgrade() -> None:
         sa.Column("updated", sa.BigInteger(), server_default=sa.text("0"), nullable=False),
         sa.Column("unchanged", sa.BigInteger(), server_default=sa.text("0"), nullable=False),
         sa.Column("rejected", sa.BigInteger(), server_default=sa.text("0"), nullable=False),
-        sa.Column(
-            "applied_through", sa.BigInteger(), server_default=sa.text("0"), nullable=False
-        ),
+        sa.Column("applied_through", sa.BigInteger(), server_default=sa.text("0"), nullable=False),
         sa.Column("errors", postgresql.JSONB(astext_type=sa.Text()), nullable=True),
         sa.Column("failure", sa.Text(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
@@ -105,7 +103,9 @@ def downgrade() -> None:
     # Opening balances cannot be expressed without their kind: a downgrade with imported
     # balances in the ledger fails here rather than rewrite history.
     op.drop_constraint(op.f("ck_point_entries_kind_known"), "point_entries", type_="check")
-    op.create_check_constraint(op.f("ck_point_entries_kind_known"), "point_entries", _kind_check(_KINDS))
+    op.create_check_constraint(
+        op.f("ck_point_entries_kind_known"), "point_entries", _kind_check(_KINDS)
+    )
     op.drop_table("import_rows")
     op.drop_index("ix_imports_unfinished", table_name="imports")
     op.drop_table("imports")
