@@ -275,7 +275,7 @@ POSTS: dict[str, Post] = {
     ),
     WEBHOOK + "/resume": Post(_endpoint_action("resume"), status=200, visible=False),
     # Accepted for the worker (202); no GET lists imports, so the effect is not looked at here
-    # (tests/imports/test_imports_api.py checks that a replay stages nothing).
+    # (tests/imports/test_imports_api.py checks that a replay leaves one import).
     "/v1/imports": Post(_import, status=202, visible=False),
 }
 # POST routes whose Idempotency-Key behaviour is tested in another file, and why.

@@ -157,7 +157,8 @@ async def receive_import(
     max_bytes: int,
 ) -> Reply:
     """Stage an uploaded file and queue it for the worker. With an Idempotency-Key, the same
-    file (by its SHA-256) sent again replays the first answer and stages nothing."""
+    file (by its SHA-256) sent again replays the first answer; the repeat's staged copy is
+    discarded (the hash is known only once the file has streamed in)."""
     import_id = uuid.uuid4()
     now: datetime = clock.now()
     async with db.single_statement() as conn:
