@@ -1,4 +1,5 @@
-"""The ``patron`` command: serve, migrate, worker, program, api-key, token-key, audit, demo."""
+"""The ``patron`` command: serve, migrate, worker, program, api-key, token-key, audit, import,
+demo."""
 
 from __future__ import annotations
 
@@ -246,6 +247,27 @@ def cmd_token_key_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    from app.services.imports.cli import run_import_file
+
+    try:
+        handle = open(args.file, "rb")  # noqa: SIM115 - closed below, after the import ran
+    except OSError as exc:
+        print(f"cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        return 2
+    with handle:
+        report = _run(
+            lambda: run_import_file(
+                args.program, args.type, handle, args.dry_run, progress=sys.stderr.isatty()
+            )
+        )
+    if report is None:
+        print(f"no program {args.program}", file=sys.stderr)
+        return 2
+    print(json.dumps(report, indent=2, default=str))
+    return 0 if report["status"] == "done" else 1
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from app.services.demo import seed_demo
 
@@ -353,6 +375,17 @@ def build_parser() -> argparse.ArgumentParser:
     audit = sub.add_parser("audit", help="check the ledger invariants")
     audit.add_argument("--program", type=int, default=None)
     audit.set_defaults(func=cmd_audit)
+
+    import_ = sub.add_parser(
+        "import", help="import members, opening balances or orders from a JSON Lines file"
+    )
+    import_.add_argument("type", choices=["members", "balances", "orders"])
+    import_.add_argument("file", help="JSON Lines, one object per line (docs/imports.md)")
+    import_.add_argument("--program", type=int, required=True)
+    import_.add_argument(
+        "--dry-run", action="store_true", help="report what would happen, write nothing"
+    )
+    import_.set_defaults(func=cmd_import)
 
     demo = sub.add_parser(
         "demo", help="seed a demo program and print its admin key", parents=[migrating]

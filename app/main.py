@@ -24,8 +24,10 @@ from app.routers import (
     dashboard,
     earn_rules,
     events,
+    exports,
     health,
     holds,
+    imports,
     insights,
     me,
     members,
@@ -140,9 +142,14 @@ class BodySizeLimit:
     and for a chunked body as soon as what arrived passes the limit (the body is buffered,
     at most the limit, before the endpoint sees it)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, streamed: dict[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        # Paths whose endpoint reads the body as a stream and enforces its own, larger
+        # limit (an import upload): passed through unbuffered, refused early by length.
+        self.streamed = streamed or {}
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         error = PayloadTooLargeError(f"Bodies are limited to {self.max_bytes} bytes.")
@@ -154,6 +161,13 @@ class BodySizeLimit:
             await self.app(scope, receive, send)
             return
         length = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+        streamed_limit = self.streamed.get(scope.get("path", ""))
+        if streamed_limit is not None and scope.get("method") == "POST":
+            if length is not None and (not length.isdigit() or int(length) > streamed_limit):
+                await self._refuse(scope, receive, send)
+                return
+            await self.app(scope, receive, send)
+            return
         if length is not None:
             if not length.isdigit() or int(length) > self.max_bytes:
                 await self._refuse(scope, receive, send)
@@ -250,9 +264,15 @@ def create_app() -> FastAPI:
         referrals,
         rewards,
         campaigns,
+        imports,
+        exports,
     ):
         app.include_router(module.router)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.max_body_bytes,
+        streamed={"/v1/imports": settings.max_import_bytes},
+    )
     # Outermost, so that every answer (413s included) has a request id and is counted.
     app.add_middleware(RequestObservability)
     return app

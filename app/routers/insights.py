@@ -3,7 +3,7 @@ and member feedback (members:write)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
@@ -22,13 +22,14 @@ from app.schemas.insights import (
     FeedbackCreate,
     FeedbackOut,
     FunnelStage,
+    LiabilityOut,
     OverviewOut,
     RefreshOut,
     RewardsInsight,
     SegmentOut,
     TierCount,
 )
-from app.services.insights import insights, rewards
+from app.services.insights import insights, liability, rewards
 
 router = APIRouter(tags=["Insights"])
 
@@ -61,6 +62,27 @@ async def get_overview(
     each."""
     period_start, period_end = insights.resolve_period(start, end)
     return await insights.overview(principal.program_id, period_start, period_end)
+
+
+@router.get(
+    "/v1/insights/liability",
+    operation_id="getPointsLiability",
+    response_model=LiabilityOut,
+    responses=problems(),
+)
+async def get_liability(
+    principal: Admin,
+    start: PeriodStart = None,
+    end: PeriodEnd = None,
+    interval: Annotated[
+        Literal["month", "week"], Query(description="Period length (program time zone).")
+    ] = "month",
+) -> LiabilityOut:
+    """The points liability rolled forward period by period: opening, earned, redeemed,
+    expired, adjusted, closing and its money value, with points still pending apart, and
+    the expected breakage from the program's own history. docs/insights.md says what an
+    accountant books from it. Default period: the last 12 months (12 weeks by week)."""
+    return await liability.liability(principal.program_id, interval, start, end)
 
 
 @router.get(

@@ -172,6 +172,11 @@ async def _insights_refresh(program: Program) -> Target:
     return Target("/v1/insights/refresh", None, None)
 
 
+async def _import(program: Program) -> Target:
+    # The body sent as JSON is a one-line JSON Lines file; the import is queued, not run.
+    return Target("/v1/imports?type=members", {"external_id": "a"}, {"external_id": "b"})
+
+
 async def _member_token(program: Program) -> Target:
     member = await _member(program)
     return Target(f"/v1/members/{member}/tokens", {"ttl_seconds": 60}, {"ttl_seconds": 120}, member)
@@ -353,6 +358,9 @@ POSTS: dict[str, Post] = {
     "/v1/campaigns": Post(_campaign),
     "/v1/campaigns/preview": Post(_campaign_preview, status=200, visible=False),
     "/v1/campaigns/{campaign_id}/run": Post(_campaign_run, status=200),
+    # Accepted for the worker (202); no GET lists imports, so the effect is not looked at here
+    # (tests/imports/test_imports_api.py checks that a replay leaves one import).
+    "/v1/imports": Post(_import, status=202, visible=False),
 }
 # POST routes whose Idempotency-Key behaviour is tested in another file, and why.
 COVERED_ELSEWHERE = {
