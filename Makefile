@@ -11,7 +11,7 @@ UV_VERSION := 0.13.9
 UV := .tools/bin/uv
 RUN := $(UV) run --frozen --extra embedded
 
-.PHONY: run install test lint typecheck pytest test-embedded bench demo clean
+.PHONY: run install test lint typecheck pytest schemathesis test-embedded bench demo clean
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -37,6 +37,11 @@ typecheck:
 
 pytest:
 	$(RUN) pytest $(PYTEST_ARGS)
+
+# Schemathesis against a running server (schemathesis.toml): left out of `make pytest` for
+# its minute and more; CI runs it as a stage of its own.
+schemathesis: install
+	$(RUN) pytest -m schemathesis tests/test_schemathesis.py
 
 # The same tests on a throw-away embedded PostgreSQL even when TEST_DATABASE_URL is set.
 test-embedded: install

@@ -18,7 +18,9 @@ from fastapi.responses import HTMLResponse
 from starlette.staticfiles import StaticFiles
 from swagger_ui_bundle import swagger_ui_path
 
+from app.problems import PROBLEM_MEDIA_TYPE
 from app.routers.deps import BODY_MODELS
+from app.schemas.common import Problem
 
 REDOC_FOLDER = Path(__file__).resolve().parent / "static" / "vendor" / "redoc"
 PUBLIC_PATHS = {"/healthz", "/readyz", "/metrics"}
@@ -89,14 +91,47 @@ def custom_openapi(app: FastAPI) -> dict[str, Any]:
             "description": "An API key (`ptr_...`), or a member token on `/v1/me` routes.",
         }
     }
+    components["schemas"]["Problem"] = Problem.model_json_schema(
+        ref_template="#/components/schemas/{model}"
+    )
     for path, operations in schema.get("paths", {}).items():
-        if path in PUBLIC_PATHS:
-            continue
         for operation in operations.values():
-            if isinstance(operation, dict):
+            if not isinstance(operation, dict):
+                continue
+            if path not in PUBLIC_PATHS:
                 operation["security"] = [{"apiKey": []}]
+                _declare_common_errors(operation)
+                _errors_are_problems(operation)
     app.openapi_schema = schema
     return schema
+
+
+# Answers any operation can give besides its own (api.md Conventions).
+_COMMON_ERRORS = {
+    "503": "service_unavailable: the database is unreachable or out of connections; "
+    "retry after Retry-After seconds",
+}
+_BODY_ERRORS = {"413": "payload_too_large"}
+
+
+def _declare_common_errors(operation: dict[str, Any]) -> None:
+    responses = operation.setdefault("responses", {})
+    common = dict(_COMMON_ERRORS)
+    if "requestBody" in operation:
+        common.update(_BODY_ERRORS)
+    for status, description in common.items():
+        responses.setdefault(status, {"description": description})
+
+
+def _errors_are_problems(operation: dict[str, Any]) -> None:
+    """Every error response is an RFC 9457 document: declared as ``application/problem+json``
+    with the ``Problem`` schema, the media type the service sends, so that generated clients
+    parse it (FastAPI would declare ``application/json``)."""
+    for status, response in operation.get("responses", {}).items():
+        if str(status)[0] in "45":
+            response["content"] = {
+                PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}
+            }
 
 
 def install(app: FastAPI) -> None:

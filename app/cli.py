@@ -1,4 +1,5 @@
-"""The ``patron`` command: serve, migrate, worker, program, api-key, token-key, audit, demo."""
+"""The ``patron`` command: serve, migrate, worker, program, api-key, token-key, audit, import,
+demo."""
 
 from __future__ import annotations
 
@@ -32,15 +33,18 @@ def _migrate(revision: str = "head") -> None:
     upgrade(db.resolve_migration_url(), revision)
 
 
-def _run(work: Callable[[], Awaitable[Any]], migrate: bool = False) -> Any:
+def _run(work: Callable[[], Awaitable[Any]], migrate: bool = False, *, durable: bool = True) -> Any:
     """Run ``work`` on a pool of its own; the schema is touched only when asked (``--migrate``):
     behind a pooler, or with several replicas starting, migrating is one deliberate step."""
     url = _database_url()
     if migrate:
         _migrate()
+    # Throw-away data (the demo) need not wait for each commit to reach the disk; asyncpg
+    # passes a URL's unknown parameters on as session settings.
+    engine_url = url if durable else _with_setting(url, "synchronous_commit", "off")
 
     async def main() -> Any:
-        db.configure(db.make_engine(url))
+        db.configure(db.make_engine(engine_url))
         try:
             return await work()
         finally:
@@ -49,9 +53,11 @@ def _run(work: Callable[[], Awaitable[Any]], migrate: bool = False) -> Any:
     return asyncio.run(main())
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
+def _with_setting(url: str, name: str, value: str) -> str:
+    return f"{url}{'&' if '?' in url else '?'}{name}={value}"
 
+
+def cmd_serve(args: argparse.Namespace) -> int:
     if args.migrate:
         _migrate()
     else:
@@ -59,9 +65,34 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # uvicorn re-raises SIGTERM after its graceful shutdown; exiting through Python instead of
     # the default handler lets the embedded PostgreSQL stop with the service (atexit).
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
-    if args.server == "granian":
-        _serve_with_granian(args)
-        return 0
+    supervisor = _start_worker(args)
+    try:
+        if args.server == "granian":
+            _serve_with_granian(args)
+        else:
+            _serve(args)
+    finally:
+        if supervisor is not None:
+            supervisor.stop()
+    return 0
+
+
+def _start_worker(args: argparse.Namespace) -> Any:
+    """The periodic jobs in a supervised child process, unless ``--no-worker``."""
+    if args.no_worker:
+        return None
+    from app.logs import configure_logging
+    from app.worker_supervisor import WorkerSupervisor
+
+    configure_logging(get_settings().log_level)
+    supervisor = WorkerSupervisor()
+    supervisor.start()
+    return supervisor
+
+
+def _serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
     uvicorn.run(
         "app.main:create_app",
         factory=True,
@@ -75,7 +106,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # A worker still importing on a busy machine must not be killed as unresponsive.
         timeout_worker_healthcheck=30,
     )
-    return 0
 
 
 def _serve_with_granian(args: argparse.Namespace) -> None:
@@ -217,13 +247,35 @@ def cmd_token_key_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    from app.services.imports.cli import run_import_file
+
+    try:
+        handle = open(args.file, "rb")  # noqa: SIM115 - closed below, after the import ran
+    except OSError as exc:
+        print(f"cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        return 2
+    with handle:
+        report = _run(
+            lambda: run_import_file(
+                args.program, args.type, handle, args.dry_run, progress=sys.stderr.isatty()
+            )
+        )
+    if report is None:
+        print(f"no program {args.program}", file=sys.stderr)
+        return 2
+    print(json.dumps(report, indent=2, default=str))
+    return 0 if report["status"] == "done" else 1
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from app.services.demo import seed_demo
 
-    program_id, key = _run(seed_demo, migrate=args.migrate)
-    print(f"demo program {program_id} seeded")
+    program_id, key = _run(seed_demo, migrate=args.migrate, durable=False)
+    print(f"demo program {program_id} seeded: a tea shop with 18 months of history")
     print(f"admin API key (shown once): {key}")
-    print("try: curl -H 'Authorization: Bearer <key>' http://127.0.0.1:8000/v1/members")
+    print(f"try: curl -H 'Authorization: Bearer {key}' http://127.0.0.1:8000/v1/insights/overview")
+    print("or open http://127.0.0.1:8000/dashboard and paste the key")
     return 0
 
 
@@ -257,6 +309,11 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("uvicorn", "granian"),
         default="uvicorn",
         help="the HTTP server (granian needs the 'granian' extra)",
+    )
+    serve.add_argument(
+        "--no-worker",
+        action="store_true",
+        help="do not run the periodic jobs beside the server (run `patron worker` instead)",
     )
     serve.set_defaults(func=cmd_serve)
 
@@ -319,6 +376,17 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--program", type=int, default=None)
     audit.set_defaults(func=cmd_audit)
 
+    import_ = sub.add_parser(
+        "import", help="import members, opening balances or orders from a JSON Lines file"
+    )
+    import_.add_argument("type", choices=["members", "balances", "orders"])
+    import_.add_argument("file", help="JSON Lines, one object per line (docs/imports.md)")
+    import_.add_argument("--program", type=int, required=True)
+    import_.add_argument(
+        "--dry-run", action="store_true", help="report what would happen, write nothing"
+    )
+    import_.set_defaults(func=cmd_import)
+
     demo = sub.add_parser(
         "demo", help="seed a demo program and print its admin key", parents=[migrating]
     )
@@ -328,8 +396,35 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    code: int = args.func(args)
+    _configure_cli_logging(quiet_database=args.command not in ("serve", "worker"))
+    try:
+        code: int = args.func(args)
+    except Exception as exc:
+        from app.cli_errors import explain
+
+        explained = explain(exc, os.environ.get("PATRON_DATABASE_URL"))
+        if explained is None:
+            raise
+        message, code = explained
+        print(f"patron: {message}", file=sys.stderr)
     return code
+
+
+def _configure_cli_logging(*, quiet_database: bool) -> None:
+    """JSON log lines on stderr for every command (where the embedded PostgreSQL keeps its
+    data, the worker's jobs), without Alembic's line per migration step. A one-off command
+    that cannot reach the database says so in one line of its own (``app.cli_errors``)
+    instead of the service's outage warnings."""
+    import logging
+
+    from app.logs import configure_logging
+
+    configure_logging(get_settings().log_level)
+    # The embedded server's own lines (initdb, pg_ctl output) are for when it fails.
+    for name in ("alembic", "pgserver"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    if quiet_database:
+        logging.getLogger("patron.db").setLevel(logging.ERROR)
 
 
 if __name__ == "__main__":

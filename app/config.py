@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     # Referral code lookups allowed per API key and minute (shared by all workers).
     referral_lookups_per_minute: int = Field(default=60, ge=1, le=100_000)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    # An import upload (POST /v1/imports) streams into a staging table; api.md's limit.
+    max_import_bytes: int = Field(default=512 * 1_048_576, ge=1024)
+    # Lines an import applies per transaction: each holds its members' account locks.
+    import_batch_size: int = Field(default=5000, ge=1, le=100_000)
     # Loops per member-batch job (release, expiry) that work off a backlog side by side, each
     # on its own share of the members (app/services/members/member_batches.py): one per core
     # PostgreSQL can give the worker.

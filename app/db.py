@@ -20,6 +20,8 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import socket
+import warnings
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -31,6 +33,7 @@ from sqlalchemy import TextClause
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as AsyncpgDialect
 
 from app.config import Settings, get_settings
+from app.errors import ServiceUnavailableError
 
 log = logging.getLogger("patron.db")
 T = TypeVar("T")
@@ -295,6 +298,7 @@ class Engine:
             min_size=0,
             max_size=settings.pool_size + settings.pool_max_overflow,
             max_inactive_connection_lifetime=60,
+            timeout=CONNECT_TIMEOUT_SECONDS,
             record_class=Row,
             reset=_keep_session,
             **(
@@ -309,12 +313,16 @@ class Engine:
         if _refuse_second_connection and _holding.get():
             raise SecondConnectionError("this task already holds a connection")
         pool = await self._get_pool()
-        raw = await pool.acquire(timeout=self._settings.pool_timeout_seconds)
+        raw = await acquire_or_unavailable(pool, self._settings.pool_timeout_seconds)
         for listener in _pool_use_listeners:
             listener(1)
         holding = _holding.set(True)
         try:
             yield Connection(raw)
+        except Exception as exc:
+            if is_outage(exc, raw):
+                raise unavailable(exc, raw) from exc
+            raise
         finally:
             _holding.reset(holding)
             for listener in _pool_use_listeners:
@@ -346,6 +354,76 @@ class Engine:
             await pool.close()
 
 
+# Outages: how a client is told to wait, and which failures are one. A request that meets one
+# answers 503 ``service_unavailable`` with Retry-After, never a 500 (api.md Conventions); a
+# connection that broke is closed, not handed to the next request, so the pool recovers by
+# itself once PostgreSQL is back.
+RETRY_AFTER_SECONDS = 2
+# How long opening one connection may take (asyncpg waits 60 s by default).
+CONNECT_TIMEOUT_SECONDS = 5.0
+# asyncpg's error for an argument it cannot encode: a bug or bad input, not an outage.
+_ArgumentError = asyncpg.exceptions._base.DataError
+_OUTAGE_ERRORS = (
+    ConnectionError,  # refused, reset, aborted
+    socket.gaierror,  # the host name does not resolve
+    asyncpg.PostgresConnectionError,  # class 08: the connection is gone
+    asyncpg.CannotConnectNowError,  # the server is starting up or shutting down
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.TooManyConnectionsError,  # the role's or the server's connection limit
+)
+
+
+def is_outage(exc: BaseException, raw: asyncpg.Connection | None = None) -> bool:
+    """Whether ``exc`` says the database is unreachable or out of connections, rather than
+    that the request or the code is wrong."""
+    if isinstance(exc, _OUTAGE_ERRORS):
+        return True
+    if isinstance(exc, asyncpg.InterfaceError | asyncpg.InternalClientError) and not isinstance(
+        exc, _ArgumentError
+    ):
+        # A connection that broke under a statement: closed, or its protocol left in the
+        # middle of an operation ("cannot switch to state 12; another operation (2) is in
+        # progress": the server ended it while it sat idle in the pool).
+        return raw is None or _is_broken(raw) or "another operation" in str(exc)
+    return False
+
+
+def _is_broken(raw: asyncpg.Connection) -> bool:
+    try:
+        return bool(raw.is_closed())
+    except asyncpg.InterfaceError:
+        # The pool already detached a connection that closed under it.
+        return True
+
+
+def unavailable(exc: Exception, raw: asyncpg.Connection | None) -> ServiceUnavailableError:
+    """What a request that met the outage ``exc`` answers; the broken connection is closed so
+    that the pool opens a new one."""
+    if raw is not None and not _is_broken(raw):
+        raw.terminate()
+    log.warning("database unavailable: %s: %s", type(exc).__name__, exc)
+    return ServiceUnavailableError(
+        RETRY_AFTER_SECONDS,
+        "The database is unreachable or out of connections; nothing was done. "
+        f"Retry in {RETRY_AFTER_SECONDS} seconds.",
+    )
+
+
+async def acquire_or_unavailable(pool: asyncpg.Pool, wait_seconds: float) -> asyncpg.Connection:
+    """A connection from the pool; ``ServiceUnavailableError`` when none frees up within
+    ``wait_seconds`` or a new one cannot be opened (any socket error: no route, refused,
+    timed out)."""
+    try:
+        return await pool.acquire(timeout=wait_seconds)
+    except OSError as exc:
+        raise unavailable(exc, None) from exc
+    except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        if is_outage(exc):
+            raise unavailable(exc, None) from exc
+        raise
+
+
 def to_plain_url(url: str) -> str:
     """The libpq form of a URL (for asyncpg, psql and pgbench); ``postgres://``,
     ``postgresql://`` and SQLAlchemy's ``postgresql+asyncpg://`` are all accepted."""
@@ -366,18 +444,24 @@ def start_embedded(data_dir: Path) -> str:
     The server stops when the last process that started it exits.
     """
     global _embedded_server
-    try:
-        import pgserver
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise RuntimeError(
-            "No DATABASE_URL is set and the embedded PostgreSQL is not installed; "
-            "install with the 'embedded' extra or set DATABASE_URL."
-        ) from exc
-    data_dir = data_dir.resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    _embedded_server = pgserver.get_server(data_dir / "pg", cleanup_mode="stop")  # type: ignore[attr-defined]
-    url: str = _embedded_server.get_uri()
-    log.info("embedded PostgreSQL running in %s", data_dir)
+    with warnings.catch_warnings():
+        # platformdirs warns on every start where XDG_RUNTIME_DIR is unset (containers, CI)
+        # and falls back to /tmp, which is fine for the server's socket.
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR")
+        try:
+            import pgserver
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise RuntimeError(
+                "No DATABASE_URL is set and the embedded PostgreSQL is not installed; "
+                "install with the 'embedded' extra or set DATABASE_URL."
+            ) from exc
+        data_dir = data_dir.resolve()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        _embedded_server = pgserver.get_server(data_dir / "pg", cleanup_mode="stop")  # type: ignore[attr-defined]
+        url: str = _embedded_server.get_uri()
+    logging.getLogger("patron.embedded").info(
+        "embedded PostgreSQL running, its data in %s", data_dir / "pg"
+    )
     return url
 
 

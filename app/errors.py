@@ -25,9 +25,10 @@ of api.md; ``app.main`` renders any of them as RFC 9457 problem+json.
     │   ├── CurrencyMismatchError     422 currency_mismatch
     │   ├── IdempotencyKeyReusedError 422 idempotency_key_reused
     │   ├── RefundExceedsOrderError   422 refund_exceeds_order
+    │   ├── PointsLimitExceededError  422 points_limit_exceeded
     │   └── SelfReferralError         422 self_referral
     ├── RateLimitedError              429 rate_limited
-    └── ServiceUnavailableError       503 unavailable
+    └── ServiceUnavailableError       503 service_unavailable
 """
 
 from __future__ import annotations
@@ -177,6 +178,11 @@ class RefundExceedsOrderError(UnprocessableError):
     title = "Cumulative refunds would exceed the order amount"
 
 
+class PointsLimitExceededError(UnprocessableError):
+    code = "points_limit_exceeded"
+    title = "The order would earn more points than one order may"
+
+
 class SelfReferralError(UnprocessableError):
     code = "self_referral"
     title = "A member cannot refer themselves"
@@ -193,6 +199,13 @@ class RateLimitedError(PatronError):
 
 
 class ServiceUnavailableError(PatronError):
+    """The database cannot be reached or has no free connection right now; the request had
+    no effect, and the client may retry after ``retry_after`` seconds."""
+
     status = 503
-    code = "unavailable"
+    code = "service_unavailable"
     title = "Service unavailable"
+
+    def __init__(self, retry_after: int, detail: str | None = None) -> None:
+        self.retry_after = retry_after
+        super().__init__(detail)

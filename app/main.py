@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -23,8 +24,10 @@ from app.routers import (
     dashboard,
     earn_rules,
     events,
+    exports,
     health,
     holds,
+    imports,
     insights,
     me,
     members,
@@ -62,14 +65,58 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     return validation_problem(exc.errors())
 
 
+# FastAPI answers 400 when a body cannot be read as JSON at all (not UTF-8, nested past
+# Python's recursion limit); for the contract that is invalid input like any other.
+_UNREADABLE_BODY = {
+    "loc": ["body"],
+    "msg": "The body is not JSON: not UTF-8, malformed, or nested too deeply.",
+    "type": "json_invalid",
+}
+
+
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400:
+        return validation_problem([_UNREADABLE_BODY])
     code = _STATUS_CODES.get(exc.status_code, "error")
     title = str(exc.detail) if exc.detail else code.replace("_", " ").capitalize()
     response = problem(exc.status_code, code, title, title)
     if exc.headers:
         response.headers.update(exc.headers)
+    if exc.status_code == 405:
+        documented = _allowed_methods(request)
+        if documented:
+            response.headers["Allow"] = ", ".join(documented)
     return response
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """The methods the API documents for this path (the most specific template that matches
+    it: ``/v1/tiers/preview`` before ``/v1/tiers/{key}``). Starlette would name only those of
+    the first route that matched, and each method is a route of its own here."""
+    for pattern, methods in _documented_paths(request.app):
+        if pattern.fullmatch(request.url.path):
+            return methods
+    return []
+
+
+def _documented_paths(app: FastAPI) -> list[tuple[re.Pattern[str], list[str]]]:
+    found: list[tuple[re.Pattern[str], list[str]]] | None = getattr(
+        app.state, "documented_paths", None
+    )
+    if found is None:
+        paths = app.openapi()["paths"]
+        # Fewer parameters first: a literal segment wins over a parameter.
+        templates = sorted(paths, key=lambda template: template.count("{"))
+        found = []
+        for template in templates:
+            methods = {method.upper() for method in paths[template]}
+            if "GET" in methods:
+                methods.add("HEAD")
+            pattern = re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(template))
+            found.append((re.compile(pattern), sorted(methods)))
+        app.state.documented_paths = found
+    return found
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
@@ -95,9 +142,14 @@ class BodySizeLimit:
     and for a chunked body as soon as what arrived passes the limit (the body is buffered,
     at most the limit, before the endpoint sees it)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, streamed: dict[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        # Paths whose endpoint reads the body as a stream and enforces its own, larger
+        # limit (an import upload): passed through unbuffered, refused early by length.
+        self.streamed = streamed or {}
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         error = PayloadTooLargeError(f"Bodies are limited to {self.max_bytes} bytes.")
@@ -109,6 +161,13 @@ class BodySizeLimit:
             await self.app(scope, receive, send)
             return
         length = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+        streamed_limit = self.streamed.get(scope.get("path", ""))
+        if streamed_limit is not None and scope.get("method") == "POST":
+            if length is not None and (not length.isdigit() or int(length) > streamed_limit):
+                await self._refuse(scope, receive, send)
+                return
+            await self.app(scope, receive, send)
+            return
         if length is not None:
             if not length.isdigit() or int(length) > self.max_bytes:
                 await self._refuse(scope, receive, send)
@@ -205,9 +264,15 @@ def create_app() -> FastAPI:
         referrals,
         rewards,
         campaigns,
+        imports,
+        exports,
     ):
         app.include_router(module.router)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.max_body_bytes,
+        streamed={"/v1/imports": settings.max_import_bytes},
+    )
     # Outermost, so that every answer (413s included) has a request id and is counted.
     app.add_middleware(RequestObservability)
     return app

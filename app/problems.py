@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi.responses import JSONResponse
 
-from app.errors import PatronError, RateLimitedError
+from app.errors import PatronError, RateLimitedError, ServiceUnavailableError
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 
@@ -32,7 +32,7 @@ def problem(status: int, code: str, title: str, detail: str, **extra: Any) -> JS
 def domain_problem(exc: PatronError) -> JSONResponse:
     """A domain error, with the status and code its class carries."""
     extra = dict(exc.extra)
-    if isinstance(exc, RateLimitedError):
+    if isinstance(exc, RateLimitedError | ServiceUnavailableError):
         extra["retry_after"] = exc.retry_after
     return problem(exc.status, exc.code, exc.title, exc.detail, **extra)
 

@@ -29,6 +29,7 @@ from app.services.campaigns import reminders, running
 from app.services.checkout import holds
 from app.services.engagement import birthdays
 from app.services.events import webhook_delivery
+from app.services.imports import runner as imports
 from app.services.insights import insights
 from app.services.ledger import expiry, pending
 from app.services.members.member_batches import Lane
@@ -73,6 +74,7 @@ JOBS: list[tuple[str, Job | InLanes]] = [
     # After the insights refresh, so that audiences see today's segments and stages.
     ("run_campaigns", running.run_due_campaigns),
     ("send_reminders", reminders.send_due_reminders),
+    ("imports", imports.run_imports),
 ]
 
 

@@ -422,7 +422,8 @@ class Server:
         patron = Path(sys.executable).with_name("patron")
         command = [str(patron)] if patron.exists() else [sys.executable, "-m", "app.cli"]
         command += ["serve", "--host", "127.0.0.1", "--port", str(port)]
-        command += ["--workers", str(workers), "--server", http_server]
+        # The jobs would run beside the measured requests: the bench measures requests only.
+        command += ["--workers", str(workers), "--server", http_server, "--no-worker"]
         env = {
             **os.environ,
             "DATABASE_URL": pooled_url or url,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -26,6 +27,9 @@ CHROMIUM_FLAGS = [
 ]
 
 
+PATRON = (sys.executable, "-m", "app.cli")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -33,17 +37,39 @@ def free_port() -> int:
         return port
 
 
+def cli_env(database_url: str, **extra: str) -> dict[str, str]:
+    env = {**os.environ, "DATABASE_URL": database_url, **extra}
+    env.pop("PATRON_DATABASE_URL", None)
+    return env
+
+
+def create_program_key(database_url: str, name: str = "Live") -> str:
+    """A new program's admin key, made with `patron program create --json`."""
+    result = subprocess.run(
+        [*PATRON, "program", "create", "--json", "--name", name, "--currency", "CNY"],
+        env=cli_env(database_url),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    key: str = json.loads(result.stdout)["api_key"]
+    return key
+
+
 @contextmanager
 def running_server(
-    database_url: str, workers: int = 1, http_server: str = "uvicorn"
+    database_url: str,
+    workers: int = 1,
+    http_server: str = "uvicorn",
+    env: dict[str, str] | None = None,
 ) -> Iterator[str]:
     """`patron serve` against the test database; yields its base URL once it is ready."""
     port = free_port()
-    env = {**os.environ, "DATABASE_URL": database_url}
-    env.pop("PATRON_DATABASE_URL", None)
+    env = cli_env(database_url, **(env or {}))
     process = subprocess.Popen(
         [
-            *(sys.executable, "-m", "app.cli", "serve", "--port", str(port)),
+            *(*PATRON, "serve", "--port", str(port)),
             *("--workers", str(workers), "--server", http_server),
         ],
         env=env,

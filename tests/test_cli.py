@@ -168,13 +168,55 @@ class TestAudit:
         assert "invariant 1" in broken.stdout
 
 
+class TestErrorsAreOneLine:
+    """A database that cannot be reached, or input the command refuses: one line saying so
+    on stderr and a non-zero exit, never a traceback."""
+
+    @staticmethod
+    def assert_one_line(result: subprocess.CompletedProcess[str], code: int, says: str) -> None:
+        assert result.returncode == code, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert lines == [lines[0]] and lines[0].startswith("patron: "), result.stderr
+        assert says in lines[0], lines[0]
+        assert "Traceback" not in result.stderr + result.stdout
+
+    @pytest.mark.parametrize(
+        "args",
+        [
+            ("program", "create", "--name", "X", "--currency", "CNY"),
+            ("audit",),
+        ],
+        ids=lambda args: args[0],
+    )
+    def test_connection_refused(self, args: tuple[str, ...]) -> None:
+        port = _free_port()
+        result = patron(f"postgresql://postgres@127.0.0.1:{port}/x", *args)
+        self.assert_one_line(
+            result, 1, f"cannot connect to PostgreSQL at 127.0.0.1:{port}: connection refused"
+        )
+
+    def test_unknown_host(self) -> None:
+        result = patron("postgresql://postgres@no-such-host.invalid/x", "audit")
+        self.assert_one_line(result, 1, "no-such-host.invalid:5432: unknown host")
+
+    def test_database_that_does_not_exist(self, database_url: str) -> None:
+        missing = database_url.rsplit("/", 1)[0] + "/patron_no_such_database"
+        result = patron(missing, "migrate")
+        self.assert_one_line(result, 1, 'database "patron_no_such_database" does not exist')
+
+    def test_unknown_currency(self, database_url: str) -> None:
+        result = patron(database_url, "program", "create", "--name", "X", "--currency", "XXXX")
+        self.assert_one_line(result, 2, "Unknown ISO 4217 currency 'XXXX'")
+
+
 class TestServeEmbedded:
     """The README's first command: no DATABASE_URL, an embedded PostgreSQL, migrated, served."""
 
     def test_serves_ready_on_embedded_postgres(self, tmp_path: Path) -> None:
         port = _free_port()
         env = {**os.environ, "PATRON_DATA_DIR": str(tmp_path / "data")}
-        for name in ("DATABASE_URL", "PATRON_DATABASE_URL"):
+        # As in containers and CI: platformdirs would warn on every command.
+        for name in ("DATABASE_URL", "PATRON_DATABASE_URL", "XDG_RUNTIME_DIR"):
             env.pop(name, None)
         server = subprocess.Popen(
             [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
@@ -194,7 +236,10 @@ class TestServeEmbedded:
                 except httpx.TransportError:
                     pass
                 time.sleep(0.3)
-            assert ready is not None and ready.status_code == 200, "server never became ready"
+            if ready is None or ready.status_code != 200:
+                server.terminate()
+                printed = server.stdout.read() if server.stdout else ""
+                pytest.fail(f"server never became ready:\n{printed[-4000:]}")
             assert ready.json()["status"] == "ready"
         finally:
             server.terminate()
@@ -203,6 +248,9 @@ class TestServeEmbedded:
             except subprocess.TimeoutExpired:
                 server.kill()
         assert (tmp_path / "data" / "pg").is_dir()
+        printed = server.stdout.read() if server.stdout else ""
+        assert "XDG_RUNTIME_DIR" not in printed
+        assert f"its data in {tmp_path / 'data' / 'pg'}" in printed
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ CHARTS_WITH_DATA = (
     "chart-rewards",
     "chart-coupons",
     "chart-campaigns",
+    "chart-liability",
 )
 
 
@@ -113,6 +114,7 @@ class TestDashboard:
                 await seed(api)
                 segments = (await api.get("/v1/insights/segments")).json()
                 expiry = (await api.get("/v1/insights/points-expiry")).json()["data"]
+                liability = (await api.get("/v1/insights/liability")).json()["rows"]
 
             async with async_playwright() as playwright:
                 browser = await playwright.chromium.launch_persistent_context(
@@ -168,6 +170,9 @@ class TestDashboard:
                 }
                 table_rows = await page.locator("#chart-segments table tbody tr").count()
                 intervals = await page.locator("#chart-campaigns svg line.ci").count()
+                liability_cells = await page.locator(
+                    "#chart-liability table tbody tr:last-child td"
+                ).all_inner_texts()
                 members_card = await page.locator("#cards .card").first.inner_text()
                 stored_key = await page.evaluate("sessionStorage.getItem('patron.adminKey')")
 
@@ -189,6 +194,8 @@ class TestDashboard:
         assert bars["chart-coupons"] == 4
         assert bars["chart-campaigns"] == 2  # treated and held out
         assert intervals == 1
+        assert bars["chart-liability"] == len(liability) >= 12
+        assert len(liability_cells) == 7 and liability[-1]["closing"] > 0
         assert all(labels.values())
         assert table_rows == 11
         assert stored_key == key

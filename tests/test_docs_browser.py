@@ -39,9 +39,7 @@ class TestSwaggerUi:
                     await page.click(".auth-btn-wrapper button.authorize")
                     await page.click(".auth-btn-wrapper button.btn-done")
 
-                    operation = page.locator(
-                        "#operations-VIP_tiers-update_tier_v1_tiers__key__patch"
-                    )
+                    operation = page.locator("#operations-VIP_tiers-updateTier")
                     await operation.locator(".opblock-summary").click()
                     await operation.locator("button.try-out__btn").click()
                     await operation.locator('tr[data-param-name="key"] input').fill("gold")

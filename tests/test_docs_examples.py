@@ -16,7 +16,8 @@ import pytest
 
 from tests.live import running_server
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
 
 
 def shell_blocks(document: Path) -> list[str]:
@@ -100,37 +101,57 @@ def run_blocks(blocks: list[str], base: str, key: str) -> list[list[str]]:
     return outputs
 
 
-class TestCheckoutGuide:
-    def test_every_example_runs(self, server: str, database_url: str) -> None:
+def readme_blocks(base: str) -> list[str]:
+    """The README's curl example as a reader runs it: against their server, with the key
+    they were given in place of the placeholder (the other blocks are make and CLI calls)."""
+    blocks = [block for block in shell_blocks(ROOT / "README.md") if "curl " in block]
+    assert len(blocks) == 1
+    lines = [line for line in blocks[0].splitlines() if not line.startswith("KEY=ptr_...")]
+    return ["\n".join(lines).replace("http://127.0.0.1:8000", base)]
+
+
+def available(server: str, key: str, member: str) -> int:
+    points = httpx.get(
+        f"{server}/v1/members/{member}/points", headers={"Authorization": f"Bearer {key}"}
+    ).json()
+    value: int = points["available"]
+    return value
+
+
+class TestReaderJourney:
+    """README, then docs/checkout.md, then docs/referrals.md, on one program and one shell,
+    as a reader pastes them one after another: no example may clash with an earlier one."""
+
+    def test_every_example_runs_in_order(self, server: str, database_url: str) -> None:
         key = new_program_key(database_url)
-        blocks = shell_blocks(DOCS / "checkout.md")
-        assert len(blocks) == 5
-        outputs = run_blocks(blocks, server, key)
-        order = json_documents(outputs[4])[-1]
+        readme = readme_blocks(server)
+        checkout = shell_blocks(DOCS / "checkout.md")
+        referral = shell_blocks(DOCS / "referrals.md")
+        assert (len(checkout), len(referral)) == (5, 7)
+        outputs = run_blocks([*readme, *checkout, *referral], server, key)
+        readme_out = outputs[: len(readme)]
+        checkout_out = outputs[len(readme) : len(readme) + len(checkout)]
+        referral_out = outputs[len(readme) + len(checkout) :]
+
+        # README: the welcome bonus.
+        assert json_documents(readme_out[0])[-1]["available"] == 200
+
+        # Checkout: 1000 more; the order redeems 500, earns 259; a refund of 8800 of 25900.
+        order = json_documents(checkout_out[4])[-1]
         assert order["order_id"] == "A-1001"
         assert order["points_redeemed"] == 500
         assert order["points_earned"] == 259
         assert order["refunds"][0]["refund_id"] == "R-1001-1"
-        points = httpx.get(
-            f"{server}/v1/members/cust-1001/points", headers={"Authorization": f"Bearer {key}"}
-        ).json()
-        # 1000 - 500 redeemed + 259 earned - floor(259 * 8800 / 25900) reversed
-        # + floor(500 * 8800 / 25900) restored
-        assert points["available"] == 1000 - 500 + 259 - 88 + 169
+        # floor(259 * 8800 / 25900) = 88 reversed, floor(500 * 8800 / 25900) = 169 restored.
+        after_checkout = 200 + 1000 - 500 + 259 - 88 + 169
 
-
-class TestReferralGuide:
-    def test_every_example_runs(self, server: str, database_url: str) -> None:
-        key = new_program_key(database_url)
-        blocks = shell_blocks(DOCS / "referrals.md")
-        assert len(blocks) == 7
-        outputs = run_blocks(blocks, server, key)
-        code = outputs[2][-1]
-        looked_up = json_documents(outputs[3])[-1]
+        # Referrals: cust-1001 invites cust-2002, whose first order pays 500 to cust-1001.
+        code = referral_out[2][-1]
+        looked_up = json_documents(referral_out[3])[-1]
         assert looked_up == {"code": code, "valid": True, "referee_points": 200}
-        friend = json_documents(outputs[4])[-1]
+        friend = json_documents(referral_out[4])[-1]
         assert friend["referred_by"] == "cust-1001"
-        funnel, points = json_documents(outputs[6])
+        funnel, points = json_documents(referral_out[6])
         assert funnel == {
             "code": code,
             "url": f"https://shop.example/invite/{code}",
@@ -139,7 +160,8 @@ class TestReferralGuide:
             "rewarded": 1,
             "points_earned": 500,
         }
-        assert points["available"] == 500
+        assert points["available"] == after_checkout + 500
+        assert available(server, key, "cust-1001") == after_checkout + 500
 
 
 class TestRewardsGuide:

@@ -10,6 +10,7 @@ from app.models.campaigns import (
 from app.models.checkout import EarnRule, Hold, Order, PointRelease, QueuedOrderRelease, Refund
 from app.models.events import Event
 from app.models.idempotency import IdempotencyKey
+from app.models.imports import Import, ImportRow
 from app.models.insights import InsightRefresh, MemberFeedback, MemberInsight
 from app.models.ledger import ENTRY_KINDS, PointEntry, PointLot
 from app.models.members import Account, Member
@@ -34,6 +35,8 @@ __all__ = [
     "Event",
     "Hold",
     "IdempotencyKey",
+    "Import",
+    "ImportRow",
     "InsightRefresh",
     "Member",
     "MemberFeedback",

@@ -30,6 +30,7 @@ ENTRY_KINDS = (
     "expire",
     "referral",
     "bonus",
+    "import",
 )
 _KIND_LIST = ", ".join(f"'{kind}'" for kind in ENTRY_KINDS)
 
@@ -57,6 +58,14 @@ class PointEntry(Base):
         ForeignKeyConstraint(["hold_id", "program_id"], ["holds.id", "holds.program_id"]),
         ForeignKeyConstraint(
             ["referral_id", "program_id"], ["referrals.id", "referrals.program_id"]
+        ),
+        # An opening balance is imported once per member (app/services/ledger/imports.py).
+        Index(
+            "ix_point_entries_one_import",
+            "program_id",
+            "member_id",
+            unique=True,
+            postgresql_where=text("kind = 'import'"),
         ),
     )
 

@@ -9,7 +9,7 @@ import orjson
 from fastapi import Header, Path, Query, Request, Response
 from pydantic import BaseModel
 
-from app.schemas.common import EXTERNAL_ID_PATTERN, Problem
+from app.schemas.common import EXTERNAL_ID_PATTERN, NO_NUL
 from app.services.idempotency import IdempotencyRequest, Reply, fingerprint
 
 IDEMPOTENCY_KEY_DESCRIPTION = (
@@ -22,6 +22,7 @@ IdempotencyKeyHeader = Annotated[
         alias="Idempotency-Key",
         min_length=1,
         max_length=255,
+        pattern=r"^[^\x00]+$",
         description=IDEMPOTENCY_KEY_DESCRIPTION,
     ),
 ]
@@ -33,6 +34,9 @@ MemberPath = Annotated[
         examples=["cust-1001"],
     ),
 ]
+# A path segment that names an object by its id: any text but NUL (which PostgreSQL text
+# cannot hold), so that such a path is a 422 rather than a database error.
+IdPath = Annotated[str, Path(pattern=NO_NUL)]
 Limit = Annotated[int, Query(ge=1, le=100, description="Page size, 1-100.")]
 Cursor = Annotated[
     str | None, Query(max_length=200, description="next_cursor of the previous page.")
@@ -84,7 +88,8 @@ def json_page(items_json: list[str], next_cursor: str | None) -> Response:
 
 
 def problems(*codes: tuple[int, str]) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI documentation of the error responses an endpoint can give."""
+    """OpenAPI documentation of the error responses an endpoint can give (their content, an
+    ``application/problem+json`` ``Problem``, is filled in by ``app.api_docs``)."""
     documented: dict[int | str, dict[str, Any]] = {}
     for status, description in (
         (401, "unauthorized"),
@@ -92,13 +97,6 @@ def problems(*codes: tuple[int, str]) -> dict[int | str, dict[str, Any]]:
         (422, "validation_error"),
         *codes,
     ):
-        entry = documented.setdefault(
-            status,
-            {
-                "model": Problem,
-                "description": "",
-                "content": {"application/problem+json": {}},
-            },
-        )
+        entry = documented.setdefault(status, {"description": ""})
         entry["description"] = ", ".join(filter(None, [entry["description"], description]))
     return documented

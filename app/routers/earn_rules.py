@@ -25,7 +25,9 @@ Admin = Annotated[Principal, Depends(require_scope("admin"))]
 RuleId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The rule's id.", examples=[3])]
 
 
-@router.get("", response_model=Page[EarnRuleOut], responses=problems())
+@router.get(
+    "", response_model=Page[EarnRuleOut], responses=problems(), operation_id="listEarnRules"
+)
 async def list_earn_rules(
     principal: Admin, limit: Limit = 20, cursor: Cursor = None
 ) -> Page[EarnRuleOut]:
@@ -38,6 +40,7 @@ async def list_earn_rules(
     "",
     status_code=201,
     responses={201: {"model": EarnRuleOut, "description": "The new rule."}, **problems()},
+    operation_id="createEarnRule",
 )
 async def create_earn_rule(
     body: EarnRuleCreate,
@@ -53,19 +56,34 @@ async def create_earn_rule(
     return reply_json(reply)
 
 
-@router.get("/{rule_id}", response_model=EarnRuleOut, responses=problems((404, "not_found")))
+@router.get(
+    "/{rule_id}",
+    response_model=EarnRuleOut,
+    responses=problems((404, "not_found")),
+    operation_id="getEarnRule",
+)
 async def get_earn_rule(rule_id: RuleId, principal: Admin) -> EarnRuleOut:
     return await earn_rules.get_earn_rule(principal.program_id, rule_id)
 
 
-@router.patch("/{rule_id}", response_model=EarnRuleOut, responses=problems((404, "not_found")))
+@router.patch(
+    "/{rule_id}",
+    response_model=EarnRuleOut,
+    responses=problems((404, "not_found")),
+    operation_id="updateEarnRule",
+)
 async def update_earn_rule(rule_id: RuleId, body: EarnRulePatch, principal: Admin) -> EarnRuleOut:
     """Change the fields sent. `conditions` merges condition by condition (null removes
     one); `effect` is replaced whole. Orders already placed keep what they earned."""
     return await earn_rules.update_earn_rule(principal.program_id, rule_id, body)
 
 
-@router.delete("/{rule_id}", status_code=204, responses=problems((404, "not_found")))
+@router.delete(
+    "/{rule_id}",
+    status_code=204,
+    responses=problems((404, "not_found")),
+    operation_id="deleteEarnRule",
+)
 async def delete_earn_rule(rule_id: RuleId, principal: Admin) -> Response:
     """Delete a rule. Orders already placed keep their `rule:<id>` lines."""
     await earn_rules.delete_earn_rule(principal.program_id, rule_id)

@@ -16,7 +16,9 @@ router = APIRouter(tags=["Events and webhooks"])
 Admin = Annotated[Principal, Depends(require_scope("admin"))]
 
 
-@router.get("/v1/events", response_model=Page[EventOut], responses=problems())
+@router.get(
+    "/v1/events", response_model=Page[EventOut], responses=problems(), operation_id="listEvents"
+)
 async def list_events(
     principal: Admin,
     after: Annotated[

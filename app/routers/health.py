@@ -9,14 +9,30 @@ from app.services import health
 
 router = APIRouter(tags=["Operations"])
 
+_READINESS_SCHEMA = {
+    "type": "object",
+    "properties": {"status": {"type": "string"}, "detail": {"type": "string"}},
+    "required": ["status", "detail"],
+}
 
-@router.get("/healthz")
+
+@router.get("/healthz", operation_id="checkHealth")
 async def healthz() -> dict[str, str]:
     """The process is up."""
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    operation_id="checkReadiness",
+    responses={
+        503: {
+            "description": "Not ready: the database is unreachable, or slower than 2 s to "
+            "answer, or its schema is behind the code (`detail` says which).",
+            "content": {"application/json": {"schema": _READINESS_SCHEMA}},
+        }
+    },
+)
 async def readyz() -> JSONResponse:
     """The database answers and its schema is at the migrations' head."""
     ready, detail = await health.readiness()

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Response
 
 from app.auth import Principal, require_scope
-from app.routers.deps import problems, reply_json
+from app.routers.deps import IdPath, problems, reply_json
 from app.routers.lean import HOLD_ID, MEMBER, LeanCall, lean_route
 from app.schemas.holds import HoldCapture, HoldCreate, HoldOut
 from app.services.checkout import holds
@@ -30,6 +30,7 @@ _HOLD: dict[int | str, dict[str, Any]] = {200: {"model": HoldOut}}
         201: {"model": HoldOut, "description": "The active hold."},
         **problems((404, "not_found"), (409, "insufficient_points")),
     },
+    operation_id="createHold",
 )
 async def create_hold(call: LeanCall) -> Response:
     """Reserve points: they leave `available` and count in `held` until the hold is captured,
@@ -55,6 +56,7 @@ async def create_hold(call: LeanCall) -> Response:
     body=HoldCapture,
     body_required=False,
     responses={**_HOLD, **problems((404, "not_found"), (409, "hold_not_active"))},
+    operation_id="captureHold",
 )
 async def capture_hold(call: LeanCall) -> Response:
     """Redeem the held points (a `redeem` entry); with `points`, redeem that many and give the
@@ -77,6 +79,7 @@ async def capture_hold(call: LeanCall) -> Response:
     scope="points:write",
     params={"hold_id": HOLD_ID},
     responses={**_HOLD, **problems((404, "not_found"), (409, "hold_not_active"))},
+    operation_id="releaseHold",
 )
 async def release_hold(call: LeanCall) -> Response:
     """Give the held points back to `available`."""
@@ -86,8 +89,12 @@ async def release_hold(call: LeanCall) -> Response:
     return reply_json(reply)
 
 
-@router.get("/v1/holds/{hold_id}", responses={**_HOLD, **problems((404, "not_found"))})
-async def get_hold(hold_id: str, principal: PointsReader) -> Response:
+@router.get(
+    "/v1/holds/{hold_id}",
+    responses={**_HOLD, **problems((404, "not_found"))},
+    operation_id="getHold",
+)
+async def get_hold(hold_id: IdPath, principal: PointsReader) -> Response:
     """The hold; one past its `expires_at` shows as `expired` even before the job runs."""
     return Response(
         await holds.get_hold(principal.program_id, hold_id), media_type="application/json"

@@ -3,8 +3,7 @@ and member feedback (members:write)."""
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
@@ -16,30 +15,33 @@ from app.routers.deps import (
     problems,
     reply_json,
 )
+from app.schemas.common import RequestTime
 from app.schemas.insights import (
     ChartData,
     ExpiryMonth,
     FeedbackCreate,
     FeedbackOut,
     FunnelStage,
+    LiabilityOut,
     OverviewOut,
     RefreshOut,
     RewardsInsight,
     SegmentOut,
     TierCount,
 )
-from app.services.insights import insights, rewards
+from app.services.insights import insights, liability, rewards
 
 router = APIRouter(tags=["Insights"])
 
 Admin = Annotated[Principal, Depends(require_scope("admin"))]
 MembersWriter = Annotated[Principal, Depends(require_scope("members:write"))]
 PeriodStart = Annotated[
-    datetime | None,
+    RequestTime | None,
     Query(alias="from", description="Start of the period, inclusive (default: `to` - 30 days)."),
 ]
 PeriodEnd = Annotated[
-    datetime | None, Query(alias="to", description="End of the period, exclusive (default: now).")
+    RequestTime | None,
+    Query(alias="to", description="End of the period, exclusive (default: now)."),
 ]
 
 
@@ -48,6 +50,7 @@ PeriodEnd = Annotated[
     response_model=OverviewOut,
     response_model_by_alias=True,
     responses=problems(),
+    operation_id="getOverview",
 )
 async def get_overview(
     principal: Admin, start: PeriodStart = None, end: PeriodEnd = None
@@ -61,13 +64,43 @@ async def get_overview(
     return await insights.overview(principal.program_id, period_start, period_end)
 
 
-@router.get("/v1/insights/segments", response_model=list[SegmentOut], responses=problems())
+@router.get(
+    "/v1/insights/liability",
+    operation_id="getPointsLiability",
+    response_model=LiabilityOut,
+    responses=problems(),
+)
+async def get_liability(
+    principal: Admin,
+    start: PeriodStart = None,
+    end: PeriodEnd = None,
+    interval: Annotated[
+        Literal["month", "week"], Query(description="Period length (program time zone).")
+    ] = "month",
+) -> LiabilityOut:
+    """The points liability rolled forward period by period: opening, earned, redeemed,
+    expired, adjusted, closing and its money value, with points still pending apart, and
+    the expected breakage from the program's own history. docs/insights.md says what an
+    accountant books from it. Default period: the last 12 months (12 weeks by week)."""
+    return await liability.liability(principal.program_id, interval, start, end)
+
+
+@router.get(
+    "/v1/insights/segments",
+    response_model=list[SegmentOut],
+    responses=problems(),
+    operation_id="getSegments",
+)
 async def get_segments(principal: Admin) -> list[SegmentOut]:
     """Members and net revenue per RFM segment, as of the last refresh."""
     return await insights.segments(principal.program_id)
 
 
-@router.post("/v1/insights/refresh", responses={200: {"model": RefreshOut}, **problems()})
+@router.post(
+    "/v1/insights/refresh",
+    responses={200: {"model": RefreshOut}, **problems()},
+    operation_id="refreshInsights",
+)
 async def refresh(
     request: Request, principal: Admin, idempotency_key: IdempotencyKeyHeader = None
 ) -> Response:
@@ -84,13 +117,19 @@ async def refresh(
     "/v1/insights/points-expiry",
     response_model=ChartData[ExpiryMonth],
     responses=problems(),
+    operation_id="getPointsExpiry",
 )
 async def get_points_expiry(principal: Admin) -> ChartData[ExpiryMonth]:
     """Points outstanding by the month they expire in (program time zone), then "never"."""
     return await insights.points_by_expiry_month(principal.program_id)
 
 
-@router.get("/v1/insights/tiers", response_model=ChartData[TierCount], responses=problems())
+@router.get(
+    "/v1/insights/tiers",
+    response_model=ChartData[TierCount],
+    responses=problems(),
+    operation_id="getTierInsights",
+)
 async def get_tiers(principal: Admin) -> ChartData[TierCount]:
     """Members per VIP tier (empty until tiers exist)."""
     return await insights.members_per_tier(principal.program_id)
@@ -100,6 +139,7 @@ async def get_tiers(principal: Admin) -> ChartData[TierCount]:
     "/v1/insights/referral-funnel",
     response_model=ChartData[FunnelStage],
     responses=problems(),
+    operation_id="getReferralFunnel",
 )
 async def get_referral_funnel(
     principal: Admin, start: PeriodStart = None, end: PeriodEnd = None
@@ -119,8 +159,8 @@ async def get_rewards(principal: Admin) -> RewardsInsight:
 @router.post(
     "/v1/members/{member}/feedback",
     status_code=201,
-    tags=["Members"],
     responses={201: {"model": FeedbackOut}, **problems((404, "not_found"))},
+    operation_id="giveFeedback",
 )
 async def give_feedback(
     member: MemberPath,

@@ -19,15 +19,15 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, StringConstraints, TypeAdapter, ValidationError
 
 from app.auth import Principal, authenticate
 from app.routers.deps import BODY_MODELS, IDEMPOTENCY_KEY_DESCRIPTION
-from app.schemas.common import ExternalId
+from app.schemas.common import NO_NUL, ExternalId
 from app.services.idempotency import IdempotencyRequest, fingerprint
 
 _IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -43,7 +43,9 @@ class PathParam:
 
 
 MEMBER = PathParam(TypeAdapter(ExternalId), "The shop's own member id (external_id).")
-HOLD_ID = PathParam(TypeAdapter(str), "The hold's id.")
+HOLD_ID = PathParam(
+    TypeAdapter(Annotated[str, StringConstraints(pattern=NO_NUL)]), "The hold's id."
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +131,16 @@ def _idempotency_key(request: Request, method: str, errors: list[dict[str, Any]]
     if key is None:
         return None
     low, high = _KEY_LENGTH
+    if "\x00" in key:
+        errors.append(
+            {
+                "type": "string_pattern_mismatch",
+                "loc": ("header", _IDEMPOTENCY_HEADER),
+                "msg": "The key may not contain the NUL character.",
+                "input": "",
+            }
+        )
+        return None
     if not low <= len(key) <= high:
         errors.append(
             {

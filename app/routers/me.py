@@ -46,11 +46,11 @@ Me = Annotated[MemberPrincipal, Depends(require_member_token)]
 @router.post(
     "/v1/members/{member}/tokens",
     status_code=201,
-    tags=["Members"],
     responses={
         201: {"model": MemberTokenOut, "description": "The token, shown once."},
         **problems((404, "not_found")),
     },
+    operation_id="createMemberToken",
 )
 async def create_member_token(
     member: MemberPath,
@@ -72,13 +72,15 @@ async def create_member_token(
     return reply_json(reply)
 
 
-@router.get("/v1/me", response_model=MemberOut, responses=problems())
+@router.get("/v1/me", response_model=MemberOut, responses=problems(), operation_id="getMe")
 async def get_me(me: Me) -> MemberOut:
     """The member, as `GET /v1/members/{member}` shows them."""
     return await members.get_member(me.program_id, me.member)
 
 
-@router.get("/v1/me/points", response_model=PointsOut, responses=problems())
+@router.get(
+    "/v1/me/points", response_model=PointsOut, responses=problems(), operation_id="getMyPoints"
+)
 async def get_my_points(me: Me) -> Response:
     """The member's balances, as `GET /v1/members/{member}/points` shows them."""
     row = await ledger.get_points(me.program_id, me.member)
@@ -87,20 +89,32 @@ async def get_my_points(me: Me) -> Response:
     return Response(orjson.dumps(row), media_type="application/json")
 
 
-@router.get("/v1/me/points/transactions", response_model=Page[PointEntryOut], responses=problems())
+@router.get(
+    "/v1/me/points/transactions",
+    response_model=Page[PointEntryOut],
+    responses=problems(),
+    operation_id="listMyTransactions",
+)
 async def list_my_transactions(me: Me, limit: Limit = 20, cursor: Cursor = None) -> Response:
     """The member's ledger entries, newest first."""
     items, next_cursor = await ledger.list_transactions(me.program_id, me.member, limit, cursor)
     return json_page(items, next_cursor)
 
 
-@router.get("/v1/me/tier", response_model=MemberTierOut, responses=problems())
+@router.get(
+    "/v1/me/tier", response_model=MemberTierOut, responses=problems(), operation_id="getMyTier"
+)
 async def get_my_tier(me: Me) -> MemberTierOut:
     """The member's tier and progress, as `GET /v1/members/{member}/tier` shows them."""
     return await tiers.member_tier(me.program_id, me.member)
 
 
-@router.get("/v1/me/referrals", response_model=MemberReferralsOut, responses=problems())
+@router.get(
+    "/v1/me/referrals",
+    response_model=MemberReferralsOut,
+    responses=problems(),
+    operation_id="getMyReferrals",
+)
 async def get_my_referrals(me: Me) -> MemberReferralsOut:
     """The member's referral funnel: their code and link, invited, qualified, rewarded."""
     return await referrals.member_referrals(me.program_id, me.member)
@@ -109,6 +123,7 @@ async def get_my_referrals(me: Me) -> MemberReferralsOut:
 @router.post(
     "/v1/me/referral-link",
     responses={200: {"model": ReferralLinkOut}, **problems()},
+    operation_id="createMyReferralLink",
 )
 async def create_my_referral_link(
     me: Me, request: Request, idempotency_key: IdempotencyKeyHeader = None

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query, Response
 
 from app.auth import Principal, require_scope
 from app.routers.deps import Cursor, Limit, MemberPath, problems
-from app.schemas.common import Page
+from app.schemas.common import NO_NUL, Page
 from app.schemas.insights import Lifecycle, Segment
 from app.schemas.members import MemberOut, MemberUpsert
 from app.services.members import members
@@ -23,7 +23,11 @@ Admin = Annotated[Principal, Depends(require_scope("admin"))]
 @router.put(
     "/{member}",
     response_model=MemberOut,
-    responses={201: {"model": MemberOut, "description": "Created."}, **problems()},
+    responses={
+        201: {"model": MemberOut, "description": "Created."},
+        **problems((404, "referral_code_invalid")),
+    },
+    operation_id="upsertMember",
 )
 async def upsert_member(
     member: MemberPath, body: MemberUpsert, principal: MembersWriter, response: Response
@@ -37,18 +41,24 @@ async def upsert_member(
     return result
 
 
-@router.get("/{member}", response_model=MemberOut, responses=problems((404, "not_found")))
+@router.get(
+    "/{member}",
+    response_model=MemberOut,
+    responses=problems((404, "not_found")),
+    operation_id="getMember",
+)
 async def get_member(member: MemberPath, principal: MembersReader) -> MemberOut:
     return await members.get_member(principal.program_id, member)
 
 
-@router.get("", response_model=Page[MemberOut], responses=problems())
+@router.get("", response_model=Page[MemberOut], responses=problems(), operation_id="listMembers")
 async def list_members(
     principal: MembersReader,
     limit: Limit = 20,
     cursor: Cursor = None,
     tier: Annotated[
-        str | None, Query(max_length=32, description="Only members holding this tier (key).")
+        str | None,
+        Query(max_length=32, pattern=NO_NUL, description="Only members holding this tier (key)."),
     ] = None,
     segment: Annotated[Segment | None, Query(description="RFM segment (insights).")] = None,
     lifecycle: Annotated[Lifecycle | None, Query(description="Lifecycle stage.")] = None,
@@ -63,7 +73,9 @@ async def list_members(
     return Page[MemberOut](data=data, next_cursor=next_cursor)
 
 
-@router.delete("/{member}", status_code=204, responses=problems((404, "not_found")))
+@router.delete(
+    "/{member}", status_code=204, responses=problems((404, "not_found")), operation_id="eraseMember"
+)
 async def erase_member(member: MemberPath, principal: Admin) -> Response:
     """Erase the member's personal data (name, email, phone, birthday, metadata). The ledger
     is kept, so balances, orders and audits stay correct."""

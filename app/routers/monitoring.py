@@ -10,7 +10,7 @@ from app.clock import clock
 router = APIRouter(tags=["Operations"])
 
 
-@router.get("/metrics", response_class=Response)
+@router.get("/metrics", response_class=Response, operation_id="getMetrics")
 async def get_metrics() -> Response:
     """Prometheus text: requests by route and status, ledger entries by kind, webhook
     deliveries by outcome and their queue, database pool use. Unauthenticated like the

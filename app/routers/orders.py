@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Path, Request, Response
 from app.auth import Principal, require_scope
 from app.routers.deps import IdempotencyKeyHeader, idempotency_request, problems, reply_json
 from app.routers.lean import LeanCall, lean_route
+from app.schemas.common import NO_NUL
 from app.schemas.orders import OrderCreate, OrderOut, RefundCreate, RefundOut
 from app.services.checkout import orders
 
@@ -16,7 +17,9 @@ router = APIRouter(prefix="/v1/orders", tags=["Orders"])
 
 PointsReader = Annotated[Principal, Depends(require_scope("points:read"))]
 PointsWriter = Annotated[Principal, Depends(require_scope("points:write"))]
-OrderIdPath = Annotated[str, Path(min_length=1, max_length=128, examples=["A-1001"])]
+OrderIdPath = Annotated[
+    str, Path(min_length=1, max_length=128, pattern=NO_NUL, examples=["A-1001"])
+]
 
 
 @lean_route(
@@ -36,9 +39,10 @@ OrderIdPath = Annotated[str, Path(min_length=1, max_length=128, examples=["A-100
         **problems(
             (404, "not_found"),
             (409, "order_conflict, hold_not_active, coupon_not_usable (with reason)"),
-            (422, "currency_mismatch"),
+            (422, "currency_mismatch, points_limit_exceeded"),
         ),
     },
+    operation_id="createOrder",
 )
 async def create_order(call: LeanCall) -> Response:
     """Record an order and credit what it earns (see the breakdown rules). With
@@ -53,7 +57,11 @@ async def create_order(call: LeanCall) -> Response:
     return reply_json(reply)
 
 
-@router.get("/{order_id}", responses={200: {"model": OrderOut}, **problems((404, "not_found"))})
+@router.get(
+    "/{order_id}",
+    responses={200: {"model": OrderOut}, **problems((404, "not_found"))},
+    operation_id="getOrder",
+)
 async def get_order(order_id: OrderIdPath, principal: PointsReader) -> Response:
     """The order with its refunds."""
     return Response(
@@ -73,6 +81,7 @@ async def get_order(order_id: OrderIdPath, principal: PointsReader) -> Response:
             (422, "refund_exceeds_order"),
         ),
     },
+    operation_id="createRefund",
 )
 async def create_refund(
     order_id: OrderIdPath,

@@ -76,6 +76,7 @@ def _posting(
     params={"member": MEMBER},
     response_model=PointsOut,
     responses=problems((404, "not_found")),
+    operation_id="getPoints",
 )
 async def get_points(call: LeanCall) -> Response:
     """The member's balances and the soonest-expiring point buckets."""
@@ -87,6 +88,7 @@ async def get_points(call: LeanCall) -> Response:
     "/transactions",
     response_model=Page[PointEntryOut],
     responses=problems((404, "not_found")),
+    operation_id="listTransactions",
 )
 async def list_transactions(
     member: MemberPath, principal: PointsReader, limit: Limit = 20, cursor: Cursor = None
@@ -105,6 +107,7 @@ async def list_transactions(
     body=EarnRequest,
     status_code=201,
     responses={**_ENTRY_RESPONSES, **problems((404, "not_found"))},
+    operation_id="earnPoints",
 )
 async def earn(call: LeanCall) -> Response:
     """Credit points that are spendable at once (an `earn` entry)."""
@@ -125,6 +128,7 @@ async def earn(call: LeanCall) -> Response:
         **_ENTRY_RESPONSES,
         **problems((404, "not_found"), (409, "insufficient_points")),
     },
+    operation_id="redeemPoints",
 )
 async def redeem(call: LeanCall) -> Response:
     """Spend available points (a `redeem` entry), soonest-expiring first."""
@@ -142,6 +146,7 @@ async def redeem(call: LeanCall) -> Response:
         **_ENTRY_RESPONSES,
         **problems((404, "not_found"), (409, "insufficient_points")),
     },
+    operation_id="adjustPoints",
 )
 async def adjust(
     member: MemberPath,

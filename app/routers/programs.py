@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from app.auth import Principal, require_scope
 from app.routers.deps import (
     IdempotencyKeyHeader,
+    IdPath,
     idempotency_request,
     problems,
     reply_with_secret,
@@ -16,16 +17,29 @@ from app.routers.deps import (
 from app.schemas.programs import ApiKeyCreate, ApiKeyCreated, ApiKeyOut, ProgramOut, ProgramPatch
 from app.services.programs import programs
 
-router = APIRouter(tags=["Program"])
+# One tag per operation, so that /docs lists each once: "Program" or "API keys".
+router = APIRouter()
 Admin = Annotated[Principal, Depends(require_scope("admin"))]
 
 
-@router.get("/v1/program", response_model=ProgramOut, responses=problems())
+@router.get(
+    "/v1/program",
+    response_model=ProgramOut,
+    tags=["Program"],
+    responses=problems(),
+    operation_id="getProgram",
+)
 async def get_program(principal: Admin) -> ProgramOut:
     return await programs.get_program(principal.program_id)
 
 
-@router.patch("/v1/program", response_model=ProgramOut, responses=problems())
+@router.patch(
+    "/v1/program",
+    response_model=ProgramOut,
+    tags=["Program"],
+    responses=problems(),
+    operation_id="updateProgram",
+)
 async def update_program(body: ProgramPatch, principal: Admin) -> ProgramOut:
     """Change settings. Only the fields sent change; `referral` merges field by field.
     New settings apply to points earned from now on (existing lots keep their expiry)."""
@@ -40,6 +54,7 @@ async def update_program(body: ProgramPatch, principal: Admin) -> ProgramOut:
     status_code=201,
     tags=["API keys"],
     responses={201: {"model": ApiKeyCreated}, **problems()},
+    operation_id="createApiKey",
 )
 async def create_api_key(
     body: ApiKeyCreate,
@@ -58,7 +73,13 @@ async def create_api_key(
     return reply_with_secret(reply, created)
 
 
-@router.get("/v1/api-keys", response_model=list[ApiKeyOut], tags=["API keys"], responses=problems())
+@router.get(
+    "/v1/api-keys",
+    response_model=list[ApiKeyOut],
+    tags=["API keys"],
+    responses=problems(),
+    operation_id="listApiKeys",
+)
 async def list_api_keys(principal: Admin) -> list[ApiKeyOut]:
     return await programs.list_api_keys(principal.program_id)
 
@@ -68,8 +89,9 @@ async def list_api_keys(principal: Admin) -> list[ApiKeyOut]:
     status_code=204,
     tags=["API keys"],
     responses=problems((404, "not_found")),
+    operation_id="revokeApiKey",
 )
-async def revoke_api_key(key_id: str, principal: Admin) -> Response:
+async def revoke_api_key(key_id: IdPath, principal: Admin) -> Response:
     """Revoke a key: it stops working at once."""
     await programs.revoke_api_key(principal.program_id, key_id)
     return Response(status_code=204)

@@ -20,8 +20,9 @@ PointsReader = Annotated[Principal, Depends(require_scope("points:read"))]
     "/quote",
     responses={
         200: {"model": QuoteOut},
-        **problems((404, "not_found"), (422, "currency_mismatch")),
+        **problems((404, "not_found"), (422, "currency_mismatch"), (422, "points_limit_exceeded")),
     },
+    operation_id="quoteOrder",
 )
 async def quote_order(
     body: QuoteRequest,

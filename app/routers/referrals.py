@@ -17,7 +17,7 @@ from app.routers.deps import (
     problems,
     reply_json,
 )
-from app.schemas.common import EXTERNAL_ID_PATTERN, Page
+from app.schemas.common import EXTERNAL_ID_PATTERN, NO_NUL, Page
 from app.schemas.referrals import (
     MemberReferralsOut,
     ReferralCodeOut,
@@ -37,6 +37,7 @@ ReferralsWriter = Annotated[Principal, Depends(require_scope("referrals:write"))
 @router.post(
     "/v1/members/{member}/referral-link",
     responses={200: {"model": ReferralLinkOut}, **problems((404, "not_found"))},
+    operation_id="createReferralLink",
 )
 async def referral_link(
     member: MemberPath,
@@ -56,9 +57,10 @@ async def referral_link(
     "/v1/referral-codes/{code}",
     response_model=ReferralCodeOut,
     responses=problems((404, "referral_code_invalid"), (429, "rate_limited")),
+    operation_id="lookupReferralCode",
 )
 async def lookup_code(
-    code: Annotated[str, Path(max_length=32, examples=["7K3QX9MD"])],
+    code: Annotated[str, Path(max_length=32, pattern=NO_NUL, examples=["7K3QX9MD"])],
     principal: ReferralsReader,
 ) -> ReferralCodeOut:
     """For a sign-up page: is this code valid, and what does a new member get? Codes are
@@ -77,6 +79,7 @@ async def lookup_code(
             (422, "self_referral"),
         ),
     },
+    operation_id="createReferral",
 )
 async def create_referral(
     body: ReferralCreate,
@@ -94,7 +97,12 @@ async def create_referral(
     return reply_json(reply)
 
 
-@router.get("/v1/referrals", response_model=Page[ReferralOut], responses=problems())
+@router.get(
+    "/v1/referrals",
+    response_model=Page[ReferralOut],
+    responses=problems(),
+    operation_id="listReferrals",
+)
 async def list_referrals(
     principal: ReferralsReader,
     referrer_id: Annotated[str | None, Query(pattern=EXTERNAL_ID_PATTERN)] = None,
@@ -112,8 +120,8 @@ async def list_referrals(
 @router.get(
     "/v1/members/{member}/referrals",
     response_model=MemberReferralsOut,
-    tags=["Members"],
     responses=problems((404, "not_found")),
+    operation_id="getMemberReferrals",
 )
 async def member_referrals(member: MemberPath, principal: ReferralsReader) -> MemberReferralsOut:
     """The member's referral funnel: invited, qualified, rewarded, and points earned."""

@@ -38,7 +38,9 @@ TierKeyPath = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$", example
 _SAVED = "Saved; `reevaluation` says what it did to members (or will do, when scheduled)."
 
 
-@router.get("/v1/tiers", response_model=Page[TierOut], responses=problems())
+@router.get(
+    "/v1/tiers", response_model=Page[TierOut], responses=problems(), operation_id="listTiers"
+)
 async def list_tiers(principal: MembersReader) -> Page[TierOut]:
     """All tiers, lowest threshold first, with how many members hold each."""
     return Page[TierOut](data=await tiers.list_tiers(principal.program_id), next_cursor=None)
@@ -51,6 +53,7 @@ async def list_tiers(principal: MembersReader) -> Page[TierOut]:
         201: {"model": TierSaved, "description": _SAVED},
         **problems((409, "tier_key_taken, tier_threshold_taken")),
     },
+    operation_id="createTier",
 )
 async def create_tier(
     body: TierCreate,
@@ -66,7 +69,11 @@ async def create_tier(
     return reply_json(reply)
 
 
-@router.post("/v1/tiers/preview", responses={200: {"model": TierPreviewOut}, **problems()})
+@router.post(
+    "/v1/tiers/preview",
+    responses={200: {"model": TierPreviewOut}, **problems()},
+    operation_id="previewTiers",
+)
 async def preview_tiers(
     body: TierPreviewRequest,
     request: Request,
@@ -81,7 +88,12 @@ async def preview_tiers(
     return reply_json(reply)
 
 
-@router.get("/v1/tiers/{key}", response_model=TierOut, responses=problems((404, "not_found")))
+@router.get(
+    "/v1/tiers/{key}",
+    response_model=TierOut,
+    responses=problems((404, "not_found")),
+    operation_id="getTier",
+)
 async def get_tier(key: TierKeyPath, principal: MembersReader) -> TierOut:
     return await tiers.get_tier(principal.program_id, key)
 
@@ -92,6 +104,7 @@ async def get_tier(key: TierKeyPath, principal: MembersReader) -> TierOut:
         200: {"model": TierSaved, "description": _SAVED},
         **problems((404, "not_found"), (409, "tier_threshold_taken")),
     },
+    operation_id="updateTier",
 )
 async def update_tier(key: TierKeyPath, body: TierPatch, principal: Admin) -> Response:
     """Change a tier's name, threshold, multiplier or benefits. A threshold change
@@ -103,6 +116,7 @@ async def update_tier(key: TierKeyPath, body: TierPatch, principal: Admin) -> Re
 @router.delete(
     "/v1/tiers/{key}",
     responses={200: {"model": TierDeleted, "description": _SAVED}, **problems((404, "not_found"))},
+    operation_id="deleteTier",
 )
 async def delete_tier(key: TierKeyPath, principal: Admin) -> Response:
     """Delete a tier; its members move at once to the highest remaining tier they qualify
@@ -110,7 +124,12 @@ async def delete_tier(key: TierKeyPath, principal: Admin) -> Response:
     return reply_json(await tiers.delete_tier(principal.program_id, key))
 
 
-@router.get("/v1/tier-policy", response_model=TierPolicyOut, responses=problems())
+@router.get(
+    "/v1/tier-policy",
+    response_model=TierPolicyOut,
+    responses=problems(),
+    operation_id="getTierPolicy",
+)
 async def get_tier_policy(principal: Admin) -> TierPolicyOut:
     return await tiers.get_policy(principal.program_id)
 
@@ -118,6 +137,7 @@ async def get_tier_policy(principal: Admin) -> TierPolicyOut:
 @router.put(
     "/v1/tier-policy",
     responses={200: {"model": TierPolicySaved, "description": _SAVED}, **problems()},
+    operation_id="updateTierPolicy",
 )
 async def put_tier_policy(body: TierPolicy, principal: Admin) -> Response:
     """What qualifies for tiers (`points` or `spend`), over which window (`window_days`, null
@@ -129,8 +149,8 @@ async def put_tier_policy(body: TierPolicy, principal: Admin) -> Response:
 @router.get(
     "/v1/members/{member}/tier",
     response_model=MemberTierOut,
-    tags=["Members"],
     responses=problems((404, "not_found")),
+    operation_id="getMemberTier",
 )
 async def member_tier(member: MemberPath, principal: MembersReader) -> MemberTierOut:
     """The member's tier, qualifying value, the next tier and how far away it is, and until

@@ -11,6 +11,7 @@ from app.auth import Principal, require_scope
 from app.routers.deps import (
     Cursor,
     IdempotencyKeyHeader,
+    IdPath,
     Limit,
     idempotency_request,
     problems,
@@ -34,6 +35,7 @@ Admin = Annotated[Principal, Depends(require_scope("admin"))]
     "",
     status_code=201,
     responses={201: {"model": WebhookEndpointWithSecret}, **problems()},
+    operation_id="createWebhookEndpoint",
 )
 async def create_webhook_endpoint(
     body: WebhookEndpointCreate,
@@ -55,7 +57,12 @@ async def create_webhook_endpoint(
     return reply_with_secret(reply, endpoint)
 
 
-@router.get("", response_model=Page[WebhookEndpointOut], responses=problems())
+@router.get(
+    "",
+    response_model=Page[WebhookEndpointOut],
+    responses=problems(),
+    operation_id="listWebhookEndpoints",
+)
 async def list_webhook_endpoints(principal: Admin) -> Page[WebhookEndpointOut]:
     """The program's endpoints, newest first (at most 50, so always one page)."""
     data = await webhooks.list_endpoints(principal.program_id)
@@ -63,15 +70,23 @@ async def list_webhook_endpoints(principal: Admin) -> Page[WebhookEndpointOut]:
 
 
 @router.get(
-    "/{endpoint_id}", response_model=WebhookEndpointOut, responses=problems((404, "not_found"))
+    "/{endpoint_id}",
+    response_model=WebhookEndpointOut,
+    responses=problems((404, "not_found")),
+    operation_id="getWebhookEndpoint",
 )
-async def get_webhook_endpoint(endpoint_id: str, principal: Admin) -> WebhookEndpointOut:
+async def get_webhook_endpoint(endpoint_id: IdPath, principal: Admin) -> WebhookEndpointOut:
     """One endpoint, with whether it is paused and why."""
     return await webhooks.get_endpoint(principal.program_id, endpoint_id)
 
 
-@router.delete("/{endpoint_id}", status_code=204, responses=problems((404, "not_found")))
-async def delete_webhook_endpoint(endpoint_id: str, principal: Admin) -> Response:
+@router.delete(
+    "/{endpoint_id}",
+    status_code=204,
+    responses=problems((404, "not_found")),
+    operation_id="deleteWebhookEndpoint",
+)
+async def delete_webhook_endpoint(endpoint_id: IdPath, principal: Admin) -> Response:
     """Stop delivering to this endpoint; its queue and delivery log are deleted with it."""
     await webhooks.delete_endpoint(principal.program_id, endpoint_id)
     return Response(status_code=204)
@@ -80,9 +95,10 @@ async def delete_webhook_endpoint(endpoint_id: str, principal: Admin) -> Respons
 @router.post(
     "/{endpoint_id}/rotate-secret",
     responses={200: {"model": WebhookEndpointWithSecret}, **problems((404, "not_found"))},
+    operation_id="rotateWebhookSecret",
 )
 async def rotate_webhook_secret(
-    endpoint_id: str,
+    endpoint_id: IdPath,
     request: Request,
     principal: Admin,
     idempotency_key: IdempotencyKeyHeader = None,
@@ -98,9 +114,10 @@ async def rotate_webhook_secret(
 @router.post(
     "/{endpoint_id}/resume",
     responses={200: {"model": WebhookEndpointOut}, **problems((404, "not_found"))},
+    operation_id="resumeWebhookEndpoint",
 )
 async def resume_webhook_endpoint(
-    endpoint_id: str,
+    endpoint_id: IdPath,
     request: Request,
     principal: Admin,
     idempotency_key: IdempotencyKeyHeader = None,
@@ -118,9 +135,10 @@ async def resume_webhook_endpoint(
     "/{endpoint_id}/deliveries",
     response_model=Page[WebhookDeliveryOut],
     responses=problems((404, "not_found")),
+    operation_id="listWebhookDeliveries",
 )
 async def list_webhook_deliveries(
-    endpoint_id: str,
+    endpoint_id: IdPath,
     principal: Admin,
     status: Annotated[
         Literal["pending", "delivered", "failed"] | None, Query(description="Only this status.")

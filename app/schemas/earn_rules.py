@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
 from pydantic import (
-    AwareDatetime,
     BaseModel,
     Field,
     StrictBool,
@@ -16,7 +14,7 @@ from pydantic import (
     model_validator,
 )
 
-from app.schemas.common import MAX_AMOUNT, Points, RequestModel, Timestamp
+from app.schemas.common import MAX_AMOUNT, Points, RequestModel, RequestTime, Timestamp
 from app.schemas.programs import Name, Unset
 
 MAX_CONDITION_VALUES = 50
@@ -35,20 +33,13 @@ Multiplier = Annotated[
         description='A decimal string greater than 1 and at most 10, e.g. "2" or "1.5".',
     ),
 ]
-RuleTime = Annotated[AwareDatetime, Field(description="RFC 3339 with an offset.")]
+RuleTime = RequestTime
 
 
 def _no_duplicates(values: list[Any] | None) -> list[Any] | None:
     if values is not None and len(set(values)) != len(values):
         raise ValueError("values must not repeat")
     return values
-
-
-def _rfc3339_text(value: object) -> object:
-    # Pydantic would read a bare number as Unix seconds; the contract says RFC 3339 strings.
-    if value is not None and not isinstance(value, str | datetime):
-        raise ValueError("must be an RFC 3339 date-time string with an offset")
-    return value
 
 
 class EarnRuleConditions(RequestModel):
@@ -138,8 +129,6 @@ class EarnRuleCreate(RequestModel):
         }
     }
 
-    _times_are_text = field_validator("starts_at", "ends_at", mode="before")(_rfc3339_text)
-
     @model_validator(mode="after")
     def _ends_after_start(self) -> EarnRuleCreate:
         if self.starts_at and self.ends_at and self.ends_at <= self.starts_at:
@@ -170,8 +159,6 @@ class EarnRulePatch(RequestModel):
             ]
         }
     }
-
-    _times_are_text = field_validator("starts_at", "ends_at", mode="before")(_rfc3339_text)
 
     @field_validator("name", "active", "conditions", "effect", mode="before")
     @classmethod

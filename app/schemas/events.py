@@ -39,6 +39,7 @@ EventType = Literal[
     "member.birthday_upcoming",
     "member.segment_changed",
     "member.lifecycle_changed",
+    "import.finished",
 ]
 EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]
 

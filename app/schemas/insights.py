@@ -134,3 +134,37 @@ class RewardsInsight(ChartData[RewardSpend]):
     """The top rewards by points spent, and coupons by status."""
 
     coupons: CouponUse
+
+
+class LiabilityRow(BaseModel):
+    """One period of the points liability roll-forward (docs/insights.md):
+    ``closing = opening + earned - redeemed - expired + adjusted``, and ``opening`` is the
+    previous row's ``closing``."""
+
+    period_start: Timestamp
+    opening: int
+    earned: int
+    redeemed: int
+    expired: int
+    adjusted: int
+    closing: int
+    closing_value: int = Field(description="`closing` in minor units of the program currency.")
+    pending: int = Field(description="Points earned but still pending at the period's end.")
+
+
+class BreakageBasis(BaseModel):
+    expired_points: int
+    redeemed_points: int
+    months: int = Field(description="Whole months from the program's first entry to `to`.")
+    description: str
+
+
+class LiabilityOut(BaseModel):
+    currency: str
+    interval: Literal["month", "week"]
+    rows: list[LiabilityRow]
+    breakage_rate: Rate = Field(
+        description="Share of issued points expected never to be redeemed: expired / "
+        "(expired + redeemed) over the program's history up to `to`."
+    )
+    breakage_basis: BreakageBasis

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import orjson
 from pydantic import BaseModel, Field, StringConstraints, field_validator
 
-from app.schemas.common import RequestModel, Timestamp
+from app.schemas.common import RequestDate, RequestModel, Timestamp
 from app.schemas.insights import Lifecycle, Segment
 from app.schemas.points import BalanceOut
 from app.schemas.referrals import Code
@@ -40,7 +40,7 @@ class MemberUpsert(RequestModel):
     name: Name | None = None
     email: Email | None = None
     phone: Phone | None = None
-    birthday: date | None = None
+    birthday: RequestDate | None = None
     metadata: dict[str, Any] | None = Field(
         default=None, description="Free-form, at most 50 keys and 16 KiB as JSON."
     )

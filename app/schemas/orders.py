@@ -6,7 +6,14 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, StringConstraints, field_validator
 
-from app.schemas.common import MAX_AMOUNT, NO_NUL, ExternalId, RequestModel, Timestamp
+from app.schemas.common import (
+    MAX_AMOUNT,
+    NO_NUL,
+    ExternalId,
+    RequestModel,
+    RequestTime,
+    Timestamp,
+)
 
 Amount = Annotated[int, Field(strict=True, ge=0, le=MAX_AMOUNT, description="Minor units.")]
 Currency = Annotated[
@@ -76,7 +83,7 @@ class QuoteOut(BaseModel):
 
 class OrderCreate(QuoteRequest):
     order_id: OrderId
-    occurred_at: Timestamp | None = Field(
+    occurred_at: RequestTime | None = Field(
         default=None, description="When the purchase happened (default: now)."
     )
     redeem_hold_id: str | None = Field(
@@ -114,13 +121,6 @@ class OrderCreate(QuoteRequest):
         if codes is not None and len({code.upper() for code in codes}) != len(codes):
             raise ValueError("a coupon code may be named once")
         return codes
-
-    @field_validator("occurred_at")
-    @classmethod
-    def _aware(cls, value: Timestamp | None) -> Timestamp | None:
-        if value is not None and value.tzinfo is None:
-            raise ValueError("occurred_at needs a time zone offset")
-        return value
 
 
 class RefundCreate(RequestModel):

@@ -84,6 +84,8 @@ class Endpoint:
     setup: Callable[[Program], Awaitable[None]] | None = None
     # The 404 code for another program's object (api.md gives referral codes their own).
     not_found_code: str = "not_found"
+    # Query parameters the route requires (an import's type).
+    query: str = ""
 
 
 async def _allow_private_hosts(program: Program) -> None:
@@ -189,6 +191,13 @@ ENDPOINTS: dict[tuple[str, str], Endpoint] = {
         "points:read", {"member_id": "{member}", "amount": 10000, "currency": "CNY"}
     ),
     ("POST", COUPON + "/void"): Endpoint("points:write", not_found_code="coupon_invalid"),
+    ("GET", "/v1/insights/liability"): Endpoint("admin"),
+    # A one-line JSON Lines file: the body sent as JSON is a valid members import.
+    ("POST", "/v1/imports"): Endpoint("admin", {"external_id": "{new_id}"}, query="?type=members"),
+    ("GET", "/v1/imports/{import_id}"): Endpoint("admin"),
+    ("GET", "/v1/exports/members"): Endpoint("admin"),
+    ("GET", "/v1/exports/ledger"): Endpoint("admin"),
+    ("GET", "/v1/exports/orders"): Endpoint("admin"),
 }
 ROUTES = [pytest.param(method, path, id=f"{method} {path}") for method, path in ENDPOINTS]
 
@@ -250,6 +259,20 @@ async def _new_order_id(program: Program) -> str:
 
 async def _order_state(program: Program, order_id: str) -> Any:
     return (await program.get(f"/v1/orders/{order_id}")).json()
+
+
+async def _new_import_id(program: Program) -> str:
+    response = await program.post(
+        "/v1/imports?type=members", content=b'{"external_id": "imported"}\n'
+    )
+    assert response.status_code == 202, response.text
+    import_id: str = response.json()["id"]
+    return import_id
+
+
+async def _import_state(program: Program, import_id: str) -> Any:
+    report = (await program.get(f"/v1/imports/{import_id}")).json()
+    return (report["status"], report["rows_total"], report["rows_done"])
 
 
 async def _new_endpoint_id(program: Program) -> str:
@@ -340,6 +363,7 @@ PATH_PARAMETERS: dict[
     "campaign_id": (_new_campaign_id, _campaign_state),
     "reward_id": (_new_reward_id, _reward_state),
     "coupon_code": (_new_coupon_code, _coupon_state),
+    "import_id": (_new_import_id, _import_state),
 }
 
 
@@ -386,7 +410,7 @@ async def prepare(program: Program, method: str, template: str) -> Call:
         placeholders = {f"{{{name}}}": value for name, value in objects.items()}
         placeholders["{new_id}"] = fresh
         body = {k: placeholders.get(v, v) if isinstance(v, str) else v for k, v in body.items()}
-    return Call(template.format(**objects), body, objects)
+    return Call(template.format(**objects) + endpoint.query, body, objects)
 
 
 async def send(

@@ -4,6 +4,7 @@ input is checked strictly and bounded, and a 500 never carries internals."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -11,7 +12,6 @@ import pytest
 
 from app import db
 from app.config import get_settings
-from app.services import ledger
 from app.services.members import members
 from tests.conftest import Program, assert_problem
 
@@ -107,6 +107,25 @@ class TestWrongMethod:
         response = await program.request(method, path)
         assert_problem(response, 405, "method_not_allowed")
         assert response.headers.get("allow"), "a 405 names the methods that are allowed"
+
+    @pytest.mark.parametrize(
+        ("path", "methods"),
+        [
+            ("/v1/api-keys", {"GET", "POST"}),
+            ("/v1/members/m1", {"GET", "PUT", "DELETE"}),
+            ("/v1/tiers/gold", {"GET", "PATCH", "DELETE"}),
+            # A literal segment is its own resource, not a value of the parameter beside it.
+            ("/v1/tiers/preview", {"POST"}),
+            ("/v1/orders/quote", {"POST"}),
+        ],
+    )
+    async def test_allow_names_every_method_of_the_path(
+        self, program: Program, path: str, methods: set[str]
+    ) -> None:
+        response = await program.request("OPTIONS", path)
+        assert_problem(response, 405, "method_not_allowed")
+        allowed = {method.strip() for method in response.headers["allow"].split(",")}
+        assert allowed - {"HEAD"} == methods
 
     async def test_has_no_effect(self, program: Program) -> None:
         await program.member("m1", name="Kept")
@@ -259,6 +278,32 @@ class TestStringBounds:
         assert_invalid(response)
 
 
+@asynccontextmanager
+async def events_fail(program_id: int) -> AsyncIterator[None]:
+    """Every event row the program writes fails for the block, with an error text that must
+    not reach the client: a failure at the end of a unit of work, after its other writes."""
+    name = f"fail_events_{program_id}"
+    async with db.transaction() as conn:
+        await conn.raw.execute(
+            f"""CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN
+                    IF NEW.program_id = {program_id} THEN
+                        RAISE EXCEPTION '{SECRET}';
+                    END IF;
+                    RETURN NEW;
+                END $$"""
+        )
+        await conn.raw.execute(
+            f"CREATE TRIGGER {name} BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION {name}()"
+        )
+    try:
+        yield
+    finally:
+        async with db.transaction() as conn:
+            await conn.raw.execute(f"DROP TRIGGER {name} ON events")
+            await conn.raw.execute(f"DROP FUNCTION {name}()")
+
+
 class TestInternalError:
     async def test_read_failure_does_not_leak(
         self, program: Program, monkeypatch: pytest.MonkeyPatch
@@ -275,22 +320,19 @@ class TestInternalError:
         assert "RuntimeError" not in response.text
         assert "Traceback" not in response.text
 
-    async def test_write_failure_does_not_leak_and_has_no_effect(
-        self, program: Program, monkeypatch: pytest.MonkeyPatch
-    ) -> None:
+    async def test_write_failure_does_not_leak_and_has_no_effect(self, program: Program) -> None:
+        # The failure comes from inside the unit of work, after the balance and the entry were
+        # written (the event row is the last write): only the rollback keeps them out.
         await program.member("m1")
-
-        async def broken(*args: Any, **kwargs: Any) -> Any:
-            raise RuntimeError(SECRET)
-
-        monkeypatch.setattr(ledger, "credit", broken)
-        response = await program.post(
-            "/v1/members/m1/points/earn", json={"points": 5, "reason": "x"}
-        )
+        async with events_fail(program.id):
+            response = await program.post(
+                "/v1/members/m1/points/earn", json={"points": 5, "reason": "x"}
+            )
         assert_problem(response, 500, "internal_error")
         assert SECRET not in response.text
-        monkeypatch.undo()
         assert (await program.balance("m1"))["available"] == 0
+        entries = await program.get("/v1/members/m1/points/transactions")
+        assert entries.json()["data"] == []
 
     async def test_database_error_does_not_leak_sql(
         self, program: Program, monkeypatch: pytest.MonkeyPatch
@@ -304,26 +346,20 @@ class TestInternalError:
         assert SECRET not in response.text
         assert "SELECT" not in response.text
 
-    async def test_retry_after_a_500_applies_once(
-        self, program: Program, monkeypatch: pytest.MonkeyPatch
-    ) -> None:
+    async def test_retry_after_a_500_applies_once(self, program: Program) -> None:
         # The 500 promises "no effect unless a retry with the same Idempotency-Key says
-        # otherwise": a failure before the effect leaves nothing, so the retry applies.
+        # otherwise": a unit of work that failed after its writes left nothing, not even its
+        # key, so the retry applies, and once.
         await program.member("m1")
-
-        async def broken(*args: Any, **kwargs: Any) -> Any:
-            raise RuntimeError(SECRET)
-
         headers = {"Idempotency-Key": "retry-after-500"}
-        monkeypatch.setattr(ledger, "credit", broken)
-        failed = await program.post(
-            "/v1/members/m1/points/earn", json={"points": 5, "reason": "x"}, headers=headers
-        )
+        body = {"points": 5, "reason": "x"}
+        async with events_fail(program.id):
+            failed = await program.post("/v1/members/m1/points/earn", json=body, headers=headers)
         assert failed.status_code == 500
-        monkeypatch.undo()
-        retried = await program.post(
-            "/v1/members/m1/points/earn", json={"points": 5, "reason": "x"}, headers=headers
-        )
+        retried = await program.post("/v1/members/m1/points/earn", json=body, headers=headers)
         assert retried.status_code == 201
         assert "Idempotency-Replayed" not in retried.headers
+        again = await program.post("/v1/members/m1/points/earn", json=body, headers=headers)
+        assert again.status_code == 201
+        assert again.headers["Idempotency-Replayed"] == "true"
         assert (await program.balance("m1"))["available"] == 5

@@ -14,12 +14,15 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from app import db
+from app.errors import PointsLimitExceededError
+from app.schemas.common import MAX_POINTS
 from app.schemas.orders import OrderItem
 from app.services.checkout.earning import (
     EarnContext,
     EarnRuleSpec,
     RuleConditions,
     RuleEffect,
+    breakdown_lines,
     compute_breakdown,
     load_context,
     points_earned,
@@ -174,12 +177,14 @@ def context(**changes: object) -> EarnContext:
 
 
 class TestBreakdownProperties:
+    """Properties of the lines as the rules give them; TestPointsLimit covers the cap."""
+
     @settings(max_examples=300)
     @given(ctx=contexts(), amount=amounts, items=items_lists, occurred_at=moments)
     def test_points_are_the_sum_of_the_lines(
         self, ctx: EarnContext, amount: int, items: list[OrderItem], occurred_at: datetime
     ) -> None:
-        lines = compute_breakdown(ctx, amount, items, occurred_at)
+        lines = breakdown_lines(ctx, amount, items, occurred_at)
         assert points_earned(lines) == sum(points for _, points in lines)
         assert points_earned(lines) == model_contributions(ctx, amount, items, occurred_at)
 
@@ -188,7 +193,7 @@ class TestBreakdownProperties:
     def test_every_line_is_positive_and_in_order(
         self, ctx: EarnContext, amount: int, items: list[OrderItem], occurred_at: datetime
     ) -> None:
-        lines = compute_breakdown(ctx, amount, items, occurred_at)
+        lines = breakdown_lines(ctx, amount, items, occurred_at)
         assert all(isinstance(points, int) and points > 0 for _, points in lines)
         sources = [source for source, _ in lines]
         rule_ids = [int(source.removeprefix("rule:")) for source in sources if "rule:" in source]
@@ -202,7 +207,7 @@ class TestBreakdownProperties:
     def test_base_equals_an_integer_only_computation(
         self, ctx: EarnContext, amount: int, occurred_at: datetime
     ) -> None:
-        lines = dict(compute_breakdown(ctx, amount, None, occurred_at))
+        lines = dict(breakdown_lines(ctx, amount, None, occurred_at))
         assert lines.get("base", 0) == integer_base(ctx, amount)
 
     @given(
@@ -222,10 +227,10 @@ class TestBreakdownProperties:
         )
         everything = EarnRuleSpec(id=1, conditions=RuleConditions(), effect=effect)
         with_categories = dict(
-            compute_breakdown(replace(ctx, rules=(narrowed,)), amount, items, occurred_at)
+            breakdown_lines(replace(ctx, rules=(narrowed,)), amount, items, occurred_at)
         )
         without = dict(
-            compute_breakdown(replace(ctx, rules=(everything,)), amount, items, occurred_at)
+            breakdown_lines(replace(ctx, rules=(everything,)), amount, items, occurred_at)
         )
         assert with_categories.get("rule:1", 0) <= without.get("rule:1", 0)
 
@@ -349,3 +354,29 @@ class TestLoadContext:
         assert ctx.rules[1].effect == RuleEffect(multiplier=Decimal("2.5"))
         assert ctx.rules[1].ends_at == datetime(2020, 1, 1, tzinfo=UTC)
         assert ctx.rules[1].conditions.weekdays == frozenset({1})
+
+
+class TestPointsLimit:
+    @settings(max_examples=300)
+    @given(ctx=contexts(), amount=amounts, items=items_lists, occurred_at=moments)
+    def test_refused_exactly_when_the_lines_pass_the_limit(
+        self, ctx: EarnContext, amount: int, items: list[OrderItem], occurred_at: datetime
+    ) -> None:
+        total = points_earned(breakdown_lines(ctx, amount, items, occurred_at))
+        if total > MAX_POINTS:
+            with pytest.raises(PointsLimitExceededError):
+                compute_breakdown(ctx, amount, items, occurred_at)
+        else:
+            assert points_earned(compute_breakdown(ctx, amount, items, occurred_at)) == total
+
+    def test_huge_rate_and_amount(self) -> None:
+        # A JPY program at a million points per yen, and an order of 10^12 yen: 10^18 points.
+        ctx = context(currency="JPY", earn_rate=Decimal(1_000_000))
+        with pytest.raises(PointsLimitExceededError) as raised:
+            compute_breakdown(ctx, 10**12, None, MOMENT)
+        assert raised.value.code == "points_limit_exceeded"
+        assert raised.value.status == 422
+
+    def test_at_the_limit(self) -> None:
+        ctx = context(currency="JPY", earn_rate=Decimal(1))
+        assert compute_breakdown(ctx, MAX_POINTS, None, MOMENT) == [("base", MAX_POINTS)]

@@ -10,6 +10,10 @@ Lines, in this order, each omitted when it is 0:
 - ``tier``: floor(base * (tier multiplier - 1)) when the member has a tier with a multiplier;
 - ``rule:<id>`` for each matching rule, by id: floor(base * (multiplier - 1)) or its bonus
   points. A rule with categories multiplies only the base of the matching items.
+
+An order earns at most ``MAX_ORDER_POINTS``; settings or rules that would give more refuse the
+order (422 ``points_limit_exceeded``) before any number reaches the database, so no total can
+overflow a bigint.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ from sqlalchemy import text
 from app import db
 from app.clock import clock
 from app.db import Connection
-from app.errors import CurrencyMismatchError, NotFoundError
+from app.errors import CurrencyMismatchError, NotFoundError, PointsLimitExceededError
+from app.schemas.common import MAX_POINTS
 from app.schemas.orders import BreakdownLine, OrderItem, QuoteOut, QuoteRequest
 from app.services.checkout.money import CURRENCY_MINOR_UNITS
 from app.services.idempotency import IdempotencyRequest, Reply, run_recomputation
@@ -135,10 +140,29 @@ def _matching_subtotal(items: list[OrderItem] | None, categories: frozenset[str]
     return subtotal if found else None
 
 
+# The points one order may earn (api.md): the same bound as one earn or redeem request.
+MAX_ORDER_POINTS = MAX_POINTS
+
+
 def compute_breakdown(
     ctx: EarnContext, amount: int, items: list[OrderItem] | None, occurred_at: datetime
 ) -> list[tuple[str, int]]:
-    """The breakdown lines ``(source, points)`` of an order; points earned is their sum."""
+    """The breakdown lines ``(source, points)`` of an order; points earned is their sum, at
+    most ``MAX_ORDER_POINTS`` (else ``PointsLimitExceededError``)."""
+    lines = breakdown_lines(ctx, amount, items, occurred_at)
+    total = points_earned(lines)
+    if total > MAX_ORDER_POINTS:
+        raise PointsLimitExceededError(
+            f"This order would earn {total} points; one order earns at most "
+            f"{MAX_ORDER_POINTS}. Lower the program's earn_rate or the rules' effects."
+        )
+    return lines
+
+
+def breakdown_lines(
+    ctx: EarnContext, amount: int, items: list[OrderItem] | None, occurred_at: datetime
+) -> list[tuple[str, int]]:
+    """The lines as the rules give them, before the limit per order is applied."""
     if occurred_at.tzinfo is None:
         raise ValueError("occurred_at must be an aware datetime")
     minor_units = CURRENCY_MINOR_UNITS[ctx.currency]

@@ -33,6 +33,7 @@ from app.errors import (
     HoldNotActiveError,
     NotFoundError,
     OrderConflictError,
+    PointsLimitExceededError,
     RefundExceedsOrderError,
 )
 from app.schemas.orders import OrderCreate
@@ -329,7 +330,14 @@ async def _create_directly(order: _NewOrder) -> Reply | None:
         if setup.member_dependent:
             return None
         context = setup.context()
-        breakdown = earning.compute_breakdown(context, body.amount, body.items, order.occurred_at)
+        try:
+            breakdown = earning.compute_breakdown(
+                context, body.amount, body.items, order.occurred_at
+            )
+        except PointsLimitExceededError:
+            # The cached setup may be stale (a rule since switched off): the full path reads
+            # the current one and decides.
+            return None
         params = order.params(breakdown)
         params["config_version"] = setup.config_version
         async with db.single_statement() as conn:

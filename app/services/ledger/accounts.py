@@ -22,6 +22,15 @@ _OPEN = text(
 )
 
 
+def open_accounts_cte(name: str, members: str) -> str:
+    """A CTE ``name`` opening the empty accounts of the members created earlier in the same
+    statement: ``members`` is a CTE with ``id`` (the member) and ``program_id``. Binds :now."""
+    return f"""{name} AS (
+    INSERT INTO accounts (member_id, program_id, updated_at)
+    SELECT id, program_id, CAST(:now AS timestamptz) FROM {members}
+)"""
+
+
 async def open_account(conn: Connection, program_id: int, member_id: int, now: datetime) -> None:
     """The empty account of a member created in this transaction."""
     await conn.execute(_OPEN, {"member_id": member_id, "program_id": program_id, "now": now})

@@ -11,6 +11,7 @@ const ENDPOINTS = {
   expiry: "/v1/insights/points-expiry",
   rewards: "/v1/insights/rewards",
   campaigns: "/v1/campaigns?limit=10",
+  liability: "/v1/insights/liability",
   refresh: "/v1/insights/refresh",
 };
 const KEY_STORAGE = "patron.adminKey";
@@ -240,9 +241,12 @@ function dataTable(headings, bars) {
     label.scope = "row";
     label.textContent = bar.label;
     row.append(label);
-    const value = row.insertCell();
-    value.className = "num";
-    value.textContent = bar.display;
+    // A bar may carry several figures (the liability roll-forward's columns).
+    for (const figure of bar.cells || [bar.display]) {
+      const value = row.insertCell();
+      value.className = "num";
+      value.textContent = figure;
+    }
   }
   return table;
 }
@@ -595,6 +599,27 @@ async function loadAll() {
           display: formatInteger(month.points),
         })),
         emptyNote: "No points outstanding.",
+      };
+    }),
+    loadChart("chart-liability", async () => {
+      // The last 12 months, whatever the period above: a roll-forward needs whole months.
+      const body = await api(ENDPOINTS.liability);
+      $("#liability-breakage").textContent =
+        "Expected breakage: " + formatPercent(body.breakage_rate) + " (" +
+        body.breakage_basis.description + ").";
+      return {
+        title: "Points liability at each month's end",
+        headings: ["Month", "Opening", "Earned", "Redeemed", "Expired", "Adjusted", "Closing",
+                   "Value"],
+        kind: "columns",
+        bars: body.rows.map((row) => ({
+          label: row.period_start.slice(0, 7),
+          value: row.closing,
+          display: formatInteger(row.closing),
+          cells: [row.opening, row.earned, row.redeemed, row.expired, row.adjusted, row.closing]
+            .map(formatInteger)
+            .concat([formatMoney(row.closing_value, body.currency)]),
+        })),
       };
     }),
   ];

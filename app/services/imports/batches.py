@@ -1,0 +1,373 @@
+"""One batch of staged rows applied, per import type, inside the caller's short transaction.
+
+Each ``apply_*`` gets the batch as a range of lines (``after`` < line <= ``upto``, valid rows
+only), locks the account rows of the members it will touch in ascending id order (the
+project's lock order), decides every line's outcome in one statement against what is stored
+(by natural key: ``external_id`` for members and balances, ``order_id`` for orders), applies
+the new and changed ones set-based, and returns each line's outcome. Nothing here commits: a
+dry run rolls the same work back, so its report is exactly the real run's.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import text
+
+from app.db import Connection
+from app.schemas.orders import OrderCreate
+from app.services.checkout import earning
+from app.services.checkout.orders import order_fingerprint
+from app.services.ledger.accounts import open_accounts_cte
+from app.services.ledger.imports import ImportedCredit, credit_imported
+from app.services.tiers import tier_evaluation
+
+# Outcomes that count as applied; every other outcome is a rejection code.
+APPLIED = ("created", "updated", "unchanged")
+REJECTION_MESSAGES = {
+    "member_not_found": "no member with this external_id in the program",
+    "member_erased": "the member's personal data was erased; it is not imported again",
+    "balance_conflict": "this member already has a different opening balance",
+    "already_expired": "expires_at is in the past",
+    "order_conflict": "this order_id was already recorded with other content",
+    "currency_mismatch": "the order's currency is not the program's",
+}
+
+
+@dataclass(slots=True)
+class BatchOutcome:
+    """What one batch did: counts per outcome, and the rejected lines."""
+
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(APPLIED, 0))
+    rejections: list[tuple[int, str]] = field(default_factory=list)
+
+    def add(self, line: int, outcome: str) -> None:
+        if outcome in self.counts:
+            self.counts[outcome] += 1
+        else:
+            self.rejections.append((line, outcome))
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    import_id: uuid.UUID
+    program_id: int
+    actor: str
+    after: int
+    upto: int
+    now: datetime
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "import_id": self.import_id,
+            "program_id": self.program_id,
+            "after": self.after,
+            "upto": self.upto,
+            "now": self.now,
+        }
+
+
+_BATCH_ROWS = """
+SELECT r.line, r.key, CAST(r.payload AS jsonb) AS p FROM import_rows AS r
+ WHERE r.import_id = :import_id AND r.line > :after AND r.line <= :upto
+   AND r.error_code IS NULL"""
+
+# Members named by the batch's keys (external_id), their account rows locked in id order.
+_LOCK_BY_EXTERNAL_ID = text(
+    f"""
+SELECT a.member_id
+  FROM ({_BATCH_ROWS}) AS b
+  JOIN members AS m ON m.program_id = :program_id AND m.external_id = b.key
+  JOIN accounts AS a ON a.member_id = m.id
+ ORDER BY a.member_id
+   FOR UPDATE OF a
+"""
+)
+
+# A field a line leaves out keeps its stored value (PUT's meaning); null clears it.
+_MEMBERS = text(
+    f"""
+WITH cur AS (
+    SELECT b.line, b.key AS external_id, b.p, m.id, m.name, m.email, m.phone, m.birthday,
+           m.metadata, m.erased_at
+      FROM ({_BATCH_ROWS}) AS b
+      LEFT JOIN members AS m ON m.program_id = :program_id AND m.external_id = b.key
+), wanted AS (
+    SELECT cur.*,
+           CASE WHEN p ? 'name' THEN p->>'name' ELSE cur.name END AS new_name,
+           CASE WHEN p ? 'email' THEN p->>'email' ELSE cur.email END AS new_email,
+           CASE WHEN p ? 'phone' THEN p->>'phone' ELSE cur.phone END AS new_phone,
+           CASE WHEN p ? 'birthday' THEN CAST(p->>'birthday' AS date)
+                ELSE cur.birthday END AS new_birthday,
+           CASE WHEN p ? 'metadata' THEN NULLIF(p->'metadata', 'null'::jsonb)
+                ELSE cur.metadata END AS new_metadata,
+           COALESCE(CAST(p->>'created_at' AS timestamptz), CAST(:now AS timestamptz))
+               AS new_created_at
+      FROM cur
+), decided AS (
+    SELECT w.*,
+           CASE WHEN w.id IS NULL THEN 'created'
+                WHEN w.erased_at IS NOT NULL THEN 'member_erased'
+                WHEN (w.new_name, w.new_email, w.new_phone, w.new_birthday, w.new_metadata)
+                     IS DISTINCT FROM (w.name, w.email, w.phone, w.birthday, w.metadata)
+                    THEN 'updated'
+                ELSE 'unchanged' END AS outcome
+      FROM wanted AS w
+), inserted AS (
+    INSERT INTO members (program_id, external_id, name, email, phone, birthday, metadata,
+                         created_at, updated_at)
+    SELECT :program_id, external_id, new_name, new_email, new_phone, new_birthday,
+           new_metadata, new_created_at, CAST(:now AS timestamptz)
+      FROM decided WHERE outcome = 'created'
+    ON CONFLICT (program_id, external_id) DO NOTHING
+ RETURNING id, program_id, external_id
+), {open_accounts_cte("account", "inserted")}, insight AS (
+    INSERT INTO member_insights (member_id, program_id, segment, lifecycle, orders_count,
+                                 net_spend, changed_at)
+    SELECT id, :program_id, 'prospects', 'prospect', 0, 0, CAST(:now AS timestamptz)
+      FROM inserted
+), created_event AS (
+    INSERT INTO events (program_id, type, member_id, data, created_at)
+    SELECT :program_id, 'member.created', id,
+           jsonb_build_object('member_id', external_id, 'sequence', 0),
+           CAST(:now AS timestamptz)
+      FROM inserted
+), changed AS (
+    UPDATE members AS m
+       SET name = d.new_name, email = d.new_email, phone = d.new_phone,
+           birthday = d.new_birthday, metadata = d.new_metadata,
+           updated_at = CAST(:now AS timestamptz)
+      FROM decided AS d
+     WHERE m.id = d.id AND d.outcome = 'updated'
+)
+-- A member created by someone else since this statement's snapshot was not created here.
+SELECT d.line,
+       CASE WHEN d.outcome = 'created' AND i.id IS NULL THEN 'unchanged'
+            ELSE d.outcome END AS outcome
+  FROM decided AS d LEFT JOIN inserted AS i ON i.external_id = d.external_id
+"""
+)
+
+
+async def apply_members(conn: Connection, batch: Batch) -> BatchOutcome:
+    params = batch.params()
+    await conn.execute(_LOCK_BY_EXTERNAL_ID, params)
+    outcome = BatchOutcome()
+    for row in await conn.execute(_MEMBERS, params):
+        outcome.add(row.line, row.outcome)
+    return outcome
+
+
+# The same balance again (same points, and the same expiry when the line gives one) is
+# unchanged; a different one for a member who has one is a conflict, never a second credit.
+_BALANCES = text(
+    f"""
+WITH cur AS (
+    SELECT b.line, CAST(b.p->>'points' AS bigint) AS points,
+           CAST(b.p->>'expires_at' AS timestamptz) AS expires_at,
+           m.id AS member_id, m.erased_at, e.points AS had_points,
+           e.expires_at AS had_expires_at
+      FROM ({_BATCH_ROWS}) AS b
+      LEFT JOIN members AS m ON m.program_id = :program_id AND m.external_id = b.key
+      LEFT JOIN point_entries AS e
+             ON e.program_id = :program_id AND e.member_id = m.id AND e.kind = 'import'
+)
+SELECT line, member_id, points, expires_at,
+       CASE WHEN member_id IS NULL THEN 'member_not_found'
+            WHEN had_points = points
+                 AND (expires_at IS NULL OR expires_at = had_expires_at) THEN 'unchanged'
+            WHEN had_points IS NOT NULL THEN 'balance_conflict'
+            WHEN erased_at IS NOT NULL THEN 'member_erased'
+            WHEN expires_at <= CAST(:now AS timestamptz) THEN 'already_expired'
+            ELSE 'created' END AS outcome
+  FROM cur
+ ORDER BY line
+"""
+)
+
+
+async def apply_balances(conn: Connection, batch: Batch) -> BatchOutcome:
+    params = batch.params()
+    await conn.execute(_LOCK_BY_EXTERNAL_ID, params)
+    outcome = BatchOutcome()
+    credits: list[ImportedCredit] = []
+    for row in await conn.execute(_BALANCES, params):
+        outcome.add(row.line, row.outcome)
+        if row.outcome == "created":
+            credits.append(
+                ImportedCredit(
+                    member_id=row.member_id,
+                    kind="import",
+                    points=row.points,
+                    base_at=batch.now,
+                    expires_at=row.expires_at,
+                )
+            )
+    await credit_imported(
+        conn,
+        batch.program_id,
+        credits,
+        reason="opening balance",
+        actor=batch.actor,
+        now=batch.now,
+    )
+    return outcome
+
+
+_ORDER_ROWS = text(_BATCH_ROWS + " ORDER BY r.line")
+_LOCK_MEMBERS = text(
+    """
+SELECT a.member_id
+  FROM members AS m JOIN accounts AS a ON a.member_id = m.id
+ WHERE m.program_id = :program_id AND m.external_id = ANY(CAST(:members AS text[]))
+ ORDER BY a.member_id
+   FOR UPDATE OF a
+"""
+)
+# An imported order is history: its return window is over (status available), and a repeat
+# of the same order_id with the same content (the API's own request hash) is unchanged.
+_ORDERS = text(
+    """
+WITH input AS (
+    SELECT *
+      FROM unnest(CAST(:lines AS bigint[]), CAST(:order_ids AS text[]),
+                  CAST(:members AS text[]), CAST(:amounts AS bigint[]),
+                  CAST(:currencies AS text[]), CAST(:items AS text[]),
+                  CAST(:occurred AS timestamptz[]), CAST(:earned AS bigint[]),
+                  CAST(:breakdowns AS text[]), CAST(:hashes AS bytea[]))
+           AS t(line, order_id, member, amount, currency, items, occurred_at, earned,
+                breakdown, request_hash)
+), prog AS (
+    SELECT currency, pending_days FROM programs WHERE id = :program_id
+), decided AS (
+    SELECT i.*, m.id AS member_id,
+           CASE WHEN o.id IS NOT NULL AND o.request_hash = i.request_hash THEN 'unchanged'
+                WHEN o.id IS NOT NULL THEN 'order_conflict'
+                WHEN m.id IS NULL THEN 'member_not_found'
+                WHEN i.currency <> prog.currency THEN 'currency_mismatch'
+                ELSE 'created' END AS outcome
+      FROM input AS i CROSS JOIN prog
+      LEFT JOIN members AS m ON m.program_id = :program_id AND m.external_id = i.member
+      LEFT JOIN orders AS o ON o.program_id = :program_id AND o.order_id = i.order_id
+), ins AS (
+    INSERT INTO orders (program_id, order_id, member_id, amount, currency, items, occurred_at,
+                        points_earned, points_redeemed, breakdown, status, available_at,
+                        request_hash, created_at, released_at)
+    SELECT :program_id, d.order_id, d.member_id, d.amount, d.currency, CAST(d.items AS jsonb),
+           d.occurred_at, d.earned, 0, CAST(d.breakdown AS jsonb), 'available',
+           least(d.occurred_at + make_interval(days => prog.pending_days),
+                 CAST(:now AS timestamptz)),
+           d.request_hash, CAST(:now AS timestamptz), CAST(:now AS timestamptz)
+      FROM decided AS d CROSS JOIN prog
+     WHERE d.outcome = 'created'
+    ON CONFLICT (program_id, order_id) DO NOTHING
+ RETURNING id, order_id, member_id, points_earned, occurred_at
+)
+SELECT d.line, d.order_id, ins.member_id, ins.points_earned, ins.occurred_at,
+       CASE WHEN d.outcome = 'created' AND ins.id IS NULL THEN 'unchanged'
+            ELSE d.outcome END AS outcome
+  FROM decided AS d LEFT JOIN ins ON ins.order_id = d.order_id
+ ORDER BY d.line
+"""
+)
+
+
+async def _breakdown(
+    conn: Connection, program_id: int, line: dict[str, Any], now: datetime
+) -> list[tuple[str, int]]:
+    """What the order earns with the program's rules as they are now (empty unless the line
+    asks for points)."""
+    if not line.get("earn_points"):
+        return []
+    order = OrderCreate.model_validate(_order_fields(line))
+    setup = await earning.program_earning(program_id)
+    context = setup.context()
+    if setup.member_dependent:
+        loaded = await earning.load_context(conn, program_id, order.member_id)
+        if loaded is None:
+            return []  # rejected as member_not_found by the statement
+        context = loaded.context
+    occurred_at = order.occurred_at or now
+    return earning.compute_breakdown(context, order.amount, order.items, occurred_at)
+
+
+def _order_fields(line: dict[str, Any]) -> dict[str, Any]:
+    return {name: value for name, value in line.items() if name != "earn_points"}
+
+
+async def apply_orders(conn: Connection, batch: Batch) -> BatchOutcome:
+    rows = (await conn.execute(_ORDER_ROWS, batch.params())).all()
+    members = sorted({row.p["member_id"] for row in rows})
+    locked = list(
+        (
+            await conn.execute(_LOCK_MEMBERS, {"program_id": batch.program_id, "members": members})
+        ).scalars()
+    )
+    columns: dict[str, list[Any]] = {
+        name: []
+        for name in (
+            "lines",
+            "order_ids",
+            "members",
+            "amounts",
+            "currencies",
+            "items",
+            "occurred",
+            "earned",
+            "breakdowns",
+            "hashes",
+        )
+    }
+    for row in rows:
+        line = row.p
+        breakdown = await _breakdown(conn, batch.program_id, line, batch.now)
+        occurred = line.get("occurred_at")
+        columns["lines"].append(row.line)
+        columns["order_ids"].append(line["order_id"])
+        columns["members"].append(line["member_id"])
+        columns["amounts"].append(line["amount"])
+        columns["currencies"].append(line["currency"])
+        items = line.get("items")
+        columns["items"].append(orjson.dumps(items).decode() if items is not None else None)
+        columns["occurred"].append(datetime.fromisoformat(occurred) if occurred else batch.now)
+        columns["earned"].append(earning.points_earned(breakdown))
+        columns["breakdowns"].append(
+            orjson.dumps([{"source": s, "points": p} for s, p in breakdown]).decode()
+        )
+        columns["hashes"].append(order_fingerprint(OrderCreate.model_validate(_order_fields(line))))
+    outcome = BatchOutcome()
+    credits: list[ImportedCredit] = []
+    result = await conn.execute(
+        _ORDERS, {**columns, "program_id": batch.program_id, "now": batch.now}
+    )
+    for row in result:
+        outcome.add(row.line, row.outcome)
+        if row.outcome == "created" and row.points_earned > 0:
+            credits.append(
+                ImportedCredit(
+                    member_id=row.member_id,
+                    kind="order",
+                    points=row.points_earned,
+                    base_at=row.occurred_at,
+                    order_id=row.order_id,
+                )
+            )
+    await credit_imported(
+        conn,
+        batch.program_id,
+        credits,
+        reason="imported order",
+        actor=batch.actor,
+        now=batch.now,
+    )
+    # History counts towards tiers at once (spend, or the points it earned).
+    if locked and await tier_evaluation.program_has_tiers(batch.program_id):
+        await tier_evaluation.evaluate_locked(conn, locked, batch.now)
+    return outcome
+
+
+APPLY = {"members": apply_members, "balances": apply_balances, "orders": apply_orders}

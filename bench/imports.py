@@ -1,0 +1,321 @@
+"""Benchmark of imports and the ledger export, with checkout traffic while they run.
+
+One run, start to end:
+
+1. creates a fresh database ``patron_bench_imports_<random>`` on ``BENCH_DATABASE_URL``,
+   migrates it, and creates two programs with the app's own service function: the *import*
+   program and a *shop* program that takes checkout traffic meanwhile (``--shop-members``
+   members, loaded through the import itself before anything is timed);
+2. writes three JSON Lines files: ``--members`` members, one opening balance each, and
+   ``--orders`` historical orders spread over them (every ``--earn-every``-th with
+   ``earn_points``, so it also posts ledger entries);
+3. starts ``patron serve`` and a worker process running only the import job (the job the
+   ``patron worker`` loop runs), then for each file in turn: uploads it (``POST /v1/imports``,
+   streamed from disk) and waits for ``done``, while ``--clients`` clients post orders to the
+   shop program back to back; it prints each phase's upload and apply time, rows/s, peak RSS
+   of the service and of the worker (sampled every 0.2 s) and the checkout p50/p99;
+4. streams ``GET /v1/exports/ledger`` of the import program to nowhere and prints its time,
+   rows and the service's peak RSS during it;
+5. runs the ledger audit on the import program, and drops the database (unless
+   ``--keep-database``).
+
+It prints figures; it asserts no timings.
+
+    uv run --extra embedded python bench/imports.py [--members 1000000] [--orders 10000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import psutil
+from run import create_database, drop_database, free_port, with_database
+
+from app import db
+from app.migrate import upgrade
+from app.services.ledger.audit import audit
+from app.services.programs.programs import create_program
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKER = """
+import asyncio, logging
+from app import db
+from app.clock import clock
+from app.services.imports import runner
+
+async def main():
+    db.configure(db.make_engine(db.resolve_database_url()))
+    while True:
+        if not await runner.run_imports(clock.now()):
+            await asyncio.sleep(0.2)
+
+asyncio.run(main())
+"""
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--members", type=int, default=1_000_000)
+    parser.add_argument("--orders", type=int, default=10_000_000)
+    parser.add_argument("--earn-every", type=int, default=2, help="every n-th order earns")
+    parser.add_argument("--shop-members", type=int, default=1000)
+    parser.add_argument("--clients", type=int, default=4, help="checkout clients meanwhile")
+    parser.add_argument("--keep-database", action="store_true")
+    return parser.parse_args()
+
+
+def write_files(folder: Path, members: int, orders: int, earn_every: int) -> dict[str, Path]:
+    paths = {kind: folder / f"{kind}.jsonl" for kind in ("members", "balances", "orders")}
+    with paths["members"].open("wb") as out:
+        for i in range(members):
+            line = {"external_id": f"c{i}", "name": f"Customer {i}", "email": f"c{i}@example.com"}
+            out.write(orjson.dumps(line) + b"\n")
+    with paths["balances"].open("wb") as out:
+        for i in range(members):
+            out.write(orjson.dumps({"external_id": f"c{i}", "points": 100 + i % 900}) + b"\n")
+    with paths["orders"].open("wb") as out:
+        for j in range(orders):
+            day = 1 + j % 28
+            month = 1 + (j // 28) % 12
+            line = {
+                "order_id": f"o{j}",
+                "member_id": f"c{(j * 7919) % members}",
+                "amount": 1000 + (j * 37) % 50000,
+                "currency": "CNY",
+                "occurred_at": f"{2023 + j % 3}-{month:02d}-{day:02d}T12:00:00+00:00",
+                "earn_points": j % earn_every == 0,
+            }
+            out.write(orjson.dumps(line) + b"\n")
+    return paths
+
+
+class PeakRss:
+    """The largest resident set of a process (and its children) while the block runs."""
+
+    def __init__(self, pid: int) -> None:
+        self.process = psutil.Process(pid)
+        self.peak = 0
+        self._stop = threading.Event()
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            try:
+                family = [self.process, *self.process.children(recursive=True)]
+                self.peak = max(self.peak, sum(p.memory_info().rss for p in family))
+            except psutil.Error:
+                pass
+            self._stop.wait(0.2)
+
+    @contextmanager
+    def watching(self) -> Iterator[None]:
+        self.peak = 0
+        self._stop.clear()
+        thread = threading.Thread(target=self._sample, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            self._stop.set()
+            thread.join()
+
+
+async def checkout_traffic(base: str, key: str, members: int, stop: asyncio.Event) -> list[float]:
+    latencies: list[float] = []
+    headers = {"Authorization": f"Bearer {key}"}
+
+    async def client(index: int) -> None:
+        async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30) as http:
+            n = 0
+            while not stop.is_set():
+                n += 1
+                body = {
+                    "order_id": f"live-{index}-{n}-{secrets.token_hex(3)}",
+                    "member_id": f"s{n % members}",
+                    "amount": 12000,
+                    "currency": "CNY",
+                }
+                started = time.perf_counter()
+                response = await http.post("/v1/orders", json=body)
+                latencies.append(time.perf_counter() - started)
+                if response.status_code != 201:
+                    print("checkout failed:", response.status_code, response.text[:200])
+
+    await asyncio.gather(*(client(i) for i in range(ARGS.clients)))
+    return latencies
+
+
+async def upload_and_wait(http: httpx.AsyncClient, kind: str, path: Path) -> dict[str, Any]:
+    started = time.perf_counter()
+
+    async def chunks() -> Any:
+        with path.open("rb") as handle:
+            while chunk := handle.read(1_048_576):
+                yield chunk
+
+    response = await http.post(
+        f"/v1/imports?type={kind}",
+        content=chunks(),
+        timeout=3600,
+        headers={"Content-Type": "application/x-ndjson"},
+    )
+    assert response.status_code == 202, response.text
+    uploaded = time.perf_counter() - started
+    report = await wait_import(http, response.json()["id"])
+    report["upload_seconds"] = uploaded
+    report["total_seconds"] = time.perf_counter() - started
+    return report
+
+
+async def wait_import(http: httpx.AsyncClient, import_id: str) -> dict[str, Any]:
+    while True:
+        report: dict[str, Any] = (await http.get(f"/v1/imports/{import_id}")).json()
+        if report["status"] in ("done", "failed"):
+            return report
+        await asyncio.sleep(0.5)
+
+
+def start_processes(url: str) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes], str]:
+    """``patron serve`` and the import worker; returns them and the service's base URL once
+    it is ready."""
+    env = {**os.environ, "DATABASE_URL": url}
+    env.pop("PATRON_DATABASE_URL", None)
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    worker = subprocess.Popen(
+        [sys.executable, "-c", WORKER], env={**env, "PATRON_DATABASE_URL": url}, cwd=ROOT
+    )
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    return server, worker, base
+
+
+def percentile(values: list[float], share: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+async def main() -> None:
+    admin_url = os.environ.get("BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1/postgres")
+    name = f"patron_bench_imports_{secrets.token_hex(4)}"
+    version = await create_database(admin_url, name)
+    url = with_database(admin_url, name)
+    print(f"PostgreSQL {version}, database {name}")
+    server = worker = None
+    try:
+        await asyncio.to_thread(upgrade, url)
+        db.configure(db.make_engine(url))
+        program_id, key = await create_program("Import bench", "CNY")
+        _, shop_key = await create_program("Shop", "CNY")
+        await db.dispose()
+        folder = Path(tempfile.mkdtemp(prefix="patron-bench-imports-"))
+        started = time.perf_counter()
+        paths = write_files(folder, ARGS.members, ARGS.orders, ARGS.earn_every)
+        print(
+            f"files written in {time.perf_counter() - started:.1f} s "
+            f"({sum(p.stat().st_size for p in paths.values()) / 2**20:.0f} MiB)"
+        )
+
+        server, worker, base = await asyncio.to_thread(start_processes, url)
+        server_rss, worker_rss = PeakRss(server.pid), PeakRss(worker.pid)
+        headers = {"Authorization": f"Bearer {key}"}
+        async with httpx.AsyncClient(base_url=base, headers=headers, timeout=60) as http:
+            shop = jsonl_members(ARGS.shop_members)
+            async with httpx.AsyncClient(
+                base_url=base, headers={"Authorization": f"Bearer {shop_key}"}, timeout=60
+            ) as shop_http:
+                response = await shop_http.post("/v1/imports?type=members", content=shop)
+                await wait_import(shop_http, response.json()["id"])
+            stop = asyncio.Event()
+            baseline = asyncio.create_task(
+                checkout_traffic(base, shop_key, ARGS.shop_members, stop)
+            )
+            await asyncio.sleep(10)
+            stop.set()
+            alone = await baseline
+            print(
+                f"checkout alone: {len(alone) / 10:.0f} req/s, p50 "
+                f"{percentile(alone, 0.5) * 1000:.1f} ms, "
+                f"p99 {percentile(alone, 0.99) * 1000:.1f} ms"
+            )
+            for kind in ("members", "balances", "orders"):
+                stop = asyncio.Event()
+                traffic = asyncio.create_task(
+                    checkout_traffic(base, shop_key, ARGS.shop_members, stop)
+                )
+                with server_rss.watching(), worker_rss.watching():
+                    report = await upload_and_wait(http, kind, paths[kind])
+                stop.set()
+                latencies = await traffic
+                rows = report["rows_total"]
+                print(
+                    f"{kind}: {rows:,} rows, status {report['status']}, created "
+                    f"{report['created']:,}, rejected {report['rejected']:,}; upload "
+                    f"{report['upload_seconds']:.1f} s, total {report['total_seconds']:.1f} s "
+                    f"({rows / report['total_seconds']:,.0f} rows/s); peak RSS service "
+                    f"{server_rss.peak / 2**20:.0f} MiB, worker {worker_rss.peak / 2**20:.0f} MiB; "
+                    f"checkout meanwhile {len(latencies) / report['total_seconds']:.0f} req/s, p50 "
+                    f"{percentile(latencies, 0.5) * 1000:.1f} ms, p99 "
+                    f"{percentile(latencies, 0.99) * 1000:.1f} ms"
+                )
+            started = time.perf_counter()
+            lines = size = 0
+            with server_rss.watching():
+                async with http.stream("GET", "/v1/exports/ledger", timeout=3600) as response:
+                    async for chunk in response.aiter_bytes():
+                        size += len(chunk)
+                        lines += chunk.count(b"\n")
+            took = time.perf_counter() - started
+            print(
+                f"ledger export: {lines - 1:,} rows, {size / 2**20:.0f} MiB in {took:.1f} s "
+                f"({(lines - 1) / took:,.0f} rows/s); peak RSS service "
+                f"{server_rss.peak / 2**20:.0f} MiB"
+            )
+        db.configure(db.make_engine(url))
+        violations = await audit(program_id)
+        print(f"audit: {len(violations)} violation(s)")
+        await db.dispose()
+    finally:
+        for process in (worker, server):
+            if process is not None:
+                process.terminate()
+                process.wait(timeout=30)
+        if not ARGS.keep_database:
+            await drop_database(admin_url, name)
+
+
+def jsonl_members(count: int) -> bytes:
+    return b"".join(orjson.dumps({"external_id": f"s{i}"}) + b"\n" for i in range(count))
+
+
+ARGS = parse_args()
+
+if __name__ == "__main__":
+    asyncio.run(main())
