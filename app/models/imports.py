@@ -54,7 +54,9 @@ class Import(Base):
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
-    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id", ondelete="CASCADE"))
+    program_id: Mapped[int] = mapped_column(
+        ForeignKey("programs.id", ondelete="CASCADE"), primary_key=True
+    )
     type: Mapped[str] = mapped_column(String(16))
     dry_run: Mapped[bool]
     status: Mapped[str] = mapped_column(String(16))
@@ -91,7 +93,7 @@ class ImportRow(Base):
 
     import_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     line: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    program_id: Mapped[int] = mapped_column(BigInteger)
+    program_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     key: Mapped[str | None] = mapped_column(Text)
     # The validated line as JSON text (COPY in binary has no jsonb encoder; cast when read).
     payload: Mapped[str | None] = mapped_column(Text)

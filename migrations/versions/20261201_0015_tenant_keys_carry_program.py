@@ -46,6 +46,8 @@ PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
     "earn_rules": ("id",),
     "events": ("id",),
     "holds": ("id",),
+    "import_rows": ("import_id", "line"),
+    "imports": ("id",),
     "member_feedback": ("id",),
     "member_insights": ("member_id",),
     "members": ("id",),

@@ -302,12 +302,16 @@ _program_earning: dict[int, ProgramEarning] = {}
 _PROGRAM_EARNING_LIMIT = 10_000
 
 
-async def program_earning(program_id: int) -> ProgramEarning:
-    """The program's earning setup, from this process's cache when it has one."""
+async def program_earning(program_id: int, conn: Connection | None = None) -> ProgramEarning:
+    """The program's earning setup, from this process's cache when it has one. Inside a
+    transaction pass its connection: a task holds one connection at a time."""
     cached = _program_earning.get(program_id)
     if cached is not None:
         return cached
-    async with db.read_only() as conn:
+    if conn is None:
+        async with db.read_only() as own:
+            row = (await own.execute(_PROGRAM_EARNING, {"program_id": program_id})).one()
+    else:
         row = (await conn.execute(_PROGRAM_EARNING, {"program_id": program_id})).one()
     loaded = ProgramEarning(
         config_version=row.config_version,

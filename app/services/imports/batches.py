@@ -73,7 +73,8 @@ class Batch:
 
 _BATCH_ROWS = """
 SELECT r.line, r.key, CAST(r.payload AS jsonb) AS p FROM import_rows AS r
- WHERE r.import_id = :import_id AND r.line > :after AND r.line <= :upto
+ WHERE r.program_id = :program_id AND r.import_id = :import_id AND r.line > :after
+   AND r.line <= :upto
    AND r.error_code IS NULL"""
 
 # Members named by the batch's keys (external_id), their account rows locked in id order.
@@ -284,7 +285,7 @@ async def _breakdown(
     if not line.get("earn_points"):
         return []
     order = OrderCreate.model_validate(_order_fields(line))
-    setup = await earning.program_earning(program_id)
+    setup = await earning.program_earning(program_id, conn)
     context = setup.context()
     if setup.member_dependent:
         loaded = await earning.load_context(conn, program_id, order.member_id)
@@ -365,7 +366,7 @@ async def apply_orders(conn: Connection, batch: Batch) -> BatchOutcome:
         now=batch.now,
     )
     # History counts towards tiers at once (spend, or the points it earned).
-    if locked and await tier_evaluation.program_has_tiers(batch.program_id):
+    if locked and await tier_evaluation.program_has_tiers(batch.program_id, conn):
         await tier_evaluation.evaluate_locked(conn, locked, batch.now)
     return outcome
 

@@ -54,23 +54,26 @@ UPDATE import_rows AS r
        error_message = 'the same key as line ' || d.first_line
   FROM (SELECT line, min(line) OVER (PARTITION BY key) AS first_line
           FROM import_rows
-         WHERE import_id = :id AND error_code IS NULL) AS d
- WHERE r.import_id = :id AND r.line = d.line AND d.line <> d.first_line
+         WHERE program_id = :program_id AND import_id = :id AND error_code IS NULL) AS d
+ WHERE r.program_id = :program_id AND r.import_id = :id AND r.line = d.line
+   AND d.line <> d.first_line
 """
 )
 _ANALYZE_STAGING = text("ANALYZE import_rows")
 _COUNT_REJECTED = text(
-    "SELECT count(*) FROM import_rows WHERE import_id = :id AND error_code IS NOT NULL"
+    "SELECT count(*) FROM import_rows "
+    "WHERE program_id = :program_id AND import_id = :id AND error_code IS NOT NULL"
 )
 _START = text(
     "UPDATE imports SET status = 'running', started_at = :now, rejected = :rejected, "
-    "rows_done = :rejected WHERE id = :id"
+    "rows_done = :rejected WHERE program_id = :program_id AND id = :id"
 )
 _NEXT_BATCH_END = text(
     """
 SELECT max(line) FROM (
     SELECT line FROM import_rows
-     WHERE import_id = :id AND line > :after AND error_code IS NULL
+     WHERE program_id = :program_id AND import_id = :id AND line > :after
+       AND error_code IS NULL
      ORDER BY line LIMIT :batch) AS b
 """
 )
@@ -79,7 +82,7 @@ _REJECT = text(
 UPDATE import_rows AS r SET error_code = x.code, error_message = x.message
   FROM unnest(CAST(:lines AS bigint[]), CAST(:codes AS text[]), CAST(:messages AS text[]))
        AS x(line, code, message)
- WHERE r.import_id = :id AND r.line = x.line
+ WHERE r.program_id = :program_id AND r.import_id = :id AND r.line = x.line
 """
 )
 _ADVANCE = text(
@@ -88,7 +91,7 @@ UPDATE imports
    SET applied_through = :upto, created = created + :created, updated = updated + :updated,
        unchanged = unchanged + :unchanged, rejected = rejected + :rejected,
        rows_done = rows_done + :created + :updated + :unchanged + :rejected
- WHERE id = :id
+ WHERE program_id = :program_id AND id = :id
 """
 )
 _FIRST_ERRORS = text(
@@ -96,15 +99,15 @@ _FIRST_ERRORS = text(
 SELECT COALESCE(jsonb_agg(jsonb_build_object('line', line, 'code', error_code,
                                              'message', error_message) ORDER BY line), '[]')
   FROM (SELECT line, error_code, error_message FROM import_rows
-         WHERE import_id = :id AND error_code IS NOT NULL
+         WHERE program_id = :program_id AND import_id = :id AND error_code IS NOT NULL
          ORDER BY line LIMIT :limit) AS e
 """
 )
 _FINISH = text(
     "UPDATE imports SET status = 'done', finished_at = :now, errors = CAST(:errors AS jsonb) "
-    "WHERE id = :id RETURNING *"
+    "WHERE program_id = :program_id AND id = :id RETURNING *"
 )
-_DROP_STAGING = text("DELETE FROM import_rows WHERE import_id = :id")
+_DROP_STAGING = text("DELETE FROM import_rows WHERE program_id = :program_id AND import_id = :id")
 _FAIL = text(
     "UPDATE imports SET status = 'failed', finished_at = :now, failure = :failure "
     "WHERE id = :id AND status IN ('queued', 'running')"
@@ -146,12 +149,13 @@ async def advance_import(import_id: uuid.UUID, now: datetime) -> bool:
             if current is None:
                 return False
             if current.status == "queued":
-                await _start(conn, import_id, now)
+                await _start(conn, current, now)
                 return True
             upto = (
                 await conn.execute(
                     _NEXT_BATCH_END,
                     {
+                        "program_id": current.program_id,
                         "id": import_id,
                         "after": current.applied_through,
                         "batch": get_settings().import_batch_size,
@@ -185,13 +189,14 @@ async def advance_import(import_id: uuid.UUID, now: datetime) -> bool:
 _WHOLE_FILE_TIMEOUT = text("SET LOCAL statement_timeout = '30min'")
 
 
-async def _start(conn: Connection, import_id: uuid.UUID, now: datetime) -> None:
+async def _start(conn: Connection, current: Any, now: datetime) -> None:
+    this = {"program_id": current.program_id, "id": current.id}
     await conn.execute(_WHOLE_FILE_TIMEOUT)
-    await conn.execute(_MARK_DUPLICATES, {"id": import_id})
+    await conn.execute(_MARK_DUPLICATES, this)
     # Fresh statistics for the staging rows the batches are about to join.
     await conn.execute(_ANALYZE_STAGING)
-    rejected = (await conn.execute(_COUNT_REJECTED, {"id": import_id})).scalar_one()
-    await conn.execute(_START, {"id": import_id, "now": now, "rejected": rejected})
+    rejected = (await conn.execute(_COUNT_REJECTED, this)).scalar_one()
+    await conn.execute(_START, {**this, "now": now, "rejected": rejected})
 
 
 # The batch statements join a fresh staging table and tables the import itself is growing:
@@ -239,6 +244,7 @@ async def _apply_batch(conn: Connection, current: Any, upto: int, now: datetime)
         await conn.execute(
             _REJECT,
             {
+                "program_id": current.program_id,
                 "id": current.id,
                 "lines": [line for line, _ in outcome.rejections],
                 "codes": [code for _, code in outcome.rejections],
@@ -248,6 +254,7 @@ async def _apply_batch(conn: Connection, current: Any, upto: int, now: datetime)
     await conn.execute(
         _ADVANCE,
         {
+            "program_id": current.program_id,
             "id": current.id,
             "upto": upto,
             **outcome.counts,
@@ -257,16 +264,13 @@ async def _apply_batch(conn: Connection, current: Any, upto: int, now: datetime)
 
 
 async def _finish(conn: Connection, current: Any, now: datetime) -> Any:
+    this = {"program_id": current.program_id, "id": current.id}
     await conn.execute(_WHOLE_FILE_TIMEOUT)
-    errors = (
-        await conn.execute(_FIRST_ERRORS, {"id": current.id, "limit": MAX_ERRORS})
-    ).scalar_one()
+    errors = (await conn.execute(_FIRST_ERRORS, {**this, "limit": MAX_ERRORS})).scalar_one()
     done = (
-        await conn.execute(
-            _FINISH, {"id": current.id, "now": now, "errors": orjson.dumps(errors).decode()}
-        )
+        await conn.execute(_FINISH, {**this, "now": now, "errors": orjson.dumps(errors).decode()})
     ).one()
-    await conn.execute(_DROP_STAGING, {"id": current.id})
+    await conn.execute(_DROP_STAGING, this)
     if not done.dry_run:
         await write_event(conn, done.program_id, "import.finished", None, summary(done), now)
     return done
@@ -301,7 +305,9 @@ async def get_import(program_id: int, import_id: str) -> dict[str, Any]:
         errors = row.errors
         if errors is None:
             errors = (
-                await conn.execute(_FIRST_ERRORS, {"id": key, "limit": MAX_ERRORS})
+                await conn.execute(
+                    _FIRST_ERRORS, {"program_id": program_id, "id": key, "limit": MAX_ERRORS}
+                )
             ).scalar_one()
     return {
         "id": str(row.id),

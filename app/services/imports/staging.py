@@ -30,8 +30,11 @@ _OPEN = text(
     "INSERT INTO imports (id, program_id, type, dry_run, status, actor, created_at) "
     "VALUES (:id, :program_id, :type, :dry_run, 'receiving', :actor, :now)"
 )
-_QUEUE = text("UPDATE imports SET status = 'queued', rows_total = :total WHERE id = :id")
-_DISCARD = text("DELETE FROM imports WHERE id = :id")
+_QUEUE = text(
+    "UPDATE imports SET status = 'queued', rows_total = :total "
+    "WHERE program_id = :program_id AND id = :id"
+)
+_DISCARD = text("DELETE FROM imports WHERE program_id = :program_id AND id = :id")
 
 
 class LineSplitter:
@@ -186,18 +189,18 @@ async def receive_import(
         )
 
         async def queue(conn: Connection) -> Reply:
-            await conn.execute(_QUEUE, {"id": import_id, "total": total})
+            await conn.execute(_QUEUE, {"program_id": program_id, "id": import_id, "total": total})
             return Reply(import_json(import_id, kind, dry_run))
 
         reply = await idempotency.run_once(program_id, request, queue)
     except BaseException:
-        await _discard(import_id)
+        await _discard(program_id, import_id)
         raise
     if reply.replayed:
-        await _discard(import_id)
+        await _discard(program_id, import_id)
     return reply
 
 
-async def _discard(import_id: uuid.UUID) -> None:
+async def _discard(program_id: int, import_id: uuid.UUID) -> None:
     async with db.single_statement() as conn:
-        await conn.execute(_DISCARD, {"id": import_id})
+        await conn.execute(_DISCARD, {"program_id": program_id, "id": import_id})
