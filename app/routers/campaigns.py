@@ -38,7 +38,9 @@ WindowDays = Annotated[
 ]
 
 
-@router.get("", response_model=Page[CampaignOut], responses=problems())
+@router.get(
+    "", response_model=Page[CampaignOut], responses=problems(), operation_id="listCampaigns"
+)
 async def list_campaigns(
     principal: Admin, limit: Limit = 20, cursor: Cursor = None
 ) -> Page[CampaignOut]:
@@ -51,6 +53,7 @@ async def list_campaigns(
     "",
     status_code=201,
     responses={201: {"model": CampaignOut, "description": "The new campaign."}, **problems()},
+    operation_id="createCampaign",
 )
 async def create_campaign(
     body: CampaignCreate,
@@ -66,7 +69,11 @@ async def create_campaign(
     return reply_json(reply)
 
 
-@router.post("/preview", responses={200: {"model": CampaignPreviewOut}, **problems()})
+@router.post(
+    "/preview",
+    responses={200: {"model": CampaignPreviewOut}, **problems()},
+    operation_id="previewCampaign",
+)
 async def preview_campaign(
     body: CampaignPreviewRequest,
     request: Request,
@@ -80,12 +87,22 @@ async def preview_campaign(
     return reply_json(reply)
 
 
-@router.get("/{campaign_id}", response_model=CampaignOut, responses=problems((404, "not_found")))
+@router.get(
+    "/{campaign_id}",
+    response_model=CampaignOut,
+    responses=problems((404, "not_found")),
+    operation_id="getCampaign",
+)
 async def get_campaign(campaign_id: CampaignId, principal: Admin) -> CampaignOut:
     return await campaigns.get_campaign(principal.program_id, campaign_id)
 
 
-@router.patch("/{campaign_id}", response_model=CampaignOut, responses=problems((404, "not_found")))
+@router.patch(
+    "/{campaign_id}",
+    response_model=CampaignOut,
+    responses=problems((404, "not_found")),
+    operation_id="updateCampaign",
+)
 async def update_campaign(
     campaign_id: CampaignId, body: CampaignPatch, principal: Admin
 ) -> CampaignOut:
@@ -93,7 +110,12 @@ async def update_campaign(
     return await campaigns.update_campaign(principal.program_id, campaign_id, body)
 
 
-@router.delete("/{campaign_id}", status_code=204, responses=problems((404, "not_found")))
+@router.delete(
+    "/{campaign_id}",
+    status_code=204,
+    responses=problems((404, "not_found")),
+    operation_id="deleteCampaign",
+)
 async def delete_campaign(campaign_id: CampaignId, principal: Admin) -> Response:
     """Stop and hide a campaign. Its bonus entries and events stay."""
     await campaigns.delete_campaign(principal.program_id, campaign_id)
@@ -104,6 +126,7 @@ async def delete_campaign(campaign_id: CampaignId, principal: Admin) -> Response
     "/{campaign_id}/run",
     response_model=CampaignRunOut,
     responses=problems((404, "not_found"), (409, "campaign_inactive")),
+    operation_id="runCampaign",
 )
 async def run_campaign(
     campaign_id: CampaignId,
@@ -123,6 +146,7 @@ async def run_campaign(
     "/{campaign_id}/results",
     response_model=CampaignResultsOut,
     responses=problems((404, "not_found")),
+    operation_id="getCampaignResults",
 )
 async def campaign_results(
     campaign_id: CampaignId, principal: Admin, window_days: WindowDays = 30

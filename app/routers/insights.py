@@ -149,7 +149,12 @@ async def get_referral_funnel(
     return await insights.referral_funnel(principal.program_id, period_start, period_end)
 
 
-@router.get("/v1/insights/rewards", response_model=RewardsInsight, responses=problems())
+@router.get(
+    "/v1/insights/rewards",
+    response_model=RewardsInsight,
+    responses=problems(),
+    operation_id="getRewardsInsight",
+)
 async def get_rewards(principal: Admin) -> RewardsInsight:
     """The top rewards by points spent (net of voided coupons), and coupons by status with
     the use rate (used out of issued and not voided)."""

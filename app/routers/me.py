@@ -136,7 +136,12 @@ async def create_my_referral_link(
     return reply_json(reply)
 
 
-@router.get("/v1/me/rewards", response_model=Page[MemberRewardOut], responses=problems())
+@router.get(
+    "/v1/me/rewards",
+    response_model=Page[MemberRewardOut],
+    responses=problems(),
+    operation_id="listMyRewards",
+)
 async def list_my_rewards(me: Me, limit: Limit = 20, cursor: Cursor = None) -> Response:
     """The active catalog with `eligible` and `reason`, as
     `GET /v1/members/{member}/rewards` shows it."""
@@ -158,6 +163,7 @@ async def list_my_rewards(me: Me, limit: Limit = 20, cursor: Cursor = None) -> R
             ),
         ),
     },
+    operation_id="redeemMyReward",
 )
 async def redeem_my_reward(
     reward_id: RewardId, me: Me, request: Request, idempotency_key: IdempotencyKeyHeader = None
@@ -173,7 +179,12 @@ async def redeem_my_reward(
     return reply_json(stored)
 
 
-@router.get("/v1/me/coupons", response_model=Page[CouponOut], responses=problems())
+@router.get(
+    "/v1/me/coupons",
+    response_model=Page[CouponOut],
+    responses=problems(),
+    operation_id="listMyCoupons",
+)
 async def list_my_coupons(
     me: Me,
     status: Annotated[CouponStatus | None, Query()] = None,

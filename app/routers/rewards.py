@@ -62,7 +62,9 @@ def json_text(body: str, status_code: int = 200) -> Response:
 # --- Catalog ----------------------------------------------------------------------------
 
 
-@router.get("/v1/rewards", response_model=Page[RewardOut], responses=problems())
+@router.get(
+    "/v1/rewards", response_model=Page[RewardOut], responses=problems(), operation_id="listRewards"
+)
 async def list_rewards(
     principal: PointsReader, limit: Limit = 20, cursor: Cursor = None
 ) -> Response:
@@ -78,6 +80,7 @@ async def list_rewards(
         201: {"model": RewardOut, "description": "The new reward."},
         **problems((422, "currency_mismatch")),
     },
+    operation_id="createReward",
 )
 async def create_reward(
     body: RewardCreate,
@@ -93,7 +96,11 @@ async def create_reward(
     return reply_json(stored)
 
 
-@router.get("/v1/rewards/{reward_id}", responses={**_REWARD, **problems((404, "not_found"))})
+@router.get(
+    "/v1/rewards/{reward_id}",
+    responses={**_REWARD, **problems((404, "not_found"))},
+    operation_id="getReward",
+)
 async def get_reward(reward_id: RewardId, principal: Admin) -> Response:
     return json_text(await catalog.get_reward(principal.program_id, reward_id))
 
@@ -101,6 +108,7 @@ async def get_reward(reward_id: RewardId, principal: Admin) -> Response:
 @router.patch(
     "/v1/rewards/{reward_id}",
     responses={**_REWARD, **problems((404, "not_found"), (422, "currency_mismatch"))},
+    operation_id="updateReward",
 )
 async def update_reward(reward_id: RewardId, body: RewardPatch, principal: Admin) -> Response:
     """Change a reward. Coupons already issued keep the terms they were issued with; `stock`
@@ -108,7 +116,12 @@ async def update_reward(reward_id: RewardId, body: RewardPatch, principal: Admin
     return json_text(await catalog.update_reward(principal.program_id, reward_id, body))
 
 
-@router.delete("/v1/rewards/{reward_id}", status_code=204, responses=problems((404, "not_found")))
+@router.delete(
+    "/v1/rewards/{reward_id}",
+    status_code=204,
+    responses=problems((404, "not_found")),
+    operation_id="deleteReward",
+)
 async def delete_reward(reward_id: RewardId, principal: Admin) -> Response:
     """Deactivate the reward: it leaves the catalog; coupons already issued stay valid."""
     await catalog.deactivate_reward(principal.program_id, reward_id)
@@ -122,6 +135,7 @@ async def delete_reward(reward_id: RewardId, principal: Admin) -> Response:
     "/v1/members/{member}/rewards",
     response_model=Page[MemberRewardOut],
     responses=problems((404, "not_found")),
+    operation_id="listMemberRewards",
 )
 async def member_rewards(
     member: MemberPath, principal: PointsReader, limit: Limit = 20, cursor: Cursor = None
@@ -140,6 +154,7 @@ async def member_rewards(
         201: {"model": RedemptionOut, "description": "The redemption and its coupon."},
         **problems(*_REDEEM_REFUSALS),
     },
+    operation_id="redeemReward",
 )
 async def redeem_reward(
     member: MemberPath,
@@ -164,6 +179,7 @@ async def redeem_reward(
     "/v1/members/{member}/coupons",
     response_model=Page[CouponOut],
     responses=problems((404, "not_found")),
+    operation_id="listMemberCoupons",
 )
 async def member_coupons(
     member: MemberPath,
@@ -183,7 +199,11 @@ async def member_coupons(
 # --- Coupons ----------------------------------------------------------------------------
 
 
-@router.get("/v1/coupons/{coupon_code}", responses={**_COUPON, **problems((404, "coupon_invalid"))})
+@router.get(
+    "/v1/coupons/{coupon_code}",
+    responses={**_COUPON, **problems((404, "coupon_invalid"))},
+    operation_id="getCoupon",
+)
 async def get_coupon(coupon_code: CodePath, principal: PointsReader) -> Response:
     return json_text(await coupons.get_coupon(principal.program_id, coupon_code))
 
@@ -200,6 +220,7 @@ async def get_coupon(coupon_code: CodePath, principal: PointsReader) -> Response
         200: {"model": CouponValidation},
         **problems((404, "not_found"), (422, "currency_mismatch")),
     },
+    operation_id="validateCoupon",
 )
 async def validate_coupon(call: LeanCall) -> Response:
     """Would the coupon be usable on this order now, and what would it take off? Writes
@@ -219,6 +240,7 @@ async def validate_coupon(call: LeanCall) -> Response:
 @router.post(
     "/v1/coupons/{coupon_code}/void",
     responses={**_COUPON, **problems((404, "coupon_invalid"), (409, "coupon_not_usable"))},
+    operation_id="voidCoupon",
 )
 async def void_coupon(
     coupon_code: CodePath,

@@ -89,8 +89,9 @@ async def seed_demo(now: datetime | None = None) -> tuple[int, str]:
     finally:
         clock.reset()
     await referrals.pay_due_referrals(end)
-    await seed_demo_rewards(program_id, [f"cust-{number:04d}" for number in range(1, MEMBERS + 1)])
-    await seed_demo_campaigns(program_id)
+    customers = [f"cust-{number:04d}" for number in range(1, MEMBERS + 1)]
+    await seed_demo_rewards(program_id, customers)
+    await seed_demo_campaigns(program_id, customers)
     await insights.refresh_program(program_id, end)
     return program_id, key
 
@@ -298,19 +299,17 @@ _CAMPAIGNS = [
     ("Win back: 100 points", CampaignAction(bonus_points=100), 45, 0.45, 0.20),
     ("Thank-you note", CampaignAction(notify_only=True), 38, 0.30, 0.27),
 ]
-_CAMPAIGN_MEMBERS = 240
 
 
-async def seed_demo_campaigns(program_id: int) -> None:
-    """Members in a campaign cohort, two campaigns that ran weeks ago and have ended, and the
-    orders their members placed in the 30 days after, so both have results to show."""
+async def seed_demo_campaigns(program_id: int, members: list[str]) -> None:
+    """The shop's members tagged as a campaign cohort, two campaigns that ran weeks ago and
+    have ended, and the orders their members placed in the 30 days after, so both have
+    results to show."""
     rng = random.Random(13)
     now = clock.now()
-    for number in range(1, _CAMPAIGN_MEMBERS + 1):
+    for member in members:
         await upsert_member(
-            program_id,
-            f"cohort-{number:03d}",
-            {"name": f"Cohort member {number}", "metadata": {"cohort": "spring"}},
+            program_id, member, {"metadata": {"source": "demo", "cohort": "spring"}}
         )
     for name, action, days_ago, treated_rate, holdout_rate in _CAMPAIGNS:
         ran_at = now - timedelta(days=days_ago)
