@@ -11,6 +11,7 @@ from fastapi.responses import StreamingResponse
 from app.auth import Principal, require_scope
 from app.errors import ValidationError
 from app.routers.deps import problems
+from app.schemas.common import RequestTime
 from app.schemas.imports import ExportFormat
 from app.services.exports.exports import stream_export
 
@@ -20,8 +21,8 @@ Admin = Annotated[Principal, Depends(require_scope("admin"))]
 Format = Annotated[
     ExportFormat, Query(description="`csv` (header row, spreadsheet-safe) or `jsonl`.")
 ]
-From = Annotated[datetime | None, Query(alias="from", description="Inclusive.")]
-To = Annotated[datetime | None, Query(alias="to", description="Exclusive.")]
+From = Annotated[RequestTime | None, Query(alias="from", description="Inclusive (RFC 3339).")]
+To = Annotated[RequestTime | None, Query(alias="to", description="Exclusive (RFC 3339).")]
 
 _MEDIA = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson"}
 _DOCUMENTED = {
