@@ -34,8 +34,6 @@ from app.config import get_settings
 from app.db import Connection, IntegrityError
 from app.errors import IdempotencyKeyReusedError, PatronError
 
-IDEMPOTENCY_CONSTRAINT = "pk_idempotency_keys"
-
 # The stored reply keeps the HTTP status it was first sent with (the table's column), which
 # routers derive from ``Reply.created`` alone: 201 for something new, 200 otherwise.
 _CREATED, _NOT_CREATED = 201, 200
@@ -68,10 +66,6 @@ def constraint_name(exc: IntegrityError) -> str | None:
     """The violated constraint's name."""
     name: str | None = exc.constraint_name
     return name
-
-
-def is_idempotency_conflict(exc: IntegrityError) -> bool:
-    return constraint_name(exc) == IDEMPOTENCY_CONSTRAINT
 
 
 # Joins a one-statement unit of work when a key was sent; ``body`` is the CTE holding the
