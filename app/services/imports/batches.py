@@ -21,7 +21,8 @@ from sqlalchemy import text
 from app.db import Connection
 from app.schemas.orders import OrderCreate
 from app.services.checkout import earning
-from app.services.checkout.orders import order_fingerprint
+from app.services.idempotency import fingerprint
+from app.services.imports.row_checks import insert_checked_once
 from app.services.ledger.accounts import open_accounts_cte
 from app.services.ledger.imports import ImportedCredit, credit_imported
 from app.services.tiers import tier_evaluation
@@ -158,7 +159,7 @@ async def apply_members(conn: Connection, batch: Batch) -> BatchOutcome:
     params = batch.params()
     await conn.execute(_LOCK_BY_EXTERNAL_ID, params)
     outcome = BatchOutcome()
-    for row in await conn.execute(_MEMBERS, params):
+    for row in await insert_checked_once(conn, batch.program_id, _MEMBERS, params):
         outcome.add(row.line, row.outcome)
     return outcome
 
@@ -219,7 +220,15 @@ async def apply_balances(conn: Connection, batch: Batch) -> BatchOutcome:
     return outcome
 
 
-_ORDER_ROWS = text(_BATCH_ROWS + " ORDER BY r.line")
+# The payload as staged (the JSON text of a validated line): decoded once, in Python.
+_ORDER_ROWS = text(
+    """
+SELECT r.line, r.payload FROM import_rows AS r
+ WHERE r.program_id = :program_id AND r.import_id = :import_id AND r.line > :after
+   AND r.line <= :upto AND r.error_code IS NULL
+ ORDER BY r.line
+"""
+)
 _LOCK_MEMBERS = text(
     """
 SELECT a.member_id
@@ -277,73 +286,94 @@ SELECT d.line, d.order_id, ins.member_id, ins.points_earned, ins.occurred_at,
 )
 
 
+@dataclass(slots=True)
+class _OrderColumns:
+    """The batch's orders as one array per column, for the statement's ``unnest``."""
+
+    lines: list[int] = field(default_factory=list)
+    order_ids: list[str] = field(default_factory=list)
+    members: list[str] = field(default_factory=list)
+    amounts: list[int] = field(default_factory=list)
+    currencies: list[str] = field(default_factory=list)
+    items: list[str | None] = field(default_factory=list)
+    occurred: list[datetime] = field(default_factory=list)
+    earned: list[int] = field(default_factory=list)
+    breakdowns: list[str] = field(default_factory=list)
+    hashes: list[bytes] = field(default_factory=list)
+
+    def params(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
 async def _breakdown(
-    conn: Connection, program_id: int, line: dict[str, Any], now: datetime
+    conn: Connection, program_id: int, order: dict[str, Any], occurred_at: datetime
 ) -> list[tuple[str, int]]:
-    """What the order earns with the program's rules as they are now (empty unless the line
-    asks for points)."""
-    if not line.get("earn_points"):
-        return []
-    order = OrderCreate.model_validate(_order_fields(line))
+    """What an order that asks for points earns with the program's rules as they are now."""
     setup = await earning.program_earning(program_id, conn)
     context = setup.context()
     if setup.member_dependent:
-        loaded = await earning.load_context(conn, program_id, order.member_id)
+        loaded = await earning.load_context(conn, program_id, order["member_id"])
         if loaded is None:
             return []  # rejected as member_not_found by the statement
         context = loaded.context
-    occurred_at = order.occurred_at or now
-    return earning.compute_breakdown(context, order.amount, order.items, occurred_at)
+    items = order.get("items")
+    # Items are the only part the rules read as models; most history carries none.
+    parsed_items = OrderCreate.model_validate(order).items if items is not None else None
+    return earning.compute_breakdown(context, order["amount"], parsed_items, occurred_at)
 
 
-def _order_fields(line: dict[str, Any]) -> dict[str, Any]:
-    return {name: value for name, value in line.items() if name != "earn_points"}
+async def _order_columns(conn: Connection, batch: Batch) -> tuple[_OrderColumns, list[str]]:
+    """The batch's lines as columns, and the members whose lines earn points.
+
+    A staged line is the JSON of an already validated ``OrderLine``; without its
+    ``earn_points`` it is exactly the ``OrderCreate`` dump that ``order_fingerprint`` hashes,
+    so the request hash is taken from it directly instead of validating the line again."""
+    columns = _OrderColumns()
+    earning_members: set[str] = set()
+    for row in await conn.execute(_ORDER_ROWS, batch.params()):
+        order = orjson.loads(row.payload)
+        earns = order.pop("earn_points", False)
+        occurred = order.get("occurred_at")
+        occurred_at = datetime.fromisoformat(occurred) if occurred else batch.now
+        breakdown: list[tuple[str, int]] = []
+        if earns:
+            earning_members.add(order["member_id"])
+            breakdown = await _breakdown(conn, batch.program_id, order, occurred_at)
+        items = order.get("items")
+        columns.lines.append(row.line)
+        columns.order_ids.append(order["order_id"])
+        columns.members.append(order["member_id"])
+        columns.amounts.append(order["amount"])
+        columns.currencies.append(order["currency"])
+        columns.items.append(orjson.dumps(items).decode() if items is not None else None)
+        columns.occurred.append(occurred_at)
+        columns.earned.append(earning.points_earned(breakdown))
+        columns.breakdowns.append(
+            orjson.dumps([{"source": s, "points": p} for s, p in breakdown]).decode()
+        )
+        columns.hashes.append(fingerprint("ORDER", "", order))
+    return columns, sorted(earning_members)
 
 
 async def apply_orders(conn: Connection, batch: Batch) -> BatchOutcome:
-    rows = (await conn.execute(_ORDER_ROWS, batch.params())).all()
-    members = sorted({row.p["member_id"] for row in rows})
+    columns, earning_members = await _order_columns(conn, batch)
+    has_tiers = await tier_evaluation.program_has_tiers(batch.program_id, conn)
+    # Only a member whose balance or tier changes is locked: an order that earns nothing in a
+    # program without tiers writes no account, and locking its member would only make a
+    # checkout for that member wait for the batch.
+    to_lock = sorted(set(columns.members)) if has_tiers else earning_members
     locked = list(
         (
-            await conn.execute(_LOCK_MEMBERS, {"program_id": batch.program_id, "members": members})
+            await conn.execute(_LOCK_MEMBERS, {"program_id": batch.program_id, "members": to_lock})
         ).scalars()
     )
-    columns: dict[str, list[Any]] = {
-        name: []
-        for name in (
-            "lines",
-            "order_ids",
-            "members",
-            "amounts",
-            "currencies",
-            "items",
-            "occurred",
-            "earned",
-            "breakdowns",
-            "hashes",
-        )
-    }
-    for row in rows:
-        line = row.p
-        breakdown = await _breakdown(conn, batch.program_id, line, batch.now)
-        occurred = line.get("occurred_at")
-        columns["lines"].append(row.line)
-        columns["order_ids"].append(line["order_id"])
-        columns["members"].append(line["member_id"])
-        columns["amounts"].append(line["amount"])
-        columns["currencies"].append(line["currency"])
-        items = line.get("items")
-        columns["items"].append(orjson.dumps(items).decode() if items is not None else None)
-        columns["occurred"].append(datetime.fromisoformat(occurred) if occurred else batch.now)
-        columns["earned"].append(earning.points_earned(breakdown))
-        columns["breakdowns"].append(
-            orjson.dumps([{"source": s, "points": p} for s, p in breakdown]).decode()
-        )
-        columns["hashes"].append(order_fingerprint(OrderCreate.model_validate(_order_fields(line))))
     outcome = BatchOutcome()
     credits: list[ImportedCredit] = []
-    result = await conn.execute(
-        _ORDERS, {**columns, "program_id": batch.program_id, "now": batch.now}
+    result = await insert_checked_once(
+        conn,
+        batch.program_id,
+        _ORDERS,
+        {**columns.params(), "program_id": batch.program_id, "now": batch.now},
     )
     for row in result:
         outcome.add(row.line, row.outcome)
@@ -366,7 +396,7 @@ async def apply_orders(conn: Connection, batch: Batch) -> BatchOutcome:
         now=batch.now,
     )
     # History counts towards tiers at once (spend, or the points it earned).
-    if locked and await tier_evaluation.program_has_tiers(batch.program_id, conn):
+    if locked and has_tiers:
         await tier_evaluation.evaluate_locked(conn, locked, batch.now)
     return outcome
 
