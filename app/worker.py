@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -56,8 +57,19 @@ class InLanes:
     job: LaneJob
 
 
+@dataclass(frozen=True, slots=True)
+class Budgeted:
+    """A job that may have hours of work (an import of millions of lines): each cycle gives
+    it at most ``seconds``, so the jobs of the next cycle (webhooks, expiry) do not wait for
+    it to finish, and while it still has work the next cycle starts at once instead of after
+    the worker's interval."""
+
+    job: Job
+    seconds: float
+
+
 # (name, job) in the order they run each cycle.
-JOBS: list[tuple[str, Job | InLanes]] = [
+JOBS: list[tuple[str, Job | InLanes | Budgeted]] = [
     ("expire_holds", holds.expire_overdue_holds),
     ("expire_coupons", coupon_expiry.expire_due_coupons),
     ("release_pending_points", InLanes(pending.release_due_points)),
@@ -74,7 +86,7 @@ JOBS: list[tuple[str, Job | InLanes]] = [
     # After the insights refresh, so that audiences see today's segments and stages.
     ("run_campaigns", running.run_due_campaigns),
     ("send_reminders", reminders.send_due_reminders),
-    ("imports", imports.run_imports),
+    ("imports", Budgeted(imports.run_imports, seconds=30.0)),
 ]
 
 
@@ -108,10 +120,43 @@ async def run_in_lanes_until_done(
     return sum(loop.result() for loop in loops)
 
 
-async def run_until_done(name: str, job: Job | InLanes, now: datetime) -> int:
+async def run_within_budget(name: str, job: Budgeted) -> bool:
+    """Run the job batch after batch (each at the clock's time) until it has nothing left or
+    its time is up; True when it stopped with work left."""
+    deadline = time.monotonic() + job.seconds
+    total = 0
+    while True:
+        handled = await job.job(clock.now())
+        total += handled
+        if handled == 0 or time.monotonic() >= deadline:
+            break
+    if total:
+        log.info("job %s handled %d", name, total)
+    return handled > 0
+
+
+async def run_until_done(name: str, job: Job | InLanes | Budgeted, now: datetime) -> int:
     if isinstance(job, InLanes):
         return await run_in_lanes_until_done(name, job.job, now)
+    if isinstance(job, Budgeted):
+        return await run_job_until_done(name, job.job, now)
     return await run_job_until_done(name, job, now)
+
+
+async def _run_cycle(stop: asyncio.Event) -> bool:
+    """One pass over the jobs; True when a budgeted job still has work."""
+    more = False
+    for name, job in JOBS:
+        if stop.is_set():
+            break
+        try:
+            if isinstance(job, Budgeted):
+                more = await run_within_budget(name, job) or more
+            else:
+                await run_until_done(name, job, clock.now())
+        except Exception:  # one failing job must not stop the others
+            log.exception("job %s failed; retrying next cycle", name)
+    return more
 
 
 async def run_once(now: datetime | None = None) -> dict[str, int]:
@@ -127,13 +172,8 @@ async def run_forever(interval_seconds: float = 5.0) -> None:
         loop.add_signal_handler(signum, stop.set)
     log.info("worker started; jobs: %s", ", ".join(name for name, _ in JOBS))
     while not stop.is_set():
-        for name, job in JOBS:
-            if stop.is_set():
-                break
-            try:
-                await run_until_done(name, job, clock.now())
-            except Exception:  # one failing job must not stop the others
-                log.exception("job %s failed; retrying next cycle", name)
+        if await _run_cycle(stop):
+            continue
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=interval_seconds)
     log.info("worker stopped")
