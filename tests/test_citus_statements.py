@@ -1,7 +1,7 @@
 """On a Citus cluster, every hot statement runs on the one shard of its program.
 
-Each statement of earn, redeem, the points read, an order (direct, after reading the member,
-capturing a hold, with coupons), a hold, its capture and release, and a refund is explained
+Each statement of earn, redeem, the points read, a quote, an order (direct, after reading the
+member, capturing a hold, with coupons), a hold, its capture and release, and a refund is explained
 on the cluster with representative parameters. Citus shows how it will run a statement as
 ``Task Count: N`` lines, one per step: the statement itself, and each CTE it runs as a step of
 its own (Citus runs an INSERT CTE that way). The test fails when any step has more than one
@@ -28,7 +28,7 @@ import pytest
 from app.clock import clock
 from app.db import compiled
 from app.services import idempotency
-from app.services.checkout import holds, orders
+from app.services.checkout import earning, holds, orders
 from app.services.ledger import accounts, balances, postings
 from app.services.tiers import tier_evaluation
 from tests.conftest import Program
@@ -62,6 +62,8 @@ def _hot_statements() -> dict[str, Any]:
         "refund: read the order": orders._READ_ORDER,
         "refund: stored refund": orders._FIND_REFUND,
         "tiers: evaluate members": tier_evaluation._APPLY,
+        "quote/order: the member's earning context": earning._CONTEXT,
+        "quote/order: the program's earning setup": earning._PROGRAM_EARNING,
         "members: lock in id order": accounts._LOCK_MANY,
     }
     for remember in (False, True):
