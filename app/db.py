@@ -144,7 +144,7 @@ def violated_constraint(exc: asyncpg.IntegrityConstraintViolationError) -> str |
     return None if name is None else _SHARD_SUFFIX.sub("", name)
 
 
-def _unique_violation_from_shard_copy(
+def unique_violation_from_shard_copy(
     exc: asyncpg.InternalServerError,
 ) -> asyncpg.UniqueViolationError | None:
     message = str(exc.args[0]) if exc.args else ""
@@ -176,7 +176,7 @@ class Connection:
             else:
                 rows = await self.raw.fetch(sql)
         except asyncpg.InternalServerError as exc:
-            violation = _unique_violation_from_shard_copy(exc)
+            violation = unique_violation_from_shard_copy(exc)
             if violation is None:
                 raise
             raise violation from exc
