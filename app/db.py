@@ -121,22 +121,15 @@ def compiled(statement: TextClause | str) -> tuple[str, tuple[str, ...]]:
     return found
 
 
-# On Citus a statement's INSERT CTE that reads another CTE is run as its own step: the rows
-# are pulled to the coordinator and copied into the shard, and a unique violation met in that
-# copy arrives as an internal error (XX000) with PostgreSQL's own message. It is the same
-# violation, and the idempotency wrapper and the natural keys rely on seeing it as one.
-_UNIQUE_VIOLATION_MESSAGE = "duplicate key value violates unique constraint "
-# Citus names a constraint on a shard after the table's, plus "_" and the shard's id.
+# Citus names a constraint on a shard after the table's, plus "_" and the shard's id; from a
+# worker the error names it only in its message.
 _SHARD_SUFFIX = re.compile(r"_[0-9]+$")
-
-
 _QUOTED_CONSTRAINT = re.compile(r'constraint "([^"]+)"')
 
 
 def violated_constraint(exc: asyncpg.IntegrityConstraintViolationError) -> str | None:
-    """The violated constraint's name as the schema has it. From a Citus worker the error
-    names it only in its message, and names the shard's copy (the schema's name, "_" and the
-    shard's id; the schema's own names never end in digits)."""
+    """The violated constraint's name as the schema has it, also when a Citus shard reported
+    it (the schema's own names never end in digits)."""
     name: str | None = exc.constraint_name
     if name is None:
         found = _QUOTED_CONSTRAINT.search(str(exc.args[0]) if exc.args else "")
@@ -144,9 +137,17 @@ def violated_constraint(exc: asyncpg.IntegrityConstraintViolationError) -> str |
     return None if name is None else _SHARD_SUFFIX.sub("", name)
 
 
+_UNIQUE_VIOLATION_MESSAGE = "duplicate key value violates unique constraint "
+
+
 def unique_violation_from_shard_copy(
     exc: asyncpg.InternalServerError,
 ) -> asyncpg.UniqueViolationError | None:
+    """The unique violation an internal error stands for, if it is one. On Citus an INSERT
+    CTE that reads another CTE runs as a step of its own: its rows are pulled to the
+    coordinator and copied into the shard, and a unique violation met in that copy arrives as
+    an internal error (XX000) with PostgreSQL's own message. The idempotency wrapper and the
+    natural keys rely on seeing it as the violation it is."""
     message = str(exc.args[0]) if exc.args else ""
     if not message.startswith(_UNIQUE_VIOLATION_MESSAGE):
         return None
