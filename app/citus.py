@@ -20,6 +20,9 @@ REFERENCE_TABLES = frozenset(
     {"programs", "api_keys", "member_token_keys", "rate_limit_windows", "webhook_fanout_cursor"}
 )
 DISTRIBUTION_COLUMN = "program_id"
+# Alembic's own table, copied to every node too, so that a service connected to any node (Citus
+# keeps its metadata on all of them) sees the schema's version and reports ready.
+VERSION_TABLE = "alembic_version"
 
 
 _FOREIGN_KEYS = """
@@ -45,6 +48,8 @@ async def distribute(database_url: str) -> list[str]:
             )
         }
         todo = [t.name for t in Base.metadata.sorted_tables if t.name not in done]
+        if VERSION_TABLE not in done:
+            todo.append(VERSION_TABLE)
         if not todo:
             return []
         actions = []
@@ -59,7 +64,7 @@ async def distribute(database_url: str) -> list[str]:
             for key in foreign_keys:
                 await conn.execute(f"ALTER TABLE {key['table_name']} DROP CONSTRAINT {key['name']}")
             for name in todo:
-                if name in REFERENCE_TABLES:
+                if name in REFERENCE_TABLES or name == VERSION_TABLE:
                     await conn.execute("SELECT create_reference_table($1)", name)
                     actions.append(f"{name}: reference table")
                 else:

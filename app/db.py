@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import re
 import socket
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
@@ -120,6 +121,43 @@ def compiled(statement: TextClause | str) -> tuple[str, tuple[str, ...]]:
     return found
 
 
+# Citus names a constraint on a shard after the table's, plus "_" and the shard's id; from a
+# worker the error names it only in its message.
+_SHARD_SUFFIX = re.compile(r"_[0-9]+$")
+_QUOTED_CONSTRAINT = re.compile(r'constraint "([^"]+)"')
+
+
+def violated_constraint(exc: asyncpg.IntegrityConstraintViolationError) -> str | None:
+    """The violated constraint's name as the schema has it, also when a Citus shard reported
+    it (the schema's own names never end in digits)."""
+    name: str | None = exc.constraint_name
+    if name is None:
+        found = _QUOTED_CONSTRAINT.search(str(exc.args[0]) if exc.args else "")
+        name = found.group(1) if found else None
+    return None if name is None else _SHARD_SUFFIX.sub("", name)
+
+
+_UNIQUE_VIOLATION_MESSAGE = "duplicate key value violates unique constraint "
+
+
+def unique_violation_from_shard_copy(
+    exc: asyncpg.InternalServerError,
+) -> asyncpg.UniqueViolationError | None:
+    """The unique violation an internal error stands for, if it is one. On Citus an INSERT
+    CTE that reads another CTE runs as a step of its own: its rows are pulled to the
+    coordinator and copied into the shard, and a unique violation met in that copy arrives as
+    an internal error (XX000) with PostgreSQL's own message. The idempotency wrapper and the
+    natural keys rely on seeing it as the violation it is."""
+    message = str(exc.args[0]) if exc.args else ""
+    if not message.startswith(_UNIQUE_VIOLATION_MESSAGE):
+        return None
+    quoted = message[len(_UNIQUE_VIOLATION_MESSAGE) :].strip('"')
+    violation: asyncpg.UniqueViolationError = asyncpg.UniqueViolationError.new(
+        {"M": message, "C": "23505", "n": quoted, "D": exc.detail or ""}
+    )
+    return violation
+
+
 class Connection:
     """One pooled connection, inside or outside a transaction."""
 
@@ -132,11 +170,17 @@ class Connection:
         self, statement: TextClause | str, params: Mapping[str, Any] | None = None
     ) -> Result:
         sql, names = compiled(statement)
-        if names:
-            assert params is not None, "the statement has parameters"
-            rows = await self.raw.fetch(sql, *[params[name] for name in names])
-        else:
-            rows = await self.raw.fetch(sql)
+        try:
+            if names:
+                assert params is not None, "the statement has parameters"
+                rows = await self.raw.fetch(sql, *[params[name] for name in names])
+            else:
+                rows = await self.raw.fetch(sql)
+        except asyncpg.InternalServerError as exc:
+            violation = unique_violation_from_shard_copy(exc)
+            if violation is None:
+                raise
+            raise violation from exc
         return Result(rows)
 
     async def execute_count(

@@ -55,6 +55,7 @@ async def order_statement_script(url: str, program_id: int, members: int) -> str
         "earned": str(sample["points_earned"]),
         "breakdown": _text(sample["breakdown"]),
         "hold_id": "NULL",
+        "coupons": "NULL",
         "points": "0",
         "request_hash": "decode('00', 'hex')",
         "actor": _text("bench-pgbench"),

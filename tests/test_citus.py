@@ -12,11 +12,14 @@ import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 
-from app.citus import DISTRIBUTION_COLUMN, REFERENCE_TABLES, distribute
+from app.citus import DISTRIBUTION_COLUMN, REFERENCE_TABLES, VERSION_TABLE, distribute
+from app.migrate import head_revision
 from app.models import Base
 from tests.conftest import PgServer, Program, make_citus_cluster_database
 
@@ -70,11 +73,26 @@ class TestMigrateCitus:
         assert result.returncode == 0, result.stderr
         partitions = await _partitions(cluster_database)
         tables = {table.name for table in Base.metadata.sorted_tables}
-        assert set(partitions) == tables
+        assert set(partitions) == tables | {VERSION_TABLE}
         tenant = tables - REFERENCE_TABLES
         assert {partitions[name][:2] for name in tenant} == {("h", DISTRIBUTION_COLUMN)}
         assert len({partitions[name][2] for name in tenant}) == 1, "one co-location group"
-        assert {partitions[name][0] for name in REFERENCE_TABLES} == {"n"}
+        assert {partitions[name][0] for name in REFERENCE_TABLES | {VERSION_TABLE}} == {"n"}
+
+    async def test_every_node_sees_the_schema_version(self, database_url: str) -> None:
+        """A service may connect to any node (each holds Citus's metadata): each node reports
+        the schema at head, so the service is ready there too."""
+        folder = Path(os.environ["TEST_CITUS_DIR"])
+        for node in ("worker1", "worker2"):
+            port = (folder / f"{node}.port").read_text().strip()
+            parts = urlsplit(database_url)
+            node_url = urlunsplit((parts.scheme, f"postgres@127.0.0.1:{port}", parts.path, "", ""))
+            conn = await asyncpg.connect(node_url)
+            try:
+                version = await conn.fetchval("SELECT version_num FROM alembic_version")
+            finally:
+                await conn.close()
+            assert version == head_revision()
 
     async def test_running_it_again_changes_nothing(self, database_url: str) -> None:
         before = await _partitions(database_url)

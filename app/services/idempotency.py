@@ -63,9 +63,8 @@ def fingerprint(method: str, path: str, payload: Any) -> bytes:
 
 
 def constraint_name(exc: IntegrityError) -> str | None:
-    """The violated constraint's name."""
-    name: str | None = exc.constraint_name
-    return name
+    """The violated constraint's name (as the schema has it, also on a Citus shard)."""
+    return db.violated_constraint(exc)
 
 
 # Joins a one-statement unit of work when a key was sent; ``body`` is the CTE holding the

@@ -3,10 +3,12 @@ every refusal writing nothing, retries, and a full refund freeing the coupons.""
 
 from __future__ import annotations
 
-from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sqlalchemy import text
+
+from app import db
 from app.clock import clock
 from tests.conftest import Program, assert_problem
 from tests.routers.test_events import feed
@@ -139,14 +141,28 @@ class TestOrderWithCoupon:
         assert used[0]["data"]["coupon"]["status"] == "used"
 
 
+async def events_written(program: Program, event_type: str | None = None) -> int:
+    """How many events (of this type) the program has; events are never updated or deleted.
+    Read from the table, not the feed, so that it holds on Citus too, where the feed is not
+    ready yet."""
+    async with db.read_only() as conn:
+        statement = text(
+            "SELECT count(*) FROM events WHERE program_id = :program_id "
+            "AND (CAST(:type AS text) IS NULL OR type = :type)"
+        )
+        params = {"program_id": program.id, "type": event_type}
+        written: int = (await conn.execute(statement, params)).scalar_one()
+    return written
+
+
 class TestCouponNotUsable:
     async def refused(self, program: Program, codes: list[str], reason: str, **kw: Any) -> None:
-        before = await feed(program)
+        before = await events_written(program)
         response = await place(program, "A-X", codes, **kw)
         assert_problem(response, 409, "coupon_not_usable")
         assert response.json()["reason"] == reason
         assert (await program.get("/v1/orders/A-X")).status_code == 404
-        assert await feed(program) == before
+        assert await events_written(program) == before
 
     async def test_used(self, program: Program) -> None:
         await program.member("m1", points=1000)
@@ -182,12 +198,12 @@ class TestCouponNotUsable:
         await program.member("m1", points=1000)
         code = await issued_code(program)
         await set_program_currency(program, "HKD")
-        before = await feed(program)
+        before = await events_written(program)
         body = {**order_body("A-X", [code]), "currency": "HKD"}
         response = await program.post("/v1/orders", json=body)
         assert_problem(response, 409, "coupon_not_usable")
         assert response.json()["reason"] == "currency"
-        assert await feed(program) == before
+        assert await events_written(program) == before
 
     async def test_unknown(self, program: Program) -> None:
         await program.member("m1", points=1000)
@@ -239,8 +255,7 @@ class TestRetriedOrder:
         again = await place(program, "A-1", [code])
         assert (first.status_code, again.status_code) == (201, 200)
         assert again.json() == first.json()
-        counts = Counter(e["type"] for e in await feed(program))
-        assert counts["coupon.used"] == 1
+        assert await events_written(program, "coupon.used") == 1
         assert (await program.balance("m1"))["available"] == 800 + 80
 
     async def test_different_coupons_is_order_conflict(self, program: Program) -> None:

@@ -286,13 +286,13 @@ class TestPayoutGuard:
         assert await status_of(program, "bob") == "rejected"
         stale_read = text(
             "SELECT id, program_id, referrer_id, referee_id, 'qualified' AS status "
-            "FROM referrals WHERE id = :id"
+            "FROM referrals WHERE program_id = :program_id AND id = :id"
         )
         monkeypatch.setattr(referrals, "_READ_FOR_PAYOUT", stale_read)
         referral_id = (await program.get("/v1/referrals")).json()["data"][0]["id"]
         settings = ReferralSettings.model_validate(SETTINGS)
         async with db.transaction() as conn:
-            paid = await referrals.pay_in(conn, int(referral_id), settings, clock.now())
+            paid = await referrals.pay_in(conn, program.id, int(referral_id), settings, clock.now())
         assert paid is False
         assert await status_of(program, "bob") == "rejected"
         assert (await program.balance("alice"))["available"] == 0

@@ -33,6 +33,7 @@ from app.main import create_app
 from app.services.ledger.audit import audit
 from app.services.programs.programs import create_program
 from app.worker import run_once
+from tests.conftest import service_engine
 
 T = TypeVar("T")
 MEMBERS = ("a", "b")
@@ -461,7 +462,7 @@ class CheckoutMachine(RuleBasedStateMachine):
 def test_checkout_state_machine(database_url: str) -> None:
     loop = asyncio.new_event_loop()
     saved = db.get_engine()
-    engine = db.make_engine(database_url)
+    engine = service_engine(database_url)
     db.configure(engine)
     CheckoutMachine.loop = loop
     CheckoutMachine.app = create_app()

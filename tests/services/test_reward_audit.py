@@ -41,37 +41,59 @@ class TestRewardAudit:
     async def test_redemption_without_its_redeem_entry(
         self, program: Program, redemption: dict[str, Any]
     ) -> None:
+        # Read, then written back as values: on Citus an INSERT ... SELECT is planned for
+        # every shard of the table, which the test session refuses.
+        async with db.transaction() as conn:
+            first = (
+                await conn.execute(
+                    text(
+                        "SELECT reward_id, member_id, points_spent, created_at "
+                        "FROM reward_redemptions WHERE program_id = :p AND id = :id"
+                    ),
+                    {"p": program.id, "id": redemption["redemption_id"]},
+                )
+            ).one()
         await execute(
             "INSERT INTO reward_redemptions (program_id, reward_id, member_id, points_spent, "
-            "created_at, voided_at) SELECT program_id, reward_id, member_id, points_spent, "
-            "created_at, now() FROM reward_redemptions WHERE id = :id",
-            id=redemption["redemption_id"],
+            "created_at, voided_at) VALUES (:p, :r, :m, :points, :at, now())",
+            p=program.id,
+            r=first.reward_id,
+            m=first.member_id,
+            points=first.points_spent,
+            at=first.created_at,
         )
         try:
             assert 6 in invariants(await audit(program.id))
         finally:
             await execute(
-                "DELETE FROM reward_redemptions WHERE reward_id = :r AND id <> :id",
+                "DELETE FROM reward_redemptions "
+                "WHERE program_id = :p AND reward_id = :r AND id <> :id",
+                p=program.id,
                 r=redemption["reward_id"],
                 id=redemption["redemption_id"],
             )
 
     async def test_void_without_restore(self, program: Program, redemption: dict[str, Any]) -> None:
         await execute(
-            "UPDATE coupons SET status = 'void' WHERE redemption_id = :id",
+            "UPDATE coupons SET status = 'void' WHERE program_id = :p AND redemption_id = :id",
+            p=program.id,
             id=redemption["redemption_id"],
         )
         try:
             assert invariants(await audit(program.id)) == {7}
         finally:
             await execute(
-                "UPDATE coupons SET status = 'active' WHERE redemption_id = :id",
+                "UPDATE coupons SET status = 'active' "
+                "WHERE program_id = :p AND redemption_id = :id",
+                p=program.id,
                 id=redemption["redemption_id"],
             )
 
     async def test_stock_count_drift(self, program: Program, redemption: dict[str, Any]) -> None:
         await execute(
-            "UPDATE rewards SET redeemed_count = 0 WHERE id = :id", id=redemption["reward_id"]
+            "UPDATE rewards SET redeemed_count = 0 WHERE program_id = :p AND id = :id",
+            p=program.id,
+            id=redemption["reward_id"],
         )
         try:
             found = await audit(program.id)
@@ -79,7 +101,9 @@ class TestRewardAudit:
             assert found[0].member == f"reward #{redemption['reward_id']}"
         finally:
             await execute(
-                "UPDATE rewards SET redeemed_count = 1 WHERE id = :id", id=redemption["reward_id"]
+                "UPDATE rewards SET redeemed_count = 1 WHERE program_id = :p AND id = :id",
+                p=program.id,
+                id=redemption["reward_id"],
             )
 
     async def test_clean_after_void(self, program: Program, redemption: dict[str, Any]) -> None:

@@ -182,7 +182,7 @@ async def _run_batch(
         member_ids = [row.member_id for row in picked]
         groups = {row.member_id: row.grp for row in picked}
         external_ids = {row.member_id: row.external_id for row in picked}
-        locked = await accounts.lock_members(conn, member_ids)
+        locked = await accounts.lock_members(conn, campaign.program_id, member_ids)
         codes: dict[int, str] = {}
         if campaign.reward_id is not None:
             # One coupon per treated member, costing no points (rewards package).
@@ -226,7 +226,7 @@ async def _run_batch(
             and await tier_evaluation.program_has_tiers(campaign.program_id, conn)
         ):
             treated_ids = [m for m in locked if groups[m] == "treated"]
-            await tier_evaluation.evaluate_locked(conn, treated_ids, now)
+            await tier_evaluation.evaluate_locked(conn, campaign.program_id, treated_ids, now)
     run_over = len(picked) < batch_size
     await conn.execute(
         _ADVANCE,

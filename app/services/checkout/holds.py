@@ -73,14 +73,14 @@ _CREATE = {
     flag: text(_CREATE_SQL.format(remember=REMEMBER_CTE if flag else "")) for flag in (False, True)
 }
 
-_READ_HOLD = text("SELECT * FROM holds WHERE id = :hold_id FOR UPDATE")
+_READ_HOLD = text("SELECT * FROM holds WHERE program_id = :program_id AND id = :hold_id FOR UPDATE")
 
 # Closing a hold: give back what is not captured, redeem what is, one statement.
 _CLOSE_SQL = f"""
 WITH closed AS (
     UPDATE holds
        SET status = :status, points_captured = :captured, closed_at = :now
-     WHERE id = :hold_id
+     WHERE program_id = :program_id AND id = :hold_id
  RETURNING *
 ), {SETTLE_HOLD_CTES}, body AS (
     SELECT closed.*, {_CLOSED_HOLD_JSON}::text AS response
@@ -119,7 +119,7 @@ SELECT {
             "THEN 'expired' ELSE h.status END",
         )
     }::text AS response
-  FROM holds AS h JOIN members AS m ON m.id = h.member_id
+  FROM holds AS h JOIN members AS m ON m.program_id = h.program_id AND m.id = h.member_id
  WHERE h.id = :hold_id AND h.program_id = :program_id
 """
 )
@@ -181,7 +181,7 @@ async def lock_hold(conn: Connection, program_id: int, hold_id: uuid.UUID) -> Lo
     ).first()
     if holder is None:
         raise NotFoundError("No such hold.")
-    row = (await conn.execute(_READ_HOLD, {"hold_id": hold_id})).one()
+    row = (await conn.execute(_READ_HOLD, {"program_id": program_id, "hold_id": hold_id})).one()
     return LockedHold(row, holder.external_id)
 
 

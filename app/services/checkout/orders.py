@@ -60,8 +60,8 @@ from app.services.rewards import coupon_orders, coupons
 from app.services.tiers import tier_evaluation
 
 LOCK_IN_ORDER = text(
-    "SELECT member_id FROM accounts WHERE member_id = ANY(:member_ids) "
-    "ORDER BY member_id FOR UPDATE"
+    "SELECT member_id FROM accounts WHERE program_id = :program_id "
+    "AND member_id = ANY(:member_ids) ORDER BY member_id FOR UPDATE"
 )
 
 
@@ -76,7 +76,8 @@ REFUND_JSON = """(SELECT row_to_json(r) FROM (SELECT
 
 _REFUNDS_JSON = f"""COALESCE((
     SELECT json_agg({REFUND_JSON.format(f="f")} ORDER BY f.id)
-      FROM refunds AS f WHERE f.order_pk = {{o}}.id), '[]'::json)"""
+      FROM refunds AS f WHERE f.program_id = :program_id AND f.order_pk = {{o}}.id),
+    '[]'::json)"""
 
 # The wire form of an order (api.md), built by PostgreSQL so it can be stored for replay. An
 # order that used coupons gains ``coupons``; other orders show no such key.
@@ -141,21 +142,25 @@ WITH prog AS (
 # The direct form (see create_order) finds the member itself and proceeds only when the
 # checkout's cached earning setup is current (``:config_version``), the currency is the
 # program's, and the member has no pending referral (whose payout needs both accounts locked
-# first). Its verdict says which, if any, stopped it.
+# first). Its verdict says which, if any, stopped it. The member and the pending referral are
+# outer-joined rather than tested with correlated subqueries: Citus plans a statement with
+# INSERT CTEs one CTE at a time and refuses a correlated subquery over such a CTE, and on one
+# PostgreSQL it is the same two index lookups.
 _DIRECT_GUARD = """, mem AS (
     SELECT m.id FROM members AS m
      WHERE m.program_id = :program_id AND m.external_id = CAST(:member AS text)
+), referred AS (
+    SELECT f.referee_id FROM referrals AS f JOIN mem ON f.referee_id = mem.id
+     WHERE f.program_id = :program_id AND f.status = 'pending'
 ), verdict AS (
     SELECT CASE
-               WHEN NOT EXISTS (SELECT 1 FROM mem) THEN 'no_member'
+               WHEN mem.id IS NULL THEN 'no_member'
                WHEN prog.currency <> CAST(:currency AS text) THEN 'currency'
                WHEN prog.config_version <> CAST(:config_version AS bigint) THEN 'stale'
-               WHEN EXISTS (SELECT 1 FROM referrals AS f JOIN mem ON f.referee_id = mem.id
-                             WHERE f.program_id = prog.id AND f.status = 'pending')
-                   THEN 'referral'
+               WHEN referred.referee_id IS NOT NULL THEN 'referral'
                ELSE 'ok'
            END AS verdict
-      FROM prog
+      FROM prog LEFT JOIN mem ON true LEFT JOIN referred ON true
 )"""
 _DIRECT_ANSWER = """SELECT verdict.verdict, prog.currency, (SELECT response FROM body) AS response
   FROM verdict CROSS JOIN prog"""
@@ -165,7 +170,8 @@ _CAPTURE_CTES = f""", {CONSUME_LOTS_CTE}, captured AS (
     UPDATE holds
        SET status = 'captured', points_captured = points, closed_at = :now,
            order_id = COALESCE(order_id, CAST(:order_id AS text))
-     WHERE id = CAST(:hold_id AS uuid) AND EXISTS (SELECT 1 FROM ord)
+     WHERE program_id = :program_id AND id = CAST(:hold_id AS uuid)
+       AND EXISTS (SELECT 1 FROM ord)
  RETURNING *
 ), {CAPTURE_REDEEM_CTE}, hold_event AS (
     INSERT INTO events (program_id, type, member_id, data, created_at)
@@ -231,7 +237,7 @@ _FIND_ORDER = text(
 SELECT o.request_hash,
        {ORDER_JSON.format(o="o", member="m.external_id", refunds=_REFUNDS_JSON.format(o="o"))}
            ::text AS response
-  FROM orders AS o JOIN members AS m ON m.id = o.member_id
+  FROM orders AS o JOIN members AS m ON m.program_id = :program_id AND m.id = o.member_id
  WHERE o.program_id = :program_id AND o.order_id = :order_id
 """
 )
@@ -366,11 +372,11 @@ _LOCK_BUYER_AND_COUPONS = text(
 WITH buyer AS MATERIALIZED (
     SELECT a.member_id, p.currency, p.config_version,
            EXISTS (SELECT 1 FROM referrals AS f
-                    WHERE f.program_id = p.id AND f.referee_id = a.member_id
+                    WHERE f.program_id = :program_id AND f.referee_id = a.member_id
                       AND f.status = 'pending') AS referral_pending
       FROM members AS m
-      JOIN accounts AS a ON a.member_id = m.id AND a.program_id = m.program_id
-      JOIN programs AS p ON p.id = m.program_id
+      JOIN accounts AS a ON a.program_id = :program_id AND a.member_id = m.id
+      JOIN programs AS p ON p.id = :program_id
      WHERE m.program_id = :program_id AND m.external_id = :member
        FOR UPDATE OF a
 )
@@ -467,7 +473,9 @@ async def _create_after_reading_member(order: _NewOrder) -> Reply:
                     # The referee's order may pay the referral: lock both members in id order
                     # before anything else. Coupons are locked after the member's account.
                     locked = {member_id} if referrer_id is None else {member_id, referrer_id}
-                    await conn.execute(LOCK_IN_ORDER, {"member_ids": sorted(locked)})
+                    await conn.execute(
+                        LOCK_IN_ORDER, {"program_id": program_id, "member_ids": sorted(locked)}
+                    )
                 if body.coupon_codes is not None:
                     await _apply_coupons(conn, order, context, member_id, params)
                 if body.redeem_hold_id is None:
@@ -479,7 +487,7 @@ async def _create_after_reading_member(order: _NewOrder) -> Reply:
                         conn, program_id, member_id, body.order_id, now
                     )
                 if created is not None and tiered:
-                    await tier_evaluation.evaluate_locked(conn, [member_id], now)
+                    await tier_evaluation.evaluate_locked(conn, program_id, [member_id], now)
     except (_OrderExists, coupon_orders.CouponUsedByThisOrder):
         created = None
     if created is not None:
@@ -615,7 +623,7 @@ _READ_ORDER = text(
 _FIND_REFUND = text(
     f"""
 SELECT f.amount, o.order_id, {REFUND_JSON.format(f="f")}::text AS response
-  FROM refunds AS f JOIN orders AS o ON o.id = f.order_pk
+  FROM refunds AS f JOIN orders AS o ON o.program_id = :program_id AND o.id = f.order_pk
  WHERE f.program_id = :program_id AND f.refund_id = :refund_id
 """
 )
@@ -631,7 +639,7 @@ WITH refund AS (
        SET refunded_amount = refunded_amount + :amount,
            points_reversed = points_reversed + :reversed,
            points_restored = points_restored + :restored
-     WHERE id = :order_pk
+     WHERE program_id = :program_id AND id = :order_pk
  RETURNING *
 ), {refund_posting}, body AS (
     SELECT refund.program_id, {refund_json}::text AS response
@@ -789,7 +797,7 @@ async def _record_refund(
     if order.refunded_amount + amount == order.amount and order.coupons is not None:
         await coupon_orders.reactivate_for_refund(conn, program_id, order.id, order_id, now)
     if await tier_evaluation.program_has_tiers(program_id, conn):
-        await tier_evaluation.evaluate_locked(conn, [holder.member_id], now, "refund")
+        await tier_evaluation.evaluate_locked(conn, program_id, [holder.member_id], now, "refund")
     return body
 
 

@@ -54,8 +54,8 @@ SELECT m.id AS member_id, extract(year FROM d.day)::int AS year
 """
 )
 _LOCK = text(
-    "SELECT member_id FROM accounts WHERE member_id = ANY(:member_ids) "
-    "ORDER BY member_id FOR UPDATE"
+    "SELECT member_id FROM accounts WHERE program_id = :program_id "
+    "AND member_id = ANY(:member_ids) ORDER BY member_id FOR UPDATE"
 )
 
 _GRANT = text(
@@ -98,11 +98,12 @@ async def grant_birthday_bonuses(now: datetime) -> int:
         granted = 0
         if chosen:
             member_ids = sorted(chosen)
-            await conn.execute(_LOCK, {"member_ids": member_ids})
+            await conn.execute(_LOCK, {"program_id": program.id, "member_ids": member_ids})
             granted = (
                 await conn.execute(
                     _GRANT,
                     {
+                        "program_id": program.id,
                         "member_ids": member_ids,
                         "years": [chosen[m] for m in member_ids],
                         "points": program.birthday_bonus_points,
@@ -111,7 +112,7 @@ async def grant_birthday_bonuses(now: datetime) -> int:
                 )
             ).scalar_one()
             if await tier_evaluation.program_has_tiers(program.id, conn):
-                await tier_evaluation.evaluate_locked(conn, member_ids, now)
+                await tier_evaluation.evaluate_locked(conn, program.id, member_ids, now)
         await conn.execute(
             text("UPDATE programs SET birthday_bonus_through = :today WHERE id = :id"),
             {"today": today, "id": program.id},

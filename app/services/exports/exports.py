@@ -52,8 +52,8 @@ SELECT e.id, m.external_id AS member_id, e.kind, e.points,
        e.reason, e.order_id, e.created_at,
        COALESCE(rel.released_at, e.available_at) AS available_at, e.expires_at
   FROM point_entries AS e
-  JOIN members AS m ON m.id = e.member_id
-  LEFT JOIN point_releases AS rel ON rel.entry_id = e.id
+  JOIN members AS m ON m.program_id = e.program_id AND m.id = e.member_id
+  LEFT JOIN point_releases AS rel ON rel.program_id = e.program_id AND rel.entry_id = e.id
  WHERE e.program_id = :program_id AND e.created_at >= :start AND e.created_at < :end
  ORDER BY e.id
 """,
@@ -74,7 +74,7 @@ ORDERS = Export(
     """
 SELECT o.order_id, m.external_id AS member_id, o.amount, o.currency, o.occurred_at,
        o.points_earned, o.points_redeemed, o.refunded_amount, o.status, o.created_at
-  FROM orders AS o JOIN members AS m ON m.id = o.member_id
+  FROM orders AS o JOIN members AS m ON m.program_id = o.program_id AND m.id = o.member_id
  WHERE o.program_id = :program_id AND o.occurred_at >= :start AND o.occurred_at < :end
  ORDER BY o.id
 """,

@@ -397,7 +397,7 @@ async def apply_orders(conn: Connection, batch: Batch) -> BatchOutcome:
     )
     # History counts towards tiers at once (spend, or the points it earned).
     if locked and has_tiers:
-        await tier_evaluation.evaluate_locked(conn, locked, batch.now)
+        await tier_evaluation.evaluate_locked(conn, batch.program_id, locked, batch.now)
     return outcome
 
 

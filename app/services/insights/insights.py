@@ -661,14 +661,23 @@ async def referral_funnel(
 
 # --- Feedback ---------------------------------------------------------------------------
 
-# An erased member's new comments are dropped like the rest of their personal data.
+# An erased member's new comments are dropped like the rest of their personal data. The
+# insert is a CTE reading the member's CTE: Citus plans an INSERT ... SELECT straight from a
+# tenant table for every shard, and this form one step per CTE, each on the one shard.
 _FEEDBACK_SQL = text(
     """
-INSERT INTO member_feedback (program_id, member_id, score, comment, channel, created_at)
-SELECT m.program_id, m.id, :score, CASE WHEN m.erased_at IS NULL THEN CAST(:comment AS text) END,
-       :channel, :now
-  FROM members AS m WHERE m.program_id = :program_id AND m.external_id = :member
-RETURNING id, score, comment, channel, created_at
+WITH m AS (
+    SELECT program_id, id, erased_at FROM members
+     WHERE program_id = :program_id AND external_id = :member
+), saved AS (
+    INSERT INTO member_feedback (program_id, member_id, score, comment, channel, created_at)
+    SELECT m.program_id, m.id, CAST(:score AS integer),
+           CASE WHEN m.erased_at IS NULL THEN CAST(:comment AS text) END,
+           CAST(:channel AS text), CAST(:now AS timestamptz)
+      FROM m
+    RETURNING id, score, comment, channel, created_at
+)
+SELECT id, score, comment, channel, created_at FROM saved
 """
 )
 

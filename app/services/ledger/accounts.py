@@ -69,7 +69,7 @@ NEXT_SEQUENCE_CTE = """sequence AS (
 # Apply tier decisions. Reads ``outcome(member_id, new_key, new_below_since, current_key,
 # value, movement, tier_below_since, tier_grace_days)`` of members whose accounts the
 # transaction holds; defines ``changed``. A change of tier is a new version (an event
-# follows). Binds :now.
+# follows). Binds :program_id and :now.
 APPLY_TIERS_CTE = """changed AS (
     UPDATE accounts AS a
        SET tier_key = o.new_key,
@@ -78,7 +78,7 @@ APPLY_TIERS_CTE = """changed AS (
            version = a.version
                      + CASE WHEN o.new_key IS DISTINCT FROM o.current_key THEN 1 ELSE 0 END
       FROM outcome AS o
-     WHERE a.program_id = o.program_id AND a.member_id = o.member_id
+     WHERE a.program_id = :program_id AND a.member_id = o.member_id
  RETURNING a.member_id, a.program_id, a.version, o.current_key, o.new_key, o.value,
            o.movement, o.new_below_since, o.tier_below_since AS old_below_since,
            o.tier_grace_days
@@ -134,25 +134,27 @@ async def lock_account(
 
 
 _LOCK_MANY = text(
-    "SELECT member_id FROM accounts WHERE member_id = ANY(:member_ids) "
-    "ORDER BY member_id FOR UPDATE"
+    "SELECT member_id FROM accounts WHERE program_id = :program_id "
+    "AND member_id = ANY(:member_ids) ORDER BY member_id FOR UPDATE"
 )
 
 
-async def lock_members(conn: Connection, member_ids: list[int]) -> list[int]:
+async def lock_members(conn: Connection, program_id: int, member_ids: list[int]) -> list[int]:
     """Lock these members' account rows in ascending id order (the lock order of every
     multi-member write); returns the ids locked. Nothing is written: the statement that
     follows takes the sequence numbers, so each account row is updated once."""
     if not member_ids:
         return []
-    return list((await conn.execute(_LOCK_MANY, {"member_ids": member_ids})).scalars())
+    params = {"program_id": program_id, "member_ids": member_ids}
+    return list((await conn.execute(_LOCK_MANY, params)).scalars())
 
 
 # Take the next event sequence number of each member of ``{members}`` (a CTE or table with
 # member_id) whose account the transaction holds; defines ``{name}(member_id, version)``.
+# Binds :program_id.
 NEXT_SEQUENCES_CTE = """{name} AS (
     UPDATE accounts AS a SET version = a.version + 1
       FROM {members} AS s
-     WHERE a.member_id = s.member_id
+     WHERE a.program_id = :program_id AND a.member_id = s.member_id
  RETURNING a.member_id, a.version
 )"""

@@ -31,7 +31,7 @@ ORDER_POSTING_CTES = f"""acc AS (
            version = a.version + 1,
            updated_at = :now
       FROM gain
-     WHERE a.member_id = gain.member_id
+     WHERE a.program_id = :program_id AND a.member_id = gain.member_id
  RETURNING a.member_id, a.available, a.pending, a.held, a.version,
            a.available - gain.available + a.held + CAST(:points AS bigint) AS total_before
 ), entry AS (
@@ -42,7 +42,7 @@ ORDER_POSTING_CTES = f"""acc AS (
            ord.available_at,
            CASE WHEN ord.status = 'available' THEN {EXPIRES_AT_SQL} END
       FROM ord CROSS JOIN programs AS p
-     WHERE p.id = ord.program_id AND ord.points_earned > 0
+     WHERE p.id = :program_id AND ord.points_earned > 0
  RETURNING *
 )"""
 
@@ -89,7 +89,7 @@ REFUND_POSTING_CTES = """acc AS (
            lifetime_earned = a.lifetime_earned - CAST(:reversed AS bigint),
            lifetime_redeemed = a.lifetime_redeemed - CAST(:restored AS bigint),
            updated_at = :now
-     WHERE a.member_id = :member_id
+     WHERE a.program_id = :program_id AND a.member_id = :member_id
  RETURNING a.member_id, a.available, a.pending, a.held, a.version,
            a.available + CAST(:reversed_available AS bigint) - CAST(:restored AS bigint)
                + a.held AS total_before
@@ -137,7 +137,8 @@ RESERVE_CTE = """acc AS (
            version = a.version + 1,
            updated_at = :now
       FROM members AS m
-     WHERE m.program_id = :program_id AND m.external_id = :member AND a.member_id = m.id
+     WHERE m.program_id = :program_id AND m.external_id = :member
+       AND a.program_id = :program_id AND a.member_id = m.id
        AND a.available >= :points
  RETURNING a.member_id, a.program_id, a.version
 )"""
@@ -153,7 +154,7 @@ SETTLE_HOLD_CTES = f"""acc AS (
            lifetime_redeemed = a.lifetime_redeemed + :captured,
            updated_at = :now
       FROM closed
-     WHERE a.member_id = closed.member_id
+     WHERE a.program_id = :program_id AND a.member_id = closed.member_id
  RETURNING a.member_id, a.available, a.pending, a.held, a.version
 ), {CONSUME_LOTS_CTE}, entry AS (
     INSERT INTO point_entries (program_id, member_id, kind, points, status, reason, actor,

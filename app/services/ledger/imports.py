@@ -97,7 +97,7 @@ WITH c AS (
                                   'pending', placed.pending,
                                   'held', placed.held)),
            placed.created_at
-      FROM placed JOIN members AS m ON m.id = placed.member_id
+      FROM placed JOIN members AS m ON m.program_id = :program_id AND m.id = placed.member_id
 )
 SELECT count(*) FROM placed
 """

@@ -83,14 +83,14 @@ def credit_many_ctes(
            version = a.version + {sequences},
            updated_at = :now
       FROM due
-     WHERE a.member_id = due.member_id
+     WHERE a.program_id = :program_id AND a.member_id = due.member_id
  RETURNING a.member_id, a.program_id, a.available, a.pending, a.held, a.version
 ), entry AS (
     INSERT INTO point_entries (program_id, member_id, kind, points, status, reason, actor,
                                referral_id, campaign_id, created_at, expires_at)
     SELECT acc.program_id, acc.member_id, {kind}, due.points, 'available', {reason},
            {actor}, {referral_id}, {campaign_id}, CAST(:now AS timestamptz), {EXPIRES_AT_SQL}
-      FROM acc JOIN due USING (member_id) JOIN programs AS p ON p.id = acc.program_id
+      FROM acc JOIN due USING (member_id) JOIN programs AS p ON p.id = :program_id
  RETURNING *
 ), lot AS (
     INSERT INTO point_lots (program_id, member_id, entry_id, points, remaining, expires_at,
@@ -111,7 +111,8 @@ def credit_many_ctes(
                                                             'pending', acc.pending,
                                                             'held', acc.held)),
            entry.created_at
-      FROM entry JOIN acc USING (member_id) JOIN members AS m ON m.id = entry.member_id
+      FROM entry JOIN acc USING (member_id)
+      JOIN members AS m ON m.program_id = :program_id AND m.id = entry.member_id
 )"""
 
 
@@ -281,7 +282,9 @@ async def credit(posting: Posting, request: IdempotencyRequest | None) -> Reply:
             if row is None:
                 raise NotFoundError(f"No member {posting.member!r} in this program.")
             if qualifies:
-                await tier_evaluation.evaluate_locked(conn, [row.member_id], now)
+                await tier_evaluation.evaluate_locked(
+                    conn, posting.program_id, [row.member_id], now
+                )
         return Reply(row.response)
 
     return await idempotent(posting.program_id, request, attempt)

@@ -193,8 +193,8 @@ async def erase_member(program_id: int, member: str) -> None:
                 text(
                     "SELECT a.member_id, m.erased_at FROM accounts AS a "
                     "JOIN members AS m ON m.program_id = a.program_id AND m.id = a.member_id "
-                    "WHERE m.program_id = :program_id AND m.external_id = :member "
-                    "FOR UPDATE OF a, m"
+                    "WHERE a.program_id = :program_id AND m.program_id = :program_id "
+                    "AND m.external_id = :member FOR UPDATE OF a, m"
                 ),
                 {"program_id": program_id, "member": member},
             )
@@ -206,14 +206,18 @@ async def erase_member(program_id: int, member: str) -> None:
         await conn.execute(
             text(
                 "UPDATE members SET name = NULL, email = NULL, phone = NULL, birthday = NULL, "
-                "metadata = NULL, erased_at = :now, updated_at = :now WHERE id = :id"
+                "metadata = NULL, erased_at = :now, updated_at = :now "
+                "WHERE program_id = :program_id AND id = :id"
             ),
-            {"id": locked.member_id, "now": now},
+            {"program_id": program_id, "id": locked.member_id, "now": now},
         )
         # Feedback comments are personal data too; the scores stay for NPS.
         await conn.execute(
-            text("UPDATE member_feedback SET comment = NULL WHERE member_id = :id"),
-            {"id": locked.member_id},
+            text(
+                "UPDATE member_feedback SET comment = NULL "
+                "WHERE program_id = :program_id AND member_id = :id"
+            ),
+            {"program_id": program_id, "id": locked.member_id},
         )
         await write_event(
             conn, program_id, "member.erased", locked.member_id, {"member_id": member}, now

@@ -90,7 +90,8 @@ _MEMBER_CODE = text(
     "WHERE program_id = :program_id AND external_id = :member"
 )
 _SET_CODE = text(
-    "UPDATE members SET referral_code = :code WHERE id = :id AND referral_code IS NULL "
+    "UPDATE members SET referral_code = :code "
+    "WHERE program_id = :program_id AND id = :id AND referral_code IS NULL "
     "RETURNING referral_code"
 )
 
@@ -101,7 +102,11 @@ async def _link_in(conn: Connection, program_id: int, member: str) -> ReferralLi
         raise NotFoundError(f"No member {member!r} in this program.")
     code = row.referral_code
     if code is None:
-        code = (await conn.execute(_SET_CODE, {"code": new_code(), "id": row.id})).scalar()
+        code = (
+            await conn.execute(
+                _SET_CODE, {"program_id": program_id, "code": new_code(), "id": row.id}
+            )
+        ).scalar()
         if code is None:  # set by a concurrent request: read theirs
             code = (
                 (await conn.execute(_MEMBER_CODE, {"program_id": program_id, "member": member}))
@@ -165,13 +170,13 @@ REFERRAL_JSON = """(SELECT row_to_json(r) FROM (SELECT
     {f}.id, {f}.code, referrer.external_id AS referrer_id, referee.external_id AS referee_id,
     {f}.status, o.order_id, {f}.created_at) AS r)"""
 _REFERRAL_JOINS = """
-  JOIN members AS referrer ON referrer.id = f.referrer_id
-  JOIN members AS referee ON referee.id = f.referee_id
-  LEFT JOIN orders AS o ON o.id = f.order_pk"""
+  JOIN members AS referrer ON referrer.program_id = f.program_id AND referrer.id = f.referrer_id
+  JOIN members AS referee ON referee.program_id = f.program_id AND referee.id = f.referee_id
+  LEFT JOIN orders AS o ON o.program_id = f.program_id AND o.id = f.order_pk"""
 
 _LOCK_REFEREE = text(
     "SELECT m.id, m.external_id, m.email, m.phone FROM accounts AS a "
-    "JOIN members AS m ON m.id = a.member_id "
+    "JOIN members AS m ON m.program_id = a.program_id AND m.id = a.member_id "
     "WHERE m.program_id = :program_id AND m.external_id = :member FOR UPDATE OF a"
 )
 _INSERT_REFERRAL = text(
@@ -180,7 +185,7 @@ _INSERT_REFERRAL = text(
 )
 _READ_REFERRAL = text(
     f"SELECT {REFERRAL_JSON.format(f='f')}::text AS body FROM referrals AS f {_REFERRAL_JOINS} "
-    "WHERE f.id = :id"
+    "WHERE f.program_id = :program_id AND f.id = :id"
 )
 
 
@@ -217,7 +222,8 @@ async def attribute_in(
     if already.first() is not None:
         raise AlreadyReferredError(f"Member {referee!r} was already referred.")
     ordered = await conn.execute(
-        text("SELECT 1 FROM orders WHERE member_id = :id LIMIT 1"), {"id": member.id}
+        text("SELECT 1 FROM orders WHERE program_id = :p AND member_id = :id LIMIT 1"),
+        {"p": program_id, "id": member.id},
     )
     if ordered.first() is not None:
         raise NotNewCustomerError(f"Member {referee!r} already has orders.")
@@ -239,7 +245,9 @@ async def attribute_in(
         if constraint_name(exc) == "uq_referrals_program_id_referee_id":
             raise AlreadyReferredError(f"Member {referee!r} was already referred.") from exc
         raise
-    body: str = (await conn.execute(_READ_REFERRAL, {"id": referral_id})).scalar_one()
+    body: str = (
+        await conn.execute(_READ_REFERRAL, {"program_id": program_id, "id": referral_id})
+    ).scalar_one()
     await write_event(
         conn,
         program_id,
@@ -309,14 +317,15 @@ async def on_order_created_in(
         )
     ).first()
     if row is not None and row.order_status == "available":
-        await pay_in(conn, row.id, settings, now)
+        await pay_in(conn, program_id, row.id, settings, now)
 
 
 _REJECT = text(
     """
 UPDATE referrals AS f SET status = 'rejected', closed_at = :now
-  FROM orders AS o JOIN programs AS p ON p.id = o.program_id
- WHERE f.order_pk = o.id AND o.id = :order_pk AND f.status = 'qualified'
+  FROM orders AS o JOIN programs AS p ON p.id = :program_id
+ WHERE f.program_id = :program_id AND o.program_id = :program_id
+   AND f.order_pk = o.id AND o.id = :order_pk AND f.status = 'qualified'
    AND (o.refunded_amount = o.amount
         OR o.amount - o.refunded_amount
            < COALESCE((p.referral ->> 'min_order_amount')::bigint, 0))
@@ -330,9 +339,13 @@ async def on_refund_in(
 ) -> None:
     """After a refund, in its transaction: a referral whose qualifying order is now refunded
     below the minimum (or entirely) before it paid out is rejected."""
-    row = (await conn.execute(_REJECT, {"order_pk": order_pk, "now": now})).first()
+    row = (
+        await conn.execute(_REJECT, {"program_id": program_id, "order_pk": order_pk, "now": now})
+    ).first()
     if row is not None:
-        body = (await conn.execute(_READ_REFERRAL, {"id": row.id})).scalar_one()
+        body = (
+            await conn.execute(_READ_REFERRAL, {"program_id": program_id, "id": row.id})
+        ).scalar_one()
         await write_event(
             conn,
             program_id,
@@ -344,10 +357,12 @@ async def on_refund_in(
 
 
 _READ_FOR_PAYOUT = text(
-    "SELECT id, program_id, referrer_id, referee_id, status FROM referrals WHERE id = :id"
+    "SELECT id, program_id, referrer_id, referee_id, status FROM referrals "
+    "WHERE program_id = :program_id AND id = :id"
 )
 _REWARDS_IN_30_DAYS = text(
-    "SELECT count(*) FROM referrals WHERE referrer_id = :referrer_id AND status = 'rewarded' "
+    "SELECT count(*) FROM referrals WHERE program_id = :program_id "
+    "AND referrer_id = :referrer_id AND status = 'rewarded' "
     "AND closed_at > :since"
 )
 # The referral closes only while it is still qualified (a concurrent payout or rejection
@@ -359,7 +374,7 @@ WITH closed AS (
     UPDATE referrals
        SET status = :status, referrer_points = :referrer_points,
            referee_points = :referee_points, closed_at = :now
-     WHERE id = :referral_id AND status = 'qualified'
+     WHERE program_id = :program_id AND id = :referral_id AND status = 'qualified'
  RETURNING id
 ), due AS (
     SELECT * FROM unnest(CAST(:member_ids AS bigint[]), CAST(:points AS bigint[]))
@@ -372,11 +387,17 @@ SELECT count(*) FROM closed
 
 
 async def pay_in(
-    conn: Connection, referral_id: int, settings: ReferralSettings, now: datetime
+    conn: Connection,
+    program_id: int,
+    referral_id: int,
+    settings: ReferralSettings,
+    now: datetime,
 ) -> bool:
     """Pay a qualified referral whose members' accounts this transaction holds. Returns
     whether it paid (False when another transaction got there first)."""
-    referral = (await conn.execute(_READ_FOR_PAYOUT, {"id": referral_id})).first()
+    referral = (
+        await conn.execute(_READ_FOR_PAYOUT, {"program_id": program_id, "id": referral_id})
+    ).first()
     if referral is None or referral.status != "qualified":
         return False
     capped = False
@@ -384,7 +405,11 @@ async def pay_in(
         recent = (
             await conn.execute(
                 _REWARDS_IN_30_DAYS,
-                {"referrer_id": referral.referrer_id, "since": now - timedelta(days=30)},
+                {
+                    "program_id": program_id,
+                    "referrer_id": referral.referrer_id,
+                    "since": now - timedelta(days=30),
+                },
             )
         ).scalar_one()
         capped = recent >= settings.max_rewards_per_referrer_30d
@@ -392,6 +417,7 @@ async def pay_in(
     paid = await conn.execute(
         _PAY,
         {
+            "program_id": program_id,
             "member_ids": [referral.referrer_id, referral.referee_id],
             "points": [referrer_points, settings.referee_points],
             "referral_id": referral.id,
@@ -403,7 +429,9 @@ async def pay_in(
     )
     if paid.scalar_one() == 0:
         return False
-    body = (await conn.execute(_READ_REFERRAL, {"id": referral.id})).scalar_one()
+    body = (
+        await conn.execute(_READ_REFERRAL, {"program_id": program_id, "id": referral.id})
+    ).scalar_one()
     await write_event(
         conn,
         referral.program_id,
@@ -422,7 +450,7 @@ async def pay_in(
 _DUE_PAYOUTS = text(
     """
 SELECT f.id, f.program_id, f.referrer_id, f.referee_id
-  FROM referrals AS f JOIN orders AS o ON o.id = f.order_pk
+  FROM referrals AS f JOIN orders AS o ON o.program_id = f.program_id AND o.id = f.order_pk
  WHERE f.status = 'qualified' AND o.status = 'available'
  ORDER BY f.id
  LIMIT :batch
@@ -451,7 +479,8 @@ async def pay_due_referrals(now: datetime, batch_size: int = 200) -> int:
                 continue
             if row.program_id not in settings_by_program:
                 settings_by_program[row.program_id] = await _settings(conn, row.program_id)
-            if await pay_in(conn, row.id, settings_by_program[row.program_id], now):
+            settings = settings_by_program[row.program_id]
+            if await pay_in(conn, row.program_id, row.id, settings, now):
                 paid += 1
     return paid
 
@@ -500,7 +529,7 @@ SELECT m.referral_code, p.referral,
        COALESCE(sum(f.referrer_points), 0) AS points_earned
   FROM members AS m
   JOIN programs AS p ON p.id = m.program_id
-  LEFT JOIN referrals AS f ON f.referrer_id = m.id
+  LEFT JOIN referrals AS f ON f.program_id = m.program_id AND f.referrer_id = m.id
  WHERE m.program_id = :program_id AND m.external_id = :member
  GROUP BY m.id, m.referral_code, p.referral
 """

@@ -109,12 +109,12 @@ async def lock_for_order(
     return check_for_order(locked, codes, member_id, order_id, amount, currency, now)
 
 
-# The coupon's wire form (api.md) built in SQL from a coupons row ``{c}``, for statements that
-# write its event themselves.
+# The coupon's wire form (api.md) built in SQL from a coupons row ``{c}`` and its holder's
+# members row ``{m}`` (outer-joined: a coupon may have no holder), for statements that write
+# its event themselves.
 COUPON_JSON = """jsonb_build_object(
     'code', {c}.code,
-    'member_id', (SELECT external_id FROM members
-                   WHERE id = {c}.member_id AND program_id = {c}.program_id),
+    'member_id', {m}.external_id,
     'kind', {c}.kind, 'value', {c}.value, 'currency', {c}.currency,
     'min_order_amount', {c}.min_order_amount, 'status', {c}.status, 'source', {c}.source,
     'reward_id', {c}.reward_id, 'campaign_id', {c}.campaign_id, 'order_id', {c}.order_id,
@@ -133,17 +133,19 @@ USE_COUPONS_CTES = f""", applied AS (
        SET status = 'used', order_pk = ord.id, order_id = ord.order_id,
            discount_amount = applied.discount, used_at = CAST(:now AS timestamptz)
       FROM ord CROSS JOIN applied
-     WHERE c.program_id = ord.program_id AND c.id = applied.coupon_id
+     WHERE c.program_id = :program_id AND c.id = applied.coupon_id
  RETURNING c.*
 ), used_event AS (
     INSERT INTO events (program_id, type, member_id, data, created_at)
     SELECT used.program_id, 'coupon.used', acc.member_id,
            jsonb_build_object('member_id', CAST(:member AS text), 'sequence', acc.version,
-                              'coupon', {COUPON_JSON.format(c="used")},
+                              'coupon', {COUPON_JSON.format(c="used", m="holder")},
                               'order_id', used.order_id,
                               'discount_amount', used.discount_amount),
            CAST(:now AS timestamptz)
       FROM used CROSS JOIN acc
+      LEFT JOIN members AS holder
+             ON holder.program_id = :program_id AND holder.id = used.member_id
 )"""
 
 
@@ -167,7 +169,7 @@ WITH freed AS (
 )
 SELECT {COUPON_COLUMNS}
   FROM freed AS c
-  LEFT JOIN members AS m ON m.id = c.member_id AND m.program_id = c.program_id
+  LEFT JOIN members AS m ON m.id = c.member_id AND m.program_id = :program_id
  ORDER BY c.id
 """
 )

@@ -19,10 +19,10 @@ from app.db import Connection
 from app.services.ledger.accounts import APPLY_TIERS_CTE
 from app.services.tiers.tier_rules import DECIDE_CTES, QUALIFYING_CTES
 
-_APPLY = text(
-    f"""
+_APPLY_SQL = f"""
 WITH scope AS (
-    SELECT member_id, program_id FROM accounts WHERE member_id = ANY(:member_ids)
+    SELECT member_id, program_id FROM accounts
+     WHERE program_id = :program_id AND member_id = ANY(:member_ids)
 ), {QUALIFYING_CTES}{DECIDE_CTES.format(tiers="tiers")}, {APPLY_TIERS_CTE}, history AS (
     INSERT INTO tier_changes (program_id, member_id, from_key, to_key, reason,
                               qualifying_value, created_at)
@@ -41,7 +41,7 @@ WITH scope AS (
                               ELSE 'below_threshold' END,
                'qualifying_value', c.value),
            CAST(:now AS timestamptz)
-      FROM changed AS c JOIN members AS m ON m.id = c.member_id
+      FROM changed AS c JOIN members AS m ON m.program_id = :program_id AND m.id = c.member_id
      WHERE c.new_key IS DISTINCT FROM c.current_key
 ), downgrade_scheduled AS (
     -- Once per fall below the tier: the grace starts here, and ends in a downgrade unless
@@ -53,7 +53,7 @@ WITH scope AS (
                'retained_until',
                c.new_below_since + make_interval(days => c.tier_grace_days)),
            CAST(:now AS timestamptz)
-      FROM changed AS c JOIN members AS m ON m.id = c.member_id
+      FROM changed AS c JOIN members AS m ON m.program_id = :program_id AND m.id = c.member_id
      WHERE c.new_below_since IS NOT NULL AND c.old_below_since IS NULL
 )
 SELECT count(*) FILTER (WHERE new_key IS DISTINCT FROM current_key AND movement = 'up')
@@ -64,7 +64,7 @@ SELECT count(*) FILTER (WHERE new_key IS DISTINCT FROM current_key AND movement 
            AS grace_started
   FROM changed
 """
-)
+_APPLY = text(_APPLY_SQL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,14 +75,18 @@ class Outcome:
 
 
 async def evaluate_locked(
-    conn: Connection, member_ids: list[int], now: datetime, reason: str = "qualified"
+    conn: Connection,
+    program_id: int,
+    member_ids: list[int],
+    now: datetime,
+    reason: str = "qualified",
 ) -> Outcome:
-    """Decide and apply the tiers of members whose account rows this transaction holds."""
+    """Decide and apply the tiers of members (of one program) whose account rows this
+    transaction holds."""
     if not member_ids:
         return Outcome()
-    row = (
-        await conn.execute(_APPLY, {"member_ids": member_ids, "now": now, "reason": reason})
-    ).one()
+    params = {"program_id": program_id, "member_ids": member_ids, "now": now, "reason": reason}
+    row = (await conn.execute(_APPLY, params)).one()
     return Outcome(row.upgraded, row.downgraded, row.grace_started)
 
 
@@ -117,8 +121,8 @@ def forget_program(program_id: int) -> None:
 
 
 _LOCK_IN_ORDER = text(
-    "SELECT member_id FROM accounts WHERE member_id = ANY(:member_ids) "
-    "ORDER BY member_id FOR UPDATE"
+    "SELECT member_id FROM accounts WHERE program_id = :program_id "
+    "AND member_id = ANY(:member_ids) ORDER BY member_id FOR UPDATE"
 )
 _PROGRAM_BATCH = text(
     "SELECT member_id FROM accounts WHERE program_id = :program_id AND member_id > :after "
@@ -155,8 +159,8 @@ async def _next_batch(conn: Connection, program: Any, now: datetime, size: int) 
         ).scalars()
     )
     if ids:
-        await conn.execute(_LOCK_IN_ORDER, {"member_ids": ids})
-        await evaluate_locked(conn, ids, now, "tiers_changed")
+        await conn.execute(_LOCK_IN_ORDER, {"program_id": program.id, "member_ids": ids})
+        await evaluate_locked(conn, program.id, ids, now, "tiers_changed")
     await conn.execute(
         _ADVANCE, {"last": ids[-1] if ids else program.after, "done": not ids, "id": program.id}
     )
@@ -199,7 +203,7 @@ SELECT a.member_id
 """
 )
 _LOCK_SKIPPING_BUSY = text(
-    "SELECT member_id FROM accounts WHERE member_id = ANY(:member_ids) "
+    "SELECT program_id, member_id FROM accounts WHERE member_id = ANY(:member_ids) "
     "ORDER BY member_id FOR UPDATE SKIP LOCKED"
 )
 
@@ -220,8 +224,10 @@ async def check_tiered_members(now: datetime, batch_size: int = 2000) -> int:
         )
         if not candidates:
             return 0
-        locked = list(
-            (await conn.execute(_LOCK_SKIPPING_BUSY, {"member_ids": candidates})).scalars()
-        )
-        await evaluate_locked(conn, locked, now)
+        locked = (await conn.execute(_LOCK_SKIPPING_BUSY, {"member_ids": candidates})).all()
+        by_program: dict[int, list[int]] = {}
+        for row in locked:
+            by_program.setdefault(row.program_id, []).append(row.member_id)
+        for program_id, member_ids in by_program.items():
+            await evaluate_locked(conn, program_id, member_ids, now)
     return len(locked)

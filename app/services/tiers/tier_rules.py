@@ -10,8 +10,9 @@
 
 from __future__ import annotations
 
-# Qualifying values for the members in ``scope`` (a CTE with member_id and program_id),
-# as of :now, with the policy of each member's program.
+# Qualifying values for the members in ``scope`` (a CTE with member_id and program_id, of
+# the one program :program_id), as of :now, with the program's policy. Every tenant table is
+# filtered by :program_id itself, not through a join, so that Citus sees the one shard.
 QUALIFYING_CTES = """
 policy AS (
     SELECT p.id AS program_id, p.tier_metric, p.tier_grace_days,
@@ -19,22 +20,23 @@ policy AS (
                 ELSE CAST(:now AS timestamptz) - make_interval(days => p.tier_window_days)
            END AS window_start
       FROM programs AS p
-     WHERE p.id IN (SELECT DISTINCT program_id FROM scope)
+     WHERE p.id = :program_id
 ), earned AS (
     SELECT e.member_id, sum(e.points) AS value
       FROM point_entries AS e
-      JOIN scope USING (member_id)
+      JOIN scope ON scope.program_id = e.program_id AND scope.member_id = e.member_id
       JOIN policy ON policy.program_id = scope.program_id
-     WHERE policy.tier_metric = 'points'
+     WHERE e.program_id = :program_id AND policy.tier_metric = 'points'
        AND e.kind IN ('order', 'earn', 'bonus', 'refund')
        AND e.created_at > policy.window_start
      GROUP BY e.member_id
 ), spent AS (
     SELECT o.member_id, sum(o.amount - o.refunded_amount) AS value
       FROM orders AS o
-      JOIN scope USING (member_id)
+      JOIN scope ON scope.program_id = o.program_id AND scope.member_id = o.member_id
       JOIN policy ON policy.program_id = scope.program_id
-     WHERE policy.tier_metric = 'spend' AND o.occurred_at > policy.window_start
+     WHERE o.program_id = :program_id AND policy.tier_metric = 'spend'
+       AND o.occurred_at > policy.window_start
      GROUP BY o.member_id
 ), qualifying AS (
     SELECT scope.member_id, scope.program_id,
@@ -57,13 +59,13 @@ DECIDE_CTES = """
                ELSE 'down'
            END AS movement
       FROM qualifying AS q
-      JOIN accounts AS a ON a.member_id = q.member_id
+      JOIN accounts AS a ON a.program_id = :program_id AND a.member_id = q.member_id
       JOIN policy ON policy.program_id = q.program_id
       LEFT JOIN {tiers} AS current_tier
-             ON current_tier.program_id = q.program_id AND current_tier.key = a.tier_key
+             ON current_tier.program_id = :program_id AND current_tier.key = a.tier_key
       LEFT JOIN LATERAL (
           SELECT t.key, t.threshold FROM {tiers} AS t
-           WHERE t.program_id = q.program_id AND t.threshold <= q.value
+           WHERE t.program_id = :program_id AND t.threshold <= q.value
            ORDER BY t.threshold DESC LIMIT 1
       ) AS target ON true
 ), settled AS (

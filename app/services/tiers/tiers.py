@@ -60,7 +60,7 @@ _TIERS = text(
     """
 SELECT t.key, t.name, t.threshold, t.earn_multiplier, t.benefits, t.created_at, t.updated_at,
        (SELECT count(*) FROM accounts AS a
-         WHERE a.program_id = t.program_id AND a.tier_key = t.key) AS members
+         WHERE a.program_id = :program_id AND a.tier_key = t.key) AS members
   FROM tiers AS t
  WHERE t.program_id = :program_id AND (CAST(:key AS text) IS NULL OR t.key = :key)
  ORDER BY t.threshold
@@ -352,19 +352,21 @@ async def preview(program_id: int, body: TierPreviewRequest) -> TierPreviewOut:
 _MEMBER_TIER = text(
     f"""
 WITH scope AS (
-    SELECT a.member_id, a.program_id FROM accounts AS a JOIN members AS m ON m.id = a.member_id
-     WHERE m.program_id = :program_id AND m.external_id = :member
+    SELECT a.member_id, a.program_id
+      FROM accounts AS a JOIN members AS m ON m.program_id = a.program_id AND m.id = a.member_id
+     WHERE a.program_id = :program_id AND m.program_id = :program_id
+       AND m.external_id = :member
 ), {QUALIFYING_CTES}
 SELECT q.value, a.tier_key, a.tier_below_since, p.tier_grace_days,
        cur.name AS tier_name, cur.threshold AS tier_threshold,
        nxt.key AS next_key, nxt.name AS next_name, nxt.threshold AS next_threshold
   FROM qualifying AS q
-  JOIN accounts AS a ON a.member_id = q.member_id
-  JOIN programs AS p ON p.id = q.program_id
-  LEFT JOIN tiers AS cur ON cur.program_id = q.program_id AND cur.key = a.tier_key
+  JOIN accounts AS a ON a.program_id = :program_id AND a.member_id = q.member_id
+  JOIN programs AS p ON p.id = :program_id
+  LEFT JOIN tiers AS cur ON cur.program_id = :program_id AND cur.key = a.tier_key
   LEFT JOIN LATERAL (
       SELECT t.key, t.name, t.threshold FROM tiers AS t
-       WHERE t.program_id = q.program_id AND t.threshold > COALESCE(cur.threshold, -1)
+       WHERE t.program_id = :program_id AND t.threshold > COALESCE(cur.threshold, -1)
        ORDER BY t.threshold LIMIT 1
   ) AS nxt ON true
 """
