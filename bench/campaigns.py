@@ -62,6 +62,7 @@ from run import (
 
 # Imported once, up front, like run.py: others may edit app/ while this runs.
 from app import db
+from app.config import get_settings
 from app.migrate import upgrade
 from app.schemas.campaigns import (
     Audience,
@@ -344,8 +345,14 @@ async def run_audit(url: str, program_id: int) -> int:
     async def check() -> int:
         return len(await audit(program_id))
 
-    violations: int = await with_app(url, check)
-    return violations
+    # The audit reads the whole program at once: on a busy machine it can take longer than
+    # the service's statement timeout, which is meant for requests.
+    settings = get_settings().model_copy(update={"statement_timeout_ms": 600_000})
+    db.configure(db.make_engine(url, settings))
+    try:
+        return await check()
+    finally:
+        await db.dispose()
 
 
 def bench(args: argparse.Namespace) -> int:
