@@ -14,7 +14,7 @@ from app import db
 from app.clock import clock
 from app.services.campaigns import run_lanes, running
 from app.services.members.member_batches import Lane
-from app.worker import run_in_lanes_until_done
+from app.worker import run_in_lanes_until_done, run_job_until_done
 from tests.campaign_support import add_members_in_bulk, create, targetings
 from tests.conftest import Program
 from tests.insights_support import rows
@@ -141,6 +141,22 @@ class TestWorkerLanes:
         assert (await run_state(program.id, campaign["id"])).run_cursor is None
         treated = sum(1 for row in found if row.group == "treated")
         assert len(await bonus_entries(program.id, campaign["id"])) == treated
+
+    async def test_a_loop_takes_other_lanes_when_its_own_are_done(self, program: Program) -> None:
+        clock.freeze(NOW)
+        await add_members_in_bulk(program.id, 50)
+        campaign = await create(program)
+
+        # Only the loop of worker lane 0 of 2 runs: it starts the run (in 2 lanes, the
+        # default) and, its own lane done, walks lane 1 too.
+        async def batch(now: datetime) -> int:
+            return await running.run_due_campaigns(now, batch_size=8, lane=Lane(0, 2))
+
+        await run_job_until_done("run_campaigns", batch, NOW)
+
+        assert len(await targetings(program.id, campaign["id"])) == 50
+        assert [row.cursor for row in await lane_rows(program.id, campaign["id"])] == [None, None]
+        assert (await run_state(program.id, campaign["id"])).run_cursor is None
 
 
 class TestFailureMidBatch:

@@ -340,15 +340,17 @@ async def run_due_campaigns(
     now: datetime, batch_size: int = BATCH_SIZE, lane: Lane = ALL_MEMBERS
 ) -> int:
     """Worker job: one step of the campaigns' runs: a batch of a lane left in a run under
-    way (among the lanes ``run lane % lane.count = lane.index``), else the start of a due
-    run, else the end of a run whose lanes are done. Returns how many members it targeted,
-    at least 1 when it did any work (so the worker calls again), 0 when nothing was left."""
-    async with db.transaction() as conn:
-        claimed = await run_lanes.claim_open_lane(conn, now, lane.index, lane.count)
-        if claimed is not None:
-            campaign, position = claimed
-            outcome = await _run_batch(conn, campaign, position, now, batch_size)
-            return max(outcome.treated + outcome.holdout, 1)
+    way (one of the worker lane's own share, ``run lane % lane.count = lane.index``, else
+    any lane nobody holds), else the start of a due run, else the end of a run whose lanes
+    are done. Returns how many members it targeted, at least 1 when it did any work (so the
+    worker calls again), 0 when nothing was left."""
+    for share in dict.fromkeys((lane, ALL_MEMBERS)):
+        async with db.transaction() as conn:
+            claimed = await run_lanes.claim_open_lane(conn, now, share.index, share.count)
+            if claimed is not None:
+                campaign, position = claimed
+                outcome = await _run_batch(conn, campaign, position, now, batch_size)
+                return max(outcome.treated + outcome.holdout, 1)
     async with db.transaction() as conn:
         if await run_lanes.start_due_run(
             conn, now, now - RUN_INTERVAL, get_settings().worker_lanes
