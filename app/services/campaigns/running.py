@@ -186,6 +186,9 @@ async def _act(
     external_ids = {row.member_id: row.external_id for row in picked}
     locked = await accounts.lock_members(conn, [row.member_id for row in picked])
     treated_ids = [m for m in locked if groups[m] == "treated"]
+    # The statements' joins are right only for the true row counts, which a plan made
+    # for any parameters (a generic plan) cannot know.
+    await conn.execute(_CUSTOM_PLANS)
     codes: dict[int, str] = {}
     if campaign.reward_id is not None and treated_ids:
         # One coupon per treated member, costing no points (rewards package).
@@ -194,9 +197,6 @@ async def _act(
         )
     paid = treated_ids if campaign.bonus_points else []
     paid_set = set(paid)
-    # The statement's joins are right only for the true row counts, which a plan made
-    # for any parameters (a generic plan) cannot know.
-    await conn.execute(_CUSTOM_PLANS)
     outcome = (
         await conn.execute(
             _ACT,
