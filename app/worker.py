@@ -6,9 +6,10 @@ lock what they work on with ``FOR UPDATE SKIP LOCKED`` (or per-member account lo
 several worker replicas can run at once without doing anything twice, and short batches keep
 the member locks they take brief, so checkout traffic is not held up.
 
-The member-batch jobs (release, expiry) also take a ``lane``: the worker runs
-``worker_lanes`` loops of them side by side, each on its own share of the members, so that a
-large backlog is worked off on more than one core (app/services/members/member_batches.py).
+The member-batch jobs (release, expiry) and the campaign runs also take a ``lane``: the worker
+runs ``worker_lanes`` loops of them side by side, each on its own share of the members (of a
+run's lanes, for campaigns), so that a large backlog is worked off on more than one core
+(app/services/members/member_batches.py, app/services/campaigns/run_lanes.py).
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ JOBS: list[tuple[str, Job | InLanes | Budgeted]] = [
     ("webhooks_deliver", webhook_delivery.deliver_due),
     ("refresh_insights", insights.refresh_due_insights),
     # After the insights refresh, so that audiences see today's segments and stages.
-    ("run_campaigns", running.run_due_campaigns),
+    ("run_campaigns", InLanes(running.run_due_campaigns)),
     ("send_reminders", reminders.send_due_reminders),
     ("imports", Budgeted(imports.run_imports, seconds=30.0)),
 ]

@@ -4,6 +4,7 @@ from app.models.base import Base
 from app.models.campaigns import (
     BirthdayReminder,
     Campaign,
+    CampaignRunLane,
     CampaignTargeting,
     PointsExpiringReminder,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "BirthdayBonus",
     "BirthdayReminder",
     "Campaign",
+    "CampaignRunLane",
     "CampaignTargeting",
     "Coupon",
     "EarnRule",

@@ -71,12 +71,38 @@ class Campaign(Base):
     updated_at: Mapped[datetime]
     # DELETE hides a campaign; its targetings, entries and results stay explainable.
     deleted_at: Mapped[datetime | None]
-    # Runs: the number of the latest run, how far it got through the members (by id; NULL
-    # once it finished), and when it started. Batches of one run may come from several
-    # workers and on-demand calls; each locks this row, so they take turns.
+    # Runs: the number of the latest run, whether it is under way (run_cursor is 0 while it
+    # is, NULL once every lane of it finished; how far each lane got is on its
+    # ``campaign_run_lanes`` row), and when it started.
     run_number: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     run_cursor: Mapped[int | None] = mapped_column(BigInteger)
     last_run_at: Mapped[datetime | None]
+
+
+class CampaignRunLane(Base):
+    """One lane of a campaign's latest run: the members with ``member_id % lanes = lane``,
+    walked in ascending id order. Batches of different lanes run side by side; batches of one
+    lane (from any worker or on-demand call) lock this row, so they take turns and each
+    continues where the last one stopped."""
+
+    __tablename__ = "campaign_run_lanes"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["campaign_id", "program_id"],
+            ["campaigns.id", "campaigns.program_id"],
+            ondelete="CASCADE",
+        ),
+        CheckConstraint("lane >= 0 AND lane < lanes", name="lane_in_range"),
+    )
+
+    campaign_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    lane: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    program_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    lanes: Mapped[int] = mapped_column(SmallInteger)
+    run_number: Mapped[int] = mapped_column(Integer)
+    # The last member id this lane handled in its run (0 before the first batch); NULL once
+    # the lane has been walked to the end.
+    cursor: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class CampaignTargeting(Base):
@@ -93,7 +119,15 @@ class CampaignTargeting(Base):
             name="uq_campaign_targetings_campaign_member_run_program",
         ),
         CheckConstraint("\"group\" IN ('treated', 'holdout')", name="group_known"),
-        Index("ix_campaign_targetings_program_id_campaign_id", "program_id", "campaign_id"),
+        # Each member's first targeting, in member order, from the index alone (results).
+        Index(
+            "ix_campaign_targetings_first_targeting",
+            "program_id",
+            "campaign_id",
+            "member_id",
+            "targeted_at",
+            postgresql_include=["group"],
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)

@@ -11,7 +11,8 @@ from sqlalchemy import text
 from app import db
 from app.clock import clock
 from app.errors import NotFoundError
-from app.services.rewards.coupons import issue_campaign_coupon
+from app.services.rewards import coupons
+from app.services.rewards.coupons import issue_campaign_coupon, issue_campaign_coupons
 from tests.conftest import Program
 from tests.routers.test_events import feed
 
@@ -78,3 +79,52 @@ class TestIssueCampaignCoupon:
         with pytest.raises(NotFoundError):
             async with db.transaction() as conn:
                 await issue_campaign_coupon(conn, program.id, None, theirs["id"], 1, clock.now())
+
+
+class TestIssueCampaignCoupons:
+    async def test_one_coupon_and_event_each_and_a_taken_code_drawn_again(
+        self, program: Program, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        clock.freeze(datetime(2026, 6, 1, tzinfo=UTC))
+        for name in ("m1", "m2", "m3"):
+            await program.member(name)
+        reward = (
+            await program.post(
+                "/v1/rewards",
+                json={"name": "Gift", "kind": "fixed_discount", "points_cost": 1, "value": 300},
+            )
+        ).json()
+        ids = [await member_id(program, name) for name in ("m1", "m2", "m3")]
+        async with db.transaction() as conn:
+            first = await issue_campaign_coupon(
+                conn, program.id, ids[0], reward["id"], 7, clock.now()
+            )
+        # The first draw of the next batch hits the code m1 already has.
+        draws = iter([first.code, "22222222222A", "22222222222B", "22222222222C"])
+        monkeypatch.setattr(coupons, "new_code", lambda: next(draws))
+        async with db.transaction() as conn:
+            codes = await issue_campaign_coupons(
+                conn, program.id, ids[1:], reward["id"], 7, clock.now()
+            )
+
+        assert set(codes) == set(ids[1:])
+        # The member whose code was taken got the next draw.
+        assert sorted(codes.values()) == ["22222222222A", "22222222222B"]
+        issued = [e for e in await feed(program) if e["type"] == "coupon.issued"]
+        assert sorted(e["member_id"] for e in issued) == ["m1", "m2", "m3"]
+        for event in issued:
+            if event["member_id"] == "m1":
+                continue
+            code = event["data"]["coupon"]["code"]
+            assert codes[ids[["m1", "m2", "m3"].index(event["member_id"])]] == code
+            shown = (await program.get(f"/v1/coupons/{code}")).json()
+            # The event carries the coupon as the API shows it.
+            assert event["data"]["coupon"] == shown
+            assert (shown["source"], shown["campaign_id"], shown["value"]) == ("campaign", 7, 300)
+        for event in issued:
+            sequences = [
+                e["data"]["sequence"]
+                for e in await feed(program)
+                if e["member_id"] == event["member_id"]
+            ]
+            assert sequences == list(range(1, len(sequences) + 1))

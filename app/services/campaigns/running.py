@@ -1,18 +1,22 @@
 """Running campaigns: from the worker on a schedule, and on demand.
 
-A run walks the program's members in ascending id order, in batches. Each batch is one short
-transaction that
-1. locks the campaign row (so batches of one campaign, from any number of workers and
-   on-demand calls, take turns, and each continues where the last one stopped: the run's
-   cursor is on the campaign row);
-2. picks the next members of the audience who are outside the cooldown;
+A run splits the program's members into lanes (``member_id % lanes = lane``, ``lanes`` being
+``PATRON_WORKER_LANES`` when the run starts) and walks each lane in ascending id order, in
+batches; run_lanes.py keeps each lane's position. Lanes advance side by side: an on-demand
+run walks all of them at once, each worker loop takes a lane nobody else holds. Each batch is
+one short transaction that
+1. locks the campaign row FOR SHARE and its lane row FOR UPDATE (batches of one lane take
+   turns and continue each other's walk; nobody can end or restart the run meanwhile);
+2. picks the lane's next members of the audience who are outside the cooldown;
 3. locks their account rows in ascending id order (the ledger's lock order);
-4. in one statement: a ``campaign_targetings`` row for each (unique per campaign, member
+4. issues the coupons of the treated, when the action is a coupon (the rewards package, set
+   based, at no points cost);
+5. in one statement: a ``campaign_targetings`` row for each (unique per campaign, member
    and run: nobody is targeted twice by one run, whatever the timing), the bonus entries of
-   the treated (through the ledger's multi-member credit) or their coupons (through the
-   rewards package, at no points cost), and a ``campaign.targeted`` event
+   the treated (through the ledger's multi-member credit), and a ``campaign.targeted`` event
    for every member of both groups;
-5. moves the cursor on (or ends the run).
+6. moves the lane's cursor on (or closes the lane).
+The run ends (its campaign row says so) once every lane is closed.
 
 Batches are small so that the member locks are held briefly and checkout traffic for those
 members waits milliseconds, not the length of a run. The worker starts a run of each active
@@ -21,6 +25,7 @@ campaign at most once per ``RUN_INTERVAL``.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -31,15 +36,19 @@ from sqlalchemy import text
 
 from app import db
 from app.clock import clock
+from app.config import get_settings
 from app.db import Connection
 from app.errors import ConflictError, NotFoundError
 from app.schemas.campaigns import CampaignRunOut
+from app.services.campaigns import run_lanes
 from app.services.campaigns.assignment import holdout_bucket_sql
 from app.services.campaigns.audience import audience_sql
+from app.services.campaigns.run_lanes import LanePosition
 from app.services.idempotency import IdempotencyRequest, Reply, run_recomputation
 from app.services.ledger import accounts
 from app.services.ledger.accounts import NEXT_SEQUENCES_CTE
 from app.services.ledger.postings import credit_many_ctes
+from app.services.members.member_batches import ALL_MEMBERS, Lane
 from app.services.rewards import coupons
 from app.services.tiers import tier_evaluation
 
@@ -52,33 +61,7 @@ class CampaignNotRunnableError(ConflictError):
     title = "The campaign is inactive or outside its active window"
 
 
-_CAMPAIGN = """
-SELECT c.id, c.program_id, c.audience, c.bonus_points, c.reward_id, c.notify_only, c.message,
-       c.holdout_percent, c.cooldown_days, c.active, c.starts_at, c.ends_at, c.run_number,
-       c.run_cursor, c.last_run_at, p.timezone
-  FROM campaigns AS c JOIN programs AS p ON p.id = c.program_id
-"""
-_THIS_CAMPAIGN = text(
-    _CAMPAIGN
-    + " WHERE c.program_id = :program_id AND c.id = :id AND c.deleted_at IS NULL"
-    + " FOR UPDATE OF c"
-)
-_RUNNABLE = """c.deleted_at IS NULL AND c.active
-   AND (c.starts_at IS NULL OR c.starts_at <= :now)
-   AND (c.ends_at IS NULL OR c.ends_at > :now)"""
-# The worker takes one campaign whose run is under way or due, one program at a time.
-_DUE_CAMPAIGN = text(
-    _CAMPAIGN
-    + f" WHERE {_RUNNABLE}"
-    + "   AND (c.run_cursor IS NOT NULL OR c.last_run_at IS NULL"
-    + "        OR c.last_run_at <= :due_before)"
-    + " ORDER BY c.program_id, c.id LIMIT 1 FOR UPDATE OF c SKIP LOCKED"
-)
 _CUSTOM_PLANS = text("SET LOCAL plan_cache_mode = force_custom_plan")
-_ADVANCE = text(
-    "UPDATE campaigns SET run_number = :run_number, run_cursor = :cursor, "
-    "last_run_at = :last_run_at WHERE program_id = :program_id AND id = :id"
-)
 
 _ACT = text(
     f"""
@@ -145,12 +128,17 @@ def _candidates_sql(campaign: Any, now: datetime) -> tuple[str, dict[str, Any]]:
 SELECT m.id AS member_id, m.external_id,
        CASE WHEN {bucket} < :holdout_percent THEN 'holdout' ELSE 'treated' END AS grp
   FROM members AS m {sql.joins}
- WHERE {sql.where} AND m.id > :cursor
+ WHERE {sql.where} AND m.id > :cursor AND m.id % :lanes = :lane
    AND NOT EXISTS (
+       -- OFFSET 0 keeps this a lookup per candidate (an index probe each) rather than an
+       -- anti-join: while a run fills the table its statistics lag behind, and an
+       -- anti-join planned for an empty table compares every candidate with every
+       -- targeting so far (seconds per batch halfway through a 200,000-member run).
        SELECT 1 FROM campaign_targetings AS t
         WHERE t.program_id = m.program_id AND t.campaign_id = CAST(:campaign_id AS bigint)
           AND t.member_id = m.id
-          AND t.targeted_at > :cooldown_start)
+          AND t.targeted_at > :cooldown_start
+       OFFSET 0)
  ORDER BY m.id
  LIMIT :batch
 """
@@ -164,89 +152,150 @@ SELECT m.id AS member_id, m.external_id,
 
 
 async def _run_batch(
-    conn: Connection, campaign: Any, now: datetime, batch_size: int, *, start: bool
+    conn: Connection, campaign: Any, position: LanePosition, now: datetime, batch_size: int
 ) -> BatchOutcome:
-    """One batch of ``campaign``, whose row this transaction has locked. With ``start``, a
-    run begins when none is under way; without, a finished run stays finished."""
-    run_number, cursor, last_run_at = campaign.run_number, campaign.run_cursor, campaign.last_run_at
-    if cursor is None:
-        if not start:
-            return BatchOutcome(0, 0, run_over=True)
-        run_number, cursor, last_run_at = run_number + 1, 0, now
+    """The next batch of one lane of ``campaign``'s run; this transaction holds the
+    campaign row (FOR SHARE) and the lane's row."""
     statement, params = _candidates_sql(campaign, now)
     picked = (
-        await conn.execute(text(statement), {**params, "cursor": cursor, "batch": batch_size})
+        await conn.execute(
+            text(statement),
+            {
+                **params,
+                "cursor": position.cursor,
+                "lane": position.lane,
+                "lanes": position.lanes,
+                "batch": batch_size,
+            },
+        )
     ).all()
     treated = holdout = 0
     if picked:
-        member_ids = [row.member_id for row in picked]
-        groups = {row.member_id: row.grp for row in picked}
-        external_ids = {row.member_id: row.external_id for row in picked}
-        locked = await accounts.lock_members(conn, campaign.program_id, member_ids)
-        codes: dict[int, str] = {}
-        if campaign.reward_id is not None:
-            # One coupon per treated member, costing no points (rewards package).
-            for member_id in locked:
-                if groups[member_id] == "treated":
-                    coupon = await coupons.issue_campaign_coupon(
-                        conn, campaign.program_id, member_id, campaign.reward_id, campaign.id, now
-                    )
-                    codes[member_id] = coupon.code
-        paid = [m for m in locked if groups[m] == "treated" and campaign.bonus_points]
-        paid_set = set(paid)
-        # The statement's joins are right only for the true row counts, which a plan made
-        # for any parameters (a generic plan) cannot know.
-        await conn.execute(_CUSTOM_PLANS)
-        outcome = (
-            await conn.execute(
-                _ACT,
-                {
-                    "member_ids": locked,
-                    "external_ids": [external_ids[m] for m in locked],
-                    "bonus_member_ids": paid,
-                    "unpaid_member_ids": [m for m in locked if m not in paid_set],
-                    "groups": [groups[m] for m in locked],
-                    "coupon_codes": [codes.get(m) for m in locked],
-                    "bonus_points": campaign.bonus_points,
-                    "reason": f"campaign {campaign.id}",
-                    "actor": f"campaign:{campaign.id}",
-                    "campaign_id": campaign.id,
-                    "program_id": campaign.program_id,
-                    "run_number": run_number,
-                    "message": campaign.message,
-                    "now": now,
-                },
-            )
-        ).one()
-        treated, holdout = outcome.treated, outcome.holdout
-        # Bonus points count towards tiers, settled in the same transaction.
-        if (
-            campaign.bonus_points
-            and treated
-            and await tier_evaluation.program_has_tiers(campaign.program_id, conn)
-        ):
-            treated_ids = [m for m in locked if groups[m] == "treated"]
-            await tier_evaluation.evaluate_locked(conn, campaign.program_id, treated_ids, now)
+        treated, holdout = await _act(conn, campaign, position.run_number, picked, now)
     run_over = len(picked) < batch_size
-    await conn.execute(
-        _ADVANCE,
-        {
-            "program_id": campaign.program_id,
-            "id": campaign.id,
-            "run_number": run_number,
-            "cursor": None if run_over else picked[-1].member_id,
-            "last_run_at": last_run_at,
-        },
-    )
+    await run_lanes.advance(conn, campaign, position, None if run_over else picked[-1].member_id)
     return BatchOutcome(treated, holdout, run_over)
 
 
-def _runnable(campaign: Any, now: datetime) -> bool:
-    return (
-        campaign.active
-        and (campaign.starts_at is None or campaign.starts_at <= now)
-        and (campaign.ends_at is None or campaign.ends_at > now)
+async def _act(
+    conn: Connection, campaign: Any, run_number: int, picked: list[Any], now: datetime
+) -> tuple[int, int]:
+    """Lock the picked members, give the treated the action, record every targeting and
+    its event; returns (treated, held out)."""
+    groups = {row.member_id: row.grp for row in picked}
+    external_ids = {row.member_id: row.external_id for row in picked}
+    locked = await accounts.lock_members(
+        conn, campaign.program_id, [row.member_id for row in picked]
     )
+    treated_ids = [m for m in locked if groups[m] == "treated"]
+    # The statements' joins are right only for the true row counts, which a plan made
+    # for any parameters (a generic plan) cannot know.
+    await conn.execute(_CUSTOM_PLANS)
+    codes: dict[int, str] = {}
+    if campaign.reward_id is not None and treated_ids:
+        # One coupon per treated member, costing no points (rewards package).
+        codes = await coupons.issue_campaign_coupons(
+            conn, campaign.program_id, treated_ids, campaign.reward_id, campaign.id, now
+        )
+    paid = treated_ids if campaign.bonus_points else []
+    paid_set = set(paid)
+    outcome = (
+        await conn.execute(
+            _ACT,
+            {
+                "member_ids": locked,
+                "external_ids": [external_ids[m] for m in locked],
+                "bonus_member_ids": paid,
+                "unpaid_member_ids": [m for m in locked if m not in paid_set],
+                "groups": [groups[m] for m in locked],
+                "coupon_codes": [codes.get(m) for m in locked],
+                "bonus_points": campaign.bonus_points,
+                "reason": f"campaign {campaign.id}",
+                "actor": f"campaign:{campaign.id}",
+                "campaign_id": campaign.id,
+                "program_id": campaign.program_id,
+                "run_number": run_number,
+                "message": campaign.message,
+                "now": now,
+            },
+        )
+    ).one()
+    # Bonus points count towards tiers, settled in the same transaction.
+    if (
+        campaign.bonus_points
+        and treated_ids
+        and await tier_evaluation.program_has_tiers(campaign.program_id, conn)
+    ):
+        await tier_evaluation.evaluate_locked(conn, campaign.program_id, treated_ids, now)
+    return int(outcome.treated), int(outcome.holdout)
+
+
+async def _start_or_join(
+    program_id: int, campaign_id: int, lanes: int, at: datetime | None
+) -> tuple[int, list[int]]:
+    """Start a run of the campaign unless one is under way; returns the run's number and
+    its lanes with members left."""
+    async with db.transaction() as conn:
+        campaign = (
+            await conn.execute(
+                run_lanes.LOCK_CAMPAIGN, {"program_id": program_id, "id": campaign_id}
+            )
+        ).first()
+        if campaign is None:
+            raise NotFoundError(f"No campaign {campaign_id} in this program.")
+        now = at or clock.now()
+        if not run_lanes.runnable(campaign, now):
+            raise CampaignNotRunnableError(
+                "Only an active campaign within its starts_at/ends_at window runs."
+            )
+        run_number: int = campaign.run_number
+        if campaign.run_cursor is None:
+            run_number = await run_lanes.start_run(conn, campaign, lanes, now)
+        return run_number, await run_lanes.lanes_left(conn, program_id, campaign_id, run_number)
+
+
+async def _walk_lane(
+    program_id: int,
+    campaign_id: int,
+    run_number: int,
+    lane: int,
+    batch_size: int,
+    at: datetime | None,
+) -> tuple[int, int]:
+    """Batches of one lane of run ``run_number`` until it is done; returns (treated, held
+    out) of the members these batches targeted."""
+    treated = holdout = 0
+    while True:
+        async with db.transaction() as conn:
+            campaign = (
+                await conn.execute(
+                    run_lanes.SHARE_CAMPAIGN, {"program_id": program_id, "id": campaign_id}
+                )
+            ).first()
+            if campaign is None:
+                raise NotFoundError(f"No campaign {campaign_id} in this program.")
+            now = at or clock.now()
+            if not run_lanes.runnable(campaign, now):
+                raise CampaignNotRunnableError(
+                    "Only an active campaign within its starts_at/ends_at window runs."
+                )
+            position = await run_lanes.lock_lane(conn, campaign, lane, run_number)
+            if position is None:
+                return treated, holdout
+            outcome = await _run_batch(conn, campaign, position, now, batch_size)
+        treated += outcome.treated
+        holdout += outcome.holdout
+        if outcome.run_over:
+            return treated, holdout
+
+
+async def _end_run(program_id: int, campaign_id: int, run_number: int) -> None:
+    async with db.transaction() as conn:
+        found = await conn.execute(
+            run_lanes.LOCK_CAMPAIGN, {"program_id": program_id, "id": campaign_id}
+        )
+        if found.first() is not None:
+            await run_lanes.end_run(conn, program_id, campaign_id, run_number)
 
 
 async def run_campaign_now(
@@ -254,30 +303,31 @@ async def run_campaign_now(
     campaign_id: int,
     batch_size: int = BATCH_SIZE,
     at: datetime | None = None,
+    lanes: int | None = None,
 ) -> CampaignRunOut:
-    """Run a campaign to the end of its run (starting one when none is under way), batch by
-    batch, sharing the run with any worker or call running it at the same time. ``at``
-    fixes the time of the run (default: the clock at each batch)."""
-    treated = holdout = 0
-    start = True
-    while True:
-        async with db.transaction() as conn:
-            campaign = (
-                await conn.execute(_THIS_CAMPAIGN, {"program_id": program_id, "id": campaign_id})
-            ).first()
-            if campaign is None:
-                raise NotFoundError(f"No campaign {campaign_id} in this program.")
-            now = at or clock.now()
-            if not _runnable(campaign, now):
-                raise CampaignNotRunnableError(
-                    "Only an active campaign within its starts_at/ends_at window runs."
-                )
-            outcome = await _run_batch(conn, campaign, now, batch_size, start=start)
-        start = False
-        treated += outcome.treated
-        holdout += outcome.holdout
-        if outcome.run_over:
-            return CampaignRunOut(targeted=treated + holdout, treated=treated, holdout=holdout)
+    """Run a campaign to the end of its run (starting one, in ``lanes`` lanes, default
+    ``PATRON_WORKER_LANES``, when none is under way), its lanes side by side, sharing the
+    run with any worker or call running it at the same time. ``at`` fixes the time of the
+    run (default: the clock at each batch)."""
+    run_number, open_lanes = await _start_or_join(
+        program_id, campaign_id, lanes or get_settings().worker_lanes, at
+    )
+    walks = [
+        asyncio.create_task(_walk_lane(program_id, campaign_id, run_number, lane, batch_size, at))
+        for lane in open_lanes
+    ]
+    try:
+        counted = await asyncio.gather(*walks)
+    except BaseException:
+        # One lane failing (the campaign stopped, the database gone) stops the others.
+        for walk in walks:
+            walk.cancel()
+        await asyncio.gather(*walks, return_exceptions=True)
+        raise
+    await _end_run(program_id, campaign_id, run_number)
+    treated = sum(t for t, _ in counted)
+    holdout = sum(h for _, h in counted)
+    return CampaignRunOut(targeted=treated + holdout, treated=treated, holdout=holdout)
 
 
 async def run_campaign(
@@ -293,17 +343,28 @@ async def run_campaign(
     return await run_recomputation(program_id, request, compute)
 
 
-async def run_due_campaigns(now: datetime, batch_size: int = BATCH_SIZE) -> int:
-    """Worker job: one batch of a campaign whose run is under way or due; returns how many
-    members it targeted (at least 1 when it did any work, so the worker calls again)."""
+async def run_due_campaigns(
+    now: datetime, batch_size: int = BATCH_SIZE, lane: Lane = ALL_MEMBERS
+) -> int:
+    """Worker job: one step of the campaigns' runs: a batch of a lane left in a run under
+    way (one of the worker lane's own share, ``run lane % lane.count = lane.index``, else
+    any lane nobody holds), else the start of a due run, else the end of a run whose lanes
+    are done. Returns how many members it targeted, at least 1 when it did any work (so the
+    worker calls again), 0 when nothing was left."""
+    for share in dict.fromkeys((lane, ALL_MEMBERS)):
+        async with db.transaction() as conn:
+            claimed = await run_lanes.claim_open_lane(conn, now, share.index, share.count)
+            if claimed is not None:
+                campaign, position = claimed
+                outcome = await _run_batch(conn, campaign, position, now, batch_size)
+                return max(outcome.treated + outcome.holdout, 1)
     async with db.transaction() as conn:
-        campaign = (
-            await conn.execute(_DUE_CAMPAIGN, {"now": now, "due_before": now - RUN_INTERVAL})
-        ).first()
-        if campaign is None:
-            return 0
-        outcome = await _run_batch(conn, campaign, now, batch_size, start=True)
-    return max(outcome.treated + outcome.holdout, 1)
+        if await run_lanes.start_due_run(
+            conn, now, now - RUN_INTERVAL, get_settings().worker_lanes
+        ):
+            return 1
+    async with db.transaction() as conn:
+        return 1 if await run_lanes.end_a_done_run(conn) else 0
 
 
 _TARGETED_MEMBERS = text(
