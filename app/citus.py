@@ -16,9 +16,7 @@ from app.models import Base
 
 # Shared by all programs. api_keys carries program_id but is looked up by the key's hash
 # before the program is known.
-REFERENCE_TABLES = frozenset(
-    {"programs", "api_keys", "member_token_keys", "rate_limit_windows", "webhook_fanout_cursor"}
-)
+REFERENCE_TABLES = frozenset({"programs", "api_keys", "member_token_keys", "rate_limit_windows"})
 DISTRIBUTION_COLUMN = "program_id"
 
 

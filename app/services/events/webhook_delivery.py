@@ -1,15 +1,15 @@
 """Webhook delivery: two worker jobs, fan-out and send.
 
 **Fan-out** (``fan_out_events``) turns events into delivery rows, one per matching endpoint
-and event. It follows the events table by (txid, id), like the feed (app/services/events/events.py),
-from a single cursor row that it locks with ``FOR UPDATE SKIP LOCKED``: one replica advances
-it at a time, the others skip the job for that round. Reading the batch, inserting the
-deliveries and moving the cursor happen in that one short transaction, so a crash leaves
-nothing half done, and the unique (endpoint, event) pair makes a repeat harmless. An endpoint
-receives the events of transactions from the oldest one running when it was registered: a
-registration holds the cursor row FOR SHARE, so the job either ran entirely before it (and
-stopped below that point) or sees the new endpoint. Checkout traffic never waits for
-it: events are written exactly as before, and the job only reads them.
+and event. It works one program at a time: it finds the programs with endpoints and events
+past their fan-out point, then, for each, takes the program's stream lock, hands out feed
+positions to the committed events that have none (app/services/events/positions.py), creates
+the deliveries of the next batch by position and moves ``event_streams.fanned_out``, all in
+one short transaction: a crash leaves nothing half done, a second replica waits for the lock
+and goes on from where the first stopped, and the unique (endpoint, event) pair makes a
+repeat harmless. An endpoint receives the events positioned after it was registered: the
+registration takes the same lock, so the job either ran entirely before it or sees the new
+endpoint. Checkout traffic never waits for it: events are written exactly as before.
 
 **Send** (``deliver_due``) claims due deliveries with ``FOR UPDATE SKIP LOCKED`` in one
 short statement that counts the attempt and leases the row (its next attempt moves past the
@@ -43,7 +43,8 @@ from sqlalchemy import text
 
 from app import db, metrics
 from app.clock import clock
-from app.services.events.events import EVENT_JSON, settled_txid
+from app.services.events import positions
+from app.services.events.events import EVENT_JSON
 from app.services.events.webhook_urls import UnsafeDestinationError, target_for
 from app.services.events.webhooks import RETRY_HORIZON
 from app.webhook_signature import signature_header
@@ -61,34 +62,41 @@ BACKOFF_JITTER = 0.2
 FANOUT_BATCH = 500
 USER_AGENT = "Patron-Webhooks/1"
 
-_LOCK_CURSOR = text(
-    "SELECT txid, event_id FROM webhook_fanout_cursor WHERE id = 1 FOR UPDATE SKIP LOCKED"
+# Programs with an endpoint and events past their fan-out point (or not yet positioned).
+_PROGRAMS_TO_FAN_OUT = text(
+    """
+SELECT s.program_id
+  FROM event_streams AS s
+ WHERE EXISTS (SELECT 1 FROM webhook_endpoints AS w WHERE w.program_id = s.program_id)
+   AND (EXISTS (SELECT 1 FROM events AS e
+                 WHERE e.program_id = s.program_id AND e.position > s.fanned_out)
+        OR EXISTS (SELECT 1 FROM events AS e
+                    WHERE e.program_id = s.program_id AND e.position IS NULL))
+ ORDER BY s.program_id
+"""
 )
 _FAN_OUT = text(
     """
 WITH batch AS (
-    SELECT e.id, e.txid, e.program_id, e.type
+    SELECT e.id, e.position, e.type
       FROM events AS e
-     WHERE (e.txid, e.id) > (:txid, :event_id) AND e.txid < :horizon
-     ORDER BY e.txid, e.id
+     WHERE e.program_id = :program_id AND e.position > :fanned_out
+     ORDER BY e.position
      LIMIT :batch
 ), created AS (
     INSERT INTO webhook_deliveries (program_id, endpoint_id, event_id, next_attempt_at,
                                     retry_until, created_at)
-    SELECT b.program_id, w.id, b.id, :now, :retry_until, :now
+    SELECT :program_id, w.id, b.id, :now, :retry_until, :now
       FROM batch AS b
       JOIN webhook_endpoints AS w
-        ON w.program_id = b.program_id AND b.txid >= w.starts_at_txid
+        ON w.program_id = :program_id AND b.position > w.starts_after_position
        AND (b.type = ANY (w.events) OR '*' = ANY (w.events))
     ON CONFLICT (endpoint_id, event_id, program_id) DO NOTHING
     RETURNING 1
-), last AS (
-    SELECT txid, id FROM batch ORDER BY txid DESC, id DESC LIMIT 1
 ), moved AS (
-    UPDATE webhook_fanout_cursor AS c
-       SET txid = last.txid, event_id = last.id, updated_at = :now
-      FROM last
-     WHERE c.id = 1
+    UPDATE event_streams
+       SET fanned_out = (SELECT max(position) FROM batch)
+     WHERE program_id = :program_id AND EXISTS (SELECT 1 FROM batch)
 )
 SELECT (SELECT count(*) FROM batch) AS events, (SELECT count(*) FROM created) AS deliveries
 """
@@ -96,21 +104,29 @@ SELECT (SELECT count(*) FROM batch) AS events, (SELECT count(*) FROM created) AS
 
 
 async def fan_out_events(now: datetime) -> int:
-    """Create the deliveries of the next batch of settled events; returns how many events."""
+    """Create the deliveries of the next batch of each program's events; returns how many
+    events were passed."""
+    async with db.read_only() as conn:
+        program_ids = (await conn.execute(_PROGRAMS_TO_FAN_OUT)).scalars().all()
+    events = 0
+    for program_id in program_ids:
+        events += await fan_out_program(program_id, now)
+    return events
+
+
+async def fan_out_program(program_id: int, now: datetime) -> int:
+    """One batch of one program's events; returns how many events it passed."""
     async with db.transaction() as conn:
-        position = (await conn.execute(_LOCK_CURSOR)).first()
-        if position is None:  # another replica is at it
-            return 0
-        # Statements of their own, after the lock: their snapshots then see every endpoint
-        # registered before (registration holds the cursor row FOR SHARE until it commits).
-        horizon = await settled_txid(conn)
+        fanned_out = await positions.lock_stream(conn, program_id)
+        # Statements of their own, after the lock: their snapshots see every endpoint
+        # registered before (registration takes the same lock) and every position handed out.
+        await positions.assign(conn, program_id)
         row = (
             await conn.execute(
                 _FAN_OUT,
                 {
-                    "horizon": horizon,
-                    "txid": position.txid,
-                    "event_id": position.event_id,
+                    "program_id": program_id,
+                    "fanned_out": fanned_out,
                     "batch": FANOUT_BATCH,
                     "now": now,
                     "retry_until": now + RETRY_HORIZON,
@@ -120,7 +136,13 @@ async def fan_out_events(now: datetime) -> int:
     if row.deliveries:
         log.info(
             "webhooks fanned out",
-            extra={"fields": {"events": row.events, "deliveries": row.deliveries}},
+            extra={
+                "fields": {
+                    "program_id": program_id,
+                    "events": row.events,
+                    "deliveries": row.deliveries,
+                }
+            },
         )
     return int(row.events)
 
