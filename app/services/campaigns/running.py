@@ -63,16 +63,20 @@ _THIS_CAMPAIGN = text(
     + " WHERE c.program_id = :program_id AND c.id = :id AND c.deleted_at IS NULL"
     + " FOR UPDATE OF c"
 )
-_RUNNABLE = """c.deleted_at IS NULL AND c.active
+_DUE = """c.deleted_at IS NULL AND c.active
    AND (c.starts_at IS NULL OR c.starts_at <= :now)
-   AND (c.ends_at IS NULL OR c.ends_at > :now)"""
-# The worker takes one campaign whose run is under way or due, one program at a time.
+   AND (c.ends_at IS NULL OR c.ends_at > :now)
+   AND (c.run_cursor IS NOT NULL OR c.last_run_at IS NULL OR c.last_run_at <= :due_before)"""
+# The worker first finds the programs with a campaign whose run is under way or due (the
+# campaigns table is small), then takes one such campaign of one program; every statement
+# after the first is about that program alone.
+_PROGRAMS_WITH_DUE_CAMPAIGNS = text(
+    f"SELECT DISTINCT c.program_id FROM campaigns AS c WHERE {_DUE} ORDER BY c.program_id"
+)
 _DUE_CAMPAIGN = text(
     _CAMPAIGN
-    + f" WHERE {_RUNNABLE}"
-    + "   AND (c.run_cursor IS NOT NULL OR c.last_run_at IS NULL"
-    + "        OR c.last_run_at <= :due_before)"
-    + " ORDER BY c.program_id, c.id LIMIT 1 FOR UPDATE OF c SKIP LOCKED"
+    + f" WHERE c.program_id = :program_id AND {_DUE}"
+    + " ORDER BY c.id LIMIT 1 FOR UPDATE OF c SKIP LOCKED"
 )
 _CUSTOM_PLANS = text("SET LOCAL plan_cache_mode = force_custom_plan")
 _ADVANCE = text(
@@ -296,14 +300,19 @@ async def run_campaign(
 async def run_due_campaigns(now: datetime, batch_size: int = BATCH_SIZE) -> int:
     """Worker job: one batch of a campaign whose run is under way or due; returns how many
     members it targeted (at least 1 when it did any work, so the worker calls again)."""
-    async with db.transaction() as conn:
-        campaign = (
-            await conn.execute(_DUE_CAMPAIGN, {"now": now, "due_before": now - RUN_INTERVAL})
-        ).first()
-        if campaign is None:
-            return 0
-        outcome = await _run_batch(conn, campaign, now, batch_size, start=True)
-    return max(outcome.treated + outcome.holdout, 1)
+    due = {"now": now, "due_before": now - RUN_INTERVAL}
+    async with db.read_only() as conn:
+        program_ids = (await conn.execute(_PROGRAMS_WITH_DUE_CAMPAIGNS, due)).scalars().all()
+    for program_id in program_ids:
+        async with db.transaction() as conn:
+            campaign = (
+                await conn.execute(_DUE_CAMPAIGN, {**due, "program_id": program_id})
+            ).first()
+            if campaign is None:  # another replica holds them, or it has just run
+                continue
+            outcome = await _run_batch(conn, campaign, now, batch_size, start=True)
+        return max(outcome.treated + outcome.holdout, 1)
+    return 0
 
 
 _TARGETED_MEMBERS = text(

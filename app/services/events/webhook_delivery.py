@@ -33,7 +33,7 @@ import asyncio
 import logging
 import random
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -147,9 +147,23 @@ async def fan_out_program(program_id: int, now: datetime) -> int:
     return int(row.events)
 
 
-# Candidates: the oldest due deliveries, at most a few per endpoint, skipping endpoints this
-# process already keeps busy. Then lock what no other replica holds, re-checking that it is
-# still due, count the attempt and lease it, and return what the send needs.
+# Programs with an active endpoint that has a delivery due: one cheap look per endpoint at
+# the pending index. Claims then go one program at a time.
+_PROGRAMS_WITH_DUE_DELIVERIES = text(
+    """
+SELECT DISTINCT w.program_id
+  FROM webhook_endpoints AS w
+ WHERE w.status = 'active'
+   AND EXISTS (SELECT 1 FROM webhook_deliveries AS d
+                WHERE d.endpoint_id = w.id AND d.program_id = w.program_id
+                  AND d.status = 'pending' AND d.next_attempt_at <= :now)
+ ORDER BY w.program_id
+"""
+)
+# Candidates: the program's oldest due deliveries, at most a few per endpoint, skipping
+# endpoints this process already keeps busy. Then lock what no other replica holds,
+# re-checking that it is still due, count the attempt and lease it, and return what the send
+# needs.
 _CLAIM = text(
     f"""
 WITH candidates AS (
@@ -158,34 +172,36 @@ WITH candidates AS (
      CROSS JOIN LATERAL (
            SELECT id, next_attempt_at
              FROM webhook_deliveries
-            WHERE endpoint_id = w.id AND status = 'pending' AND next_attempt_at <= :now
+            WHERE program_id = :program_id AND endpoint_id = w.id AND status = 'pending'
+              AND next_attempt_at <= :now
             ORDER BY next_attempt_at
             LIMIT :per_endpoint) AS d
-     WHERE w.status = 'active' AND NOT (w.id = ANY (CAST(:busy AS uuid[])))
+     WHERE w.program_id = :program_id AND w.status = 'active'
+       AND NOT (w.id = ANY (CAST(:busy AS uuid[])))
      ORDER BY d.next_attempt_at
      LIMIT :limit
 ), claimed AS (
     SELECT d.id
       FROM webhook_deliveries AS d
-     WHERE d.id IN (SELECT id FROM candidates)
+     WHERE d.program_id = :program_id AND d.id IN (SELECT id FROM candidates)
        AND d.status = 'pending' AND d.next_attempt_at <= :now
        FOR UPDATE SKIP LOCKED
 ), taken AS (
     UPDATE webhook_deliveries AS d
        SET attempts = d.attempts + 1, next_attempt_at = :lease_until
       FROM claimed
-     WHERE d.id = claimed.id
+     WHERE d.program_id = :program_id AND d.id = claimed.id
  RETURNING d.id, d.program_id, d.endpoint_id, d.event_id, d.attempts, d.retry_until
 )
-SELECT t.id, t.endpoint_id, t.event_id, t.attempts, t.retry_until,
+SELECT t.id, t.program_id, t.endpoint_id, t.event_id, t.attempts, t.retry_until,
        w.url, w.secret, w.previous_secret, w.previous_secret_expires_at,
        p.webhooks_allow_private_hosts AS allow_private,
        {EVENT_JSON} AS body
   FROM taken AS t
-  JOIN webhook_endpoints AS w ON w.id = t.endpoint_id
-  JOIN programs AS p ON p.id = t.program_id
-  JOIN events AS e ON e.id = t.event_id
-  LEFT JOIN members AS m ON m.id = e.member_id
+  JOIN webhook_endpoints AS w ON w.program_id = :program_id AND w.id = t.endpoint_id
+  JOIN programs AS p ON p.id = :program_id
+  JOIN events AS e ON e.program_id = :program_id AND e.id = t.event_id
+  LEFT JOIN members AS m ON m.program_id = :program_id AND m.id = e.member_id
 """
 )
 
@@ -195,13 +211,13 @@ WITH delivered AS (
     UPDATE webhook_deliveries
        SET status = 'delivered', delivered_at = :at, last_attempt_at = :at,
            last_status_code = :status_code, last_error = NULL
-     WHERE id = :id AND attempts = :attempt AND status = 'pending'
+     WHERE program_id = :program_id AND id = :id AND attempts = :attempt AND status = 'pending'
  RETURNING endpoint_id
 )
 UPDATE webhook_endpoints AS w
    SET consecutive_failures = 0, failing_since = NULL, updated_at = :at
   FROM delivered
- WHERE w.id = delivered.endpoint_id
+ WHERE w.program_id = :program_id AND w.id = delivered.endpoint_id
    AND (w.consecutive_failures > 0 OR w.failing_since IS NOT NULL)
 """
 )
@@ -210,7 +226,7 @@ _RECORD_FAILED_DELIVERY = text(
 UPDATE webhook_deliveries
    SET status = :status, next_attempt_at = :next_attempt_at, last_attempt_at = :at,
        last_status_code = :status_code, last_error = :error
- WHERE id = :id AND attempts = :attempt AND status = 'pending'
+ WHERE program_id = :program_id AND id = :id AND attempts = :attempt AND status = 'pending'
 RETURNING id
 """
 )
@@ -219,14 +235,14 @@ _RECORD_FAILED_ENDPOINT = text(
 UPDATE webhook_endpoints
    SET consecutive_failures = consecutive_failures + 1,
        failing_since = COALESCE(failing_since, :at), updated_at = :at
- WHERE id = :endpoint_id
+ WHERE program_id = :program_id AND id = :endpoint_id
 RETURNING status, failing_since, consecutive_failures
 """
 )
 _PAUSE = text(
     """
 UPDATE webhook_endpoints SET status = 'paused', paused_at = :at, paused_reason = :reason
- WHERE id = :endpoint_id AND status = 'active'
+ WHERE program_id = :program_id AND id = :endpoint_id AND status = 'active'
 """
 )
 
@@ -236,6 +252,7 @@ class Claimed:
     """One attempt this worker holds the lease of."""
 
     id: int
+    program_id: int
     endpoint_id: uuid.UUID
     event_id: int
     attempt: int
@@ -266,12 +283,20 @@ def _attempt_time(now: datetime) -> datetime:
     return max(now, clock.now())
 
 
-async def _claim(now: datetime, limit: int, busy: list[uuid.UUID]) -> list[Claimed]:
+async def _programs_with_due_deliveries(now: datetime) -> list[int]:
+    async with db.read_only() as conn:
+        return list((await conn.execute(_PROGRAMS_WITH_DUE_DELIVERIES, {"now": now})).scalars())
+
+
+async def _claim(
+    program_id: int, now: datetime, limit: int, busy: list[uuid.UUID]
+) -> list[Claimed]:
     async with db.single_statement() as conn:
         rows = (
             await conn.execute(
                 _CLAIM,
                 {
+                    "program_id": program_id,
                     "now": now,
                     "limit": limit,
                     "per_endpoint": MAX_SENDS_PER_ENDPOINT,
@@ -293,6 +318,7 @@ def _claimed(row: Any, at: datetime) -> Claimed:
         keys.append(row.previous_secret)
     return Claimed(
         id=row.id,
+        program_id=row.program_id,
         endpoint_id=row.endpoint_id,
         event_id=row.event_id,
         attempt=row.attempts,
@@ -344,7 +370,12 @@ async def send(client: httpx.AsyncClient, claimed: Claimed, at: datetime) -> Out
 async def record(claimed: Claimed, outcome: Outcome, at: datetime) -> str | None:
     """Store the attempt's result; returns the delivery outcome for the metrics, or None when
     the lease was lost (the delivery was deleted, or retried elsewhere after a long stall)."""
-    common = {"id": claimed.id, "attempt": claimed.attempt, "at": at}
+    common = {
+        "program_id": claimed.program_id,
+        "id": claimed.id,
+        "attempt": claimed.attempt,
+        "at": at,
+    }
     if outcome.delivered:
         async with db.single_statement() as conn:
             await conn.execute(_RECORD_DELIVERED, {**common, "status_code": outcome.status_code})
@@ -367,7 +398,8 @@ async def record(claimed: Claimed, outcome: Outcome, at: datetime) -> str | None
             return None
         endpoint = (
             await conn.execute(
-                _RECORD_FAILED_ENDPOINT, {"endpoint_id": claimed.endpoint_id, "at": at}
+                _RECORD_FAILED_ENDPOINT,
+                {"program_id": claimed.program_id, "endpoint_id": claimed.endpoint_id, "at": at},
             )
         ).one()
         if (
@@ -382,7 +414,13 @@ async def record(claimed: Claimed, outcome: Outcome, at: datetime) -> str | None
                 f"Fix the receiver, then POST /v1/webhook-endpoints/{claimed.endpoint_id}/resume."
             )
             await conn.execute(
-                _PAUSE, {"endpoint_id": claimed.endpoint_id, "at": at, "reason": reason}
+                _PAUSE,
+                {
+                    "program_id": claimed.program_id,
+                    "endpoint_id": claimed.endpoint_id,
+                    "at": at,
+                    "reason": reason,
+                },
             )
             log.warning(
                 "webhook endpoint paused",
@@ -431,28 +469,36 @@ async def _deliver_loop(
     client: httpx.AsyncClient, now: datetime, in_flight: dict[asyncio.Task[None], uuid.UUID]
 ) -> int:
     per_endpoint: Counter[uuid.UUID] = Counter()
+    program_of: dict[uuid.UUID, int] = {}
     attempts = 0
-    nothing_due = False
+    # Programs that may have more due, claimed from in turn, one program per claim.
+    to_claim = deque(await _programs_with_due_deliveries(now))
     while True:
-        free = MAX_CONCURRENT_SENDS - len(in_flight)
-        if free > 0 and not nothing_due:
+        while (free := MAX_CONCURRENT_SENDS - len(in_flight)) > 0 and to_claim:
+            program_id = to_claim.popleft()
             busy = [e for e, n in per_endpoint.items() if n >= MAX_SENDS_PER_ENDPOINT]
-            claimed = await _claim(now, free, busy)
+            claimed = await _claim(program_id, now, free, busy)
             for item in claimed:
                 task = asyncio.create_task(_attempt(client, item, now))
                 in_flight[task] = item.endpoint_id
                 per_endpoint[item.endpoint_id] += 1
+                program_of[item.endpoint_id] = program_id
             attempts += len(claimed)
-            # Fewer than asked for: nothing else is due, except perhaps for the busy
-            # endpoints, which are claimed again once one of their sends finishes.
-            nothing_due = len(claimed) < free
+            # As many as asked for: it may have more. Fewer: nothing else is due there,
+            # except perhaps for its busy endpoints, whose program comes back in turn once
+            # one of their sends finishes.
+            if len(claimed) == free:
+                to_claim.append(program_id)
         if not in_flight:
             return attempts
         done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
         for task in done:
             endpoint_id = in_flight.pop(task)
-            if per_endpoint[endpoint_id] >= MAX_SENDS_PER_ENDPOINT:
-                nothing_due = False
+            if (
+                per_endpoint[endpoint_id] >= MAX_SENDS_PER_ENDPOINT
+                and program_of[endpoint_id] not in to_claim
+            ):
+                to_claim.append(program_of[endpoint_id])
             per_endpoint[endpoint_id] -= 1
             if not per_endpoint[endpoint_id]:
                 del per_endpoint[endpoint_id]

@@ -305,10 +305,11 @@ async def refresh_program_on_request(program_id: int, request: IdempotencyReques
 
 async def refresh_due_insights(now: datetime) -> int:
     """Worker job: refresh up to ``REFRESH_BATCH`` programs whose insights are older than
-    ``REFRESH_INTERVAL``; returns how many. Programs another replica is refreshing are
-    skipped (their advisory lock is taken), so replicas share the work."""
+    ``REFRESH_INTERVAL``, one program per transaction; returns how many. Programs another
+    replica is refreshing are skipped (their advisory lock is taken), so replicas share the
+    work."""
     due_before = now - REFRESH_INTERVAL
-    async with db.transaction() as conn:
+    async with db.read_only() as conn:
         candidates = list(
             (
                 await conn.execute(
@@ -316,30 +317,27 @@ async def refresh_due_insights(now: datetime) -> int:
                 )
             ).scalars()
         )
-        if not candidates:
-            return 0
-        locked = list(
-            (
+    refreshed = 0
+    for program_id in candidates:
+        async with db.transaction() as conn:
+            locked = (
                 await conn.execute(
-                    text(
-                        "SELECT id FROM unnest(CAST(:ids AS bigint[])) AS id "
-                        f"WHERE pg_try_advisory_xact_lock({_lock_key('id')})"
-                    ),
-                    {"ids": candidates},
+                    text(f"SELECT pg_try_advisory_xact_lock({_lock_key(':id')})"),
+                    {"id": program_id},
                 )
-            ).scalars()
-        )
-        if not locked:
-            return 0
-        due = list(
-            (
-                await conn.execute(text(_STILL_DUE_SQL), {"ids": locked, "due_before": due_before})
-            ).scalars()
-        )
-        if not due:
-            return 0
-        await _refresh(conn, due, now)
-    return len(due)
+            ).scalar_one()
+            if not locked:
+                continue
+            still_due = (
+                await conn.execute(
+                    text(_STILL_DUE_SQL), {"ids": [program_id], "due_before": due_before}
+                )
+            ).first()
+            if still_due is None:
+                continue
+            await _refresh(conn, [program_id], now)
+        refreshed += 1
+    return refreshed
 
 
 # --- Overview ---------------------------------------------------------------------------
