@@ -33,6 +33,7 @@ from app.clock import clock
 from app.config import get_settings
 from app.db import Connection, IntegrityError
 from app.errors import IdempotencyKeyReusedError, PatronError
+from app.services.programs.due_programs import looking_across_programs
 
 # The stored reply keeps the HTTP status it was first sent with (the table's column), which
 # routers derive from ``Reply.created`` alone: 201 for something new, 200 otherwise.
@@ -205,7 +206,7 @@ async def purge_expired_keys(now: datetime, batch_size: int = 5000) -> int:
     """Delete stored replies older than the retention window, one program per batch (the one
     with the oldest reply); returns how many went."""
     cutoff = now - timedelta(hours=get_settings().idempotency_retention_hours)
-    async with db.read_only() as conn:
+    async with looking_across_programs() as conn:
         program_id = (
             await conn.execute(
                 text(

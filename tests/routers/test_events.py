@@ -46,7 +46,8 @@ async def account_version(program: Program, member: str) -> int:
         version: int = (
             await conn.execute(
                 text(
-                    "SELECT a.version FROM accounts AS a JOIN members AS m ON m.id = a.member_id "
+                    "SELECT a.version FROM accounts AS a "
+                    "JOIN members AS m ON m.id = a.member_id AND m.program_id = a.program_id "
                     "WHERE m.program_id = :p AND m.external_id = :member"
                 ),
                 {"p": program.id, "member": member},

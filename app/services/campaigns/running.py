@@ -40,6 +40,7 @@ from app.services.idempotency import IdempotencyRequest, Reply, run_recomputatio
 from app.services.ledger import accounts
 from app.services.ledger.accounts import NEXT_SEQUENCES_CTE
 from app.services.ledger.postings import credit_many_ctes
+from app.services.programs.due_programs import looking_across_programs
 from app.services.rewards import coupons
 from app.services.tiers import tier_evaluation
 
@@ -301,7 +302,7 @@ async def run_due_campaigns(now: datetime, batch_size: int = BATCH_SIZE) -> int:
     """Worker job: one batch of a campaign whose run is under way or due; returns how many
     members it targeted (at least 1 when it did any work, so the worker calls again)."""
     due = {"now": now, "due_before": now - RUN_INTERVAL}
-    async with db.read_only() as conn:
+    async with looking_across_programs() as conn:
         program_ids = (await conn.execute(_PROGRAMS_WITH_DUE_CAMPAIGNS, due)).scalars().all()
     for program_id in program_ids:
         async with db.transaction() as conn:

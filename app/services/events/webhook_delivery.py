@@ -47,6 +47,7 @@ from app.services.events import positions
 from app.services.events.events import EVENT_JSON
 from app.services.events.webhook_urls import UnsafeDestinationError, target_for
 from app.services.events.webhooks import RETRY_HORIZON
+from app.services.programs.due_programs import looking_across_programs
 from app.webhook_signature import signature_header
 
 log = logging.getLogger("patron.webhooks")
@@ -106,7 +107,7 @@ SELECT (SELECT count(*) FROM batch) AS events, (SELECT count(*) FROM created) AS
 async def fan_out_events(now: datetime) -> int:
     """Create the deliveries of the next batch of each program's events; returns how many
     events were passed."""
-    async with db.read_only() as conn:
+    async with looking_across_programs() as conn:
         program_ids = (await conn.execute(_PROGRAMS_TO_FAN_OUT)).scalars().all()
     events = 0
     for program_id in program_ids:
@@ -284,7 +285,7 @@ def _attempt_time(now: datetime) -> datetime:
 
 
 async def _programs_with_due_deliveries(now: datetime) -> list[int]:
-    async with db.read_only() as conn:
+    async with looking_across_programs() as conn:
         return list((await conn.execute(_PROGRAMS_WITH_DUE_DELIVERIES, {"now": now})).scalars())
 
 

@@ -289,8 +289,10 @@ _DELIVERIES = """
 SELECT d.id, d.event_id, e.type AS event_type, d.status, d.attempts,
        CASE WHEN d.status = 'pending' THEN d.next_attempt_at END AS next_attempt_at,
        d.last_attempt_at, d.last_status_code, d.last_error, d.delivered_at, d.created_at
-  FROM webhook_deliveries AS d JOIN events AS e ON e.id = d.event_id
- WHERE d.endpoint_id = :endpoint_id AND d.id < :before {status_filter}
+  FROM webhook_deliveries AS d
+  JOIN events AS e ON e.program_id = d.program_id AND e.id = d.event_id
+ WHERE d.program_id = :program_id AND d.endpoint_id = :endpoint_id AND d.id < :before
+       {status_filter}
  ORDER BY d.id DESC
  LIMIT :limit
 """
@@ -306,7 +308,12 @@ async def list_deliveries(
     """The endpoint's delivery log, newest first."""
     parsed = _parse_id(endpoint_id)
     before = decode_cursor(cursor) if cursor else 2**63 - 1
-    params: dict[str, Any] = {"endpoint_id": parsed, "before": before, "limit": limit + 1}
+    params: dict[str, Any] = {
+        "program_id": program_id,
+        "endpoint_id": parsed,
+        "before": before,
+        "limit": limit + 1,
+    }
     if status is not None:
         params["status"] = status
     async with db.read_only() as conn:

@@ -34,6 +34,7 @@ from app.errors import NotFoundError
 from app.services.events.events import write_event
 from app.services.imports.batches import APPLY, REJECTION_MESSAGES, Batch, BatchOutcome
 from app.services.insights import insights
+from app.services.programs.due_programs import looking_across_programs
 
 log = logging.getLogger("patron.imports")
 
@@ -137,7 +138,7 @@ class _RolledBack(Exception):
 
 async def run_imports(now: datetime) -> int:
     """Worker job: one step of the oldest unfinished import no other worker is on."""
-    async with db.read_only() as conn:
+    async with looking_across_programs() as conn:
         unfinished = (await conn.execute(_UNFINISHED, {"limit": _CANDIDATES})).all()
     for program_id, import_id in unfinished:
         if await advance_import(program_id, import_id, now):

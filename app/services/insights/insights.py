@@ -44,6 +44,7 @@ from app.schemas.insights import (
 )
 from app.services.checkout.money import decimal_text
 from app.services.idempotency import IdempotencyRequest, Reply, run_once, run_recomputation
+from app.services.programs.due_programs import looking_across_programs
 
 log = logging.getLogger("patron.insights")
 
@@ -309,7 +310,7 @@ async def refresh_due_insights(now: datetime) -> int:
     replica is refreshing are skipped (their advisory lock is taken), so replicas share the
     work."""
     due_before = now - REFRESH_INTERVAL
-    async with db.read_only() as conn:
+    async with looking_across_programs() as conn:
         candidates = list(
             (
                 await conn.execute(

@@ -20,6 +20,7 @@ from datetime import datetime
 from sqlalchemy import TextClause, text
 
 from app import db
+from app.services.programs.due_programs import looking_across_programs
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +71,7 @@ async def run_batch(
     for _ in range(ATTEMPTS):
         # Outside the batch's transaction: it reads every program (every shard on Citus),
         # the transaction then only the one it found.
-        async with db.read_only() as conn:
+        async with looking_across_programs() as conn:
             program_id = (await conn.execute(due_program, lane_params)).scalar()
         if program_id is None:
             return 0
