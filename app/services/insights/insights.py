@@ -230,13 +230,11 @@ SELECT p.id FROM programs AS p LEFT JOIN insight_refreshes AS r ON r.program_id 
  LIMIT :batch
 """
 
-# Re-read after the locks are held: another replica may have refreshed a program and
+# Re-read after the lock is held: another replica may have refreshed the program and
 # committed between our first look and our lock.
-_STILL_DUE_SQL = """
-SELECT p.id FROM programs AS p LEFT JOIN insight_refreshes AS r ON r.program_id = p.id
- WHERE p.id = ANY(CAST(:ids AS bigint[]))
-   AND (r.refreshed_at IS NULL OR r.refreshed_at <= :due_before)
-"""
+_REFRESHED_SINCE = text(
+    "SELECT 1 FROM insight_refreshes WHERE program_id = :id AND refreshed_at > :since"
+)
 
 
 def _lock_key(column: str) -> str:
@@ -329,12 +327,10 @@ async def refresh_due_insights(now: datetime) -> int:
             ).scalar_one()
             if not locked:
                 continue
-            still_due = (
-                await conn.execute(
-                    text(_STILL_DUE_SQL), {"ids": [program_id], "due_before": due_before}
-                )
+            refreshed_since = (
+                await conn.execute(_REFRESHED_SINCE, {"id": program_id, "since": due_before})
             ).first()
-            if still_due is None:
+            if refreshed_since is not None:
                 continue
             await _refresh(conn, [program_id], now)
         refreshed += 1
