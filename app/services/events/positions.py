@@ -32,8 +32,11 @@ from app.db import Connection
 # spell does not rewrite a huge backlog in one statement; the next read goes on from there.
 ASSIGN_LIMIT = 10_000
 
+# In id order, so that it is read from the partial index whatever the statistics say (a
+# plan made while most events were waiting would otherwise scan the table).
 _ANY_UNPOSITIONED = text(
-    "SELECT EXISTS (SELECT 1 FROM events WHERE program_id = :program_id AND position IS NULL)"
+    "SELECT id FROM events WHERE program_id = :program_id AND position IS NULL "
+    "ORDER BY id LIMIT 1"
 )
 _LOCK = text("SELECT fanned_out FROM event_streams WHERE program_id = :program_id FOR UPDATE")
 _CREATE = text(
@@ -93,7 +96,7 @@ async def position_committed_events(program_id: int) -> None:
     its own (committed on return, so any later read sees them). Costs one cheap read when
     there is nothing to do; only then is the lock taken."""
     async with db.read_only() as conn:
-        if not (await conn.execute(_ANY_UNPOSITIONED, {"program_id": program_id})).scalar_one():
+        if (await conn.execute(_ANY_UNPOSITIONED, {"program_id": program_id})).first() is None:
             return
     async with db.transaction() as conn:
         await lock_stream(conn, program_id)

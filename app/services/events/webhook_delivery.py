@@ -63,7 +63,8 @@ BACKOFF_JITTER = 0.2
 FANOUT_BATCH = 500
 USER_AGENT = "Patron-Webhooks/1"
 
-# Programs with an endpoint and events past their fan-out point (or not yet positioned).
+# Programs with an endpoint and events past their fan-out point (or not yet positioned; in
+# id order, so that it reads the partial index whatever the statistics say).
 _PROGRAMS_TO_FAN_OUT = text(
     """
 SELECT s.program_id
@@ -71,8 +72,9 @@ SELECT s.program_id
  WHERE EXISTS (SELECT 1 FROM webhook_endpoints AS w WHERE w.program_id = s.program_id)
    AND (EXISTS (SELECT 1 FROM events AS e
                  WHERE e.program_id = s.program_id AND e.position > s.fanned_out)
-        OR EXISTS (SELECT 1 FROM events AS e
-                    WHERE e.program_id = s.program_id AND e.position IS NULL))
+        OR (SELECT e.id FROM events AS e
+             WHERE e.program_id = s.program_id AND e.position IS NULL
+             ORDER BY e.id LIMIT 1) IS NOT NULL)
  ORDER BY s.program_id
 """
 )
