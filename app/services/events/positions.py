@@ -35,8 +35,7 @@ ASSIGN_LIMIT = 10_000
 # In id order, so that it is read from the partial index whatever the statistics say (a
 # plan made while most events were waiting would otherwise scan the table).
 _ANY_UNPOSITIONED = text(
-    "SELECT id FROM events WHERE program_id = :program_id AND position IS NULL "
-    "ORDER BY id LIMIT 1"
+    "SELECT id FROM events WHERE program_id = :program_id AND position IS NULL ORDER BY id LIMIT 1"
 )
 _LOCK = text("SELECT fanned_out FROM event_streams WHERE program_id = :program_id FOR UPDATE")
 _CREATE = text(
