@@ -38,6 +38,7 @@ from app.schemas.referrals import (
 from app.services.events.events import write_event
 from app.services.idempotency import IdempotencyRequest, Reply, constraint_name, run_once
 from app.services.ledger.postings import credit_many_ctes
+from app.services.members.member_batches import ATTEMPTS
 from app.services.pagination import decode_cursor, encode_cursor
 from app.services.programs import rate_limits
 from app.services.programs.api_keys import Principal
@@ -449,11 +450,21 @@ _LOCK_BOTH = text(
 async def pay_due_referrals(now: datetime, batch_size: int = 200) -> int:
     """Worker job: pay qualified referrals whose order's points became available, one
     program per batch. Both members' accounts are locked (ascending id, skipping busy ones)
-    and the referral is read again under those locks, so replicas never pay one twice."""
-    async with looking_across_programs() as conn:
-        program_id = (await conn.execute(_DUE_PROGRAM)).scalar()
-    if program_id is None:
-        return 0
+    and the referral is read again under those locks, so replicas never pay one twice. A
+    batch that paid nothing because another replica held the members looks again, at most
+    ``ATTEMPTS`` times, rather than report the job done while payouts are due."""
+    for _ in range(ATTEMPTS):
+        async with looking_across_programs() as conn:
+            program_id = (await conn.execute(_DUE_PROGRAM)).scalar()
+        if program_id is None:
+            return 0
+        paid = await _pay_batch(program_id, now, batch_size)
+        if paid:
+            return paid
+    return 0
+
+
+async def _pay_batch(program_id: int, now: datetime, batch_size: int) -> int:
     paid = 0
     async with db.transaction() as conn:
         due = (
