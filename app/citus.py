@@ -16,9 +16,7 @@ from app.models import Base
 
 # Shared by all programs. api_keys carries program_id but is looked up by the key's hash
 # before the program is known.
-REFERENCE_TABLES = frozenset(
-    {"programs", "api_keys", "member_token_keys", "rate_limit_windows", "webhook_fanout_cursor"}
-)
+REFERENCE_TABLES = frozenset({"programs", "api_keys", "member_token_keys", "rate_limit_windows"})
 DISTRIBUTION_COLUMN = "program_id"
 # Alembic's own table, copied to every node too, so that a service connected to any node (Citus
 # keeps its metadata on all of them) sees the schema's version and reports ready.

@@ -1,10 +1,13 @@
 """Periodic jobs (``patron worker``).
 
 Each job is a service function ``job(now) -> int`` that handles one small batch and returns
-how many items it handled; the worker calls it again until it returns 0, then moves on. Jobs
-lock what they work on with ``FOR UPDATE SKIP LOCKED`` (or per-member account locks), so
-several worker replicas can run at once without doing anything twice, and short batches keep
-the member locks they take brief, so checkout traffic is not held up.
+how many items it handled; the worker calls it again until it returns 0, then moves on. A
+batch first finds the program (or programs) with due work in one cheap read across programs
+(app/services/programs/due_programs.py), then claims and works within one program at a time:
+every statement that locks or changes rows names that program, so on Citus it runs on the one
+shard holding it. Jobs lock what they work on with ``FOR UPDATE SKIP LOCKED`` (or per-member
+account locks), so several worker replicas can run at once without doing anything twice, and
+short batches keep the member locks they take brief, so checkout traffic is not held up.
 
 The member-batch jobs (release, expiry) and the campaign runs also take a ``lane``: the worker
 runs ``worker_lanes`` loops of them side by side, each on its own share of the members (of a

@@ -171,3 +171,52 @@ class TestTenantKeysMigration:
             ),
         } <= rebuilt
         assert after == before
+
+
+# Two programs' events with txids out of id order; the fan-out had passed (txid 20, id 2).
+_EVENTS_BEFORE_POSITIONS = """
+WITH program AS (
+    INSERT INTO programs (name, currency, created_at, updated_at)
+    VALUES ('a', 'CNY', now(), now()), ('b', 'CNY', now(), now()) RETURNING id, name
+), written AS (
+    INSERT INTO events (id, program_id, type, data, created_at, txid)
+    OVERRIDING SYSTEM VALUE
+    SELECT e.id, program.id, 'member.created', '{}', now(), e.txid
+      FROM (VALUES (1, 'a', 30), (2, 'a', 20), (3, 'b', 10), (4, 'a', 10), (5, 'b', 40))
+           AS e (id, program, txid)
+      JOIN program ON program.name = e.program
+)
+UPDATE webhook_fanout_cursor SET txid = 20, event_id = 2
+"""
+_POSITIONS = """
+SELECT p.name, e.id, e.position
+  FROM events AS e JOIN programs AS p ON p.id = e.program_id
+ ORDER BY p.name, e.position
+"""
+_FANNED_OUT = """
+SELECT p.name, s.fanned_out
+  FROM event_streams AS s JOIN programs AS p ON p.id = s.program_id ORDER BY p.name
+"""
+
+
+class TestEventPositionsMigration:
+    async def test_positions_follow_the_old_order_and_the_fan_out_keeps_its_place(
+        self, pg_server: PgServer
+    ) -> None:
+        url = await pg_server.create_database("patron_migrations")
+        engine = create_async_engine(db.to_async_url(url))
+        try:
+            await asyncio.to_thread(upgrade, url, "0016")
+            async with engine.begin() as conn:
+                await conn.execute(text(_EVENTS_BEFORE_POSITIONS))
+            await asyncio.to_thread(upgrade, url, "0017")
+            async with engine.connect() as conn:
+                positions = [tuple(row) for row in await conn.execute(text(_POSITIONS))]
+                fanned_out = [tuple(row) for row in await conn.execute(text(_FANNED_OUT))]
+            # (txid, id) order within each program, numbered from 1.
+            assert positions == [("a", 4, 1), ("a", 2, 2), ("a", 1, 3), ("b", 3, 1), ("b", 5, 2)]
+            # Passed: a's ids 4 and 2, b's id 3.
+            assert fanned_out == [("a", 2), ("b", 1)]
+        finally:
+            await engine.dispose()
+            await pg_server.drop_database(url)

@@ -9,7 +9,7 @@ from app.models.campaigns import (
     PointsExpiringReminder,
 )
 from app.models.checkout import EarnRule, Hold, Order, PointRelease, QueuedOrderRelease, Refund
-from app.models.events import Event
+from app.models.events import Event, EventStream
 from app.models.idempotency import IdempotencyKey
 from app.models.imports import Import, ImportRow
 from app.models.insights import InsightRefresh, MemberFeedback, MemberInsight
@@ -20,7 +20,7 @@ from app.models.referrals import RateLimitWindow, Referral
 from app.models.rewards import Coupon, Reward, RewardRedemption
 from app.models.tiers import BirthdayBonus, Tier, TierChange
 from app.models.tokens import MemberTokenKey
-from app.models.webhooks import WebhookDelivery, WebhookEndpoint, WebhookFanoutCursor
+from app.models.webhooks import WebhookDelivery, WebhookEndpoint
 
 __all__ = [
     "ENTRY_KINDS",
@@ -35,6 +35,7 @@ __all__ = [
     "Coupon",
     "EarnRule",
     "Event",
+    "EventStream",
     "Hold",
     "IdempotencyKey",
     "Import",
@@ -60,5 +61,4 @@ __all__ = [
     "TierChange",
     "WebhookDelivery",
     "WebhookEndpoint",
-    "WebhookFanoutCursor",
 ]

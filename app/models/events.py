@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Identity, Index, String, text
+from sqlalchemy import BigInteger, ForeignKey, Identity, Index, String, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -14,11 +14,16 @@ from app.models.base import Base
 
 class Event(Base):
     __tablename__ = "events"
-    # The feed reads a program's events by (txid, id), the webhook fan-out all events by
-    # (txid, id); the first index also serves any lookup by program.
+    # The feed and the fan-out read a program's events by position; the partial index finds
+    # the ones still waiting for a position, which are few (app/services/events/positions.py).
     __table_args__ = (
-        Index("ix_events_program_id_txid_id", "program_id", "txid", "id"),
-        Index("ix_events_txid_id", "txid", "id"),
+        Index("ix_events_program_id_position", "program_id", "position", unique=True),
+        Index(
+            "ix_events_unpositioned",
+            "program_id",
+            "id",
+            postgresql_where=text("position IS NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
@@ -29,10 +34,20 @@ class Event(Base):
     member_id: Mapped[int | None] = mapped_column(BigInteger)
     data: Mapped[dict[str, Any]] = mapped_column(JSONB)
     created_at: Mapped[datetime]
-    # The id of the writing transaction. Ids are taken when a row is inserted, but rows become
-    # visible when their transaction commits, so a reader that follows ``id`` alone can pass
-    # a smaller id that commits later. Readers follow (txid, id) instead and stop below the
-    # oldest transaction still running (see app/services/events/events.py).
-    txid: Mapped[int] = mapped_column(
-        BigInteger, server_default=text("(pg_current_xact_id())::text::bigint")
+    # The event's place in its program's feed, 1, 2, 3, ...: null when written, handed out
+    # once the writing transaction has committed. Ids are taken at insert but rows appear at
+    # commit, in any order, so ``id`` alone cannot be followed without skipping a late commit.
+    position: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class EventStream(Base):
+    """One row per program: its lock serialises handing out feed positions, and it records
+    how far the webhook fan-out has got in the program's feed."""
+
+    __tablename__ = "event_streams"
+
+    program_id: Mapped[int] = mapped_column(
+        ForeignKey("programs.id", ondelete="CASCADE"), primary_key=True
     )
+    # Every event at or below this position has its deliveries created.
+    fanned_out: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))

@@ -1,5 +1,5 @@
-"""Webhooks: the endpoints shops register, one delivery row per endpoint and event, and the
-fan-out job's position in the events table."""
+"""Webhooks: the endpoints shops register and one delivery row per endpoint and event. How far
+the fan-out has got is in each program's ``event_streams`` row (app/models/events.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from sqlalchemy import (
     Identity,
     Index,
     Integer,
-    SmallInteger,
     String,
     Text,
     UniqueConstraint,
@@ -58,9 +57,9 @@ class WebhookEndpoint(Base):
     # Since when every attempt has failed (null after a success), and how many in a row.
     failing_since: Mapped[datetime | None]
     consecutive_failures: Mapped[int] = mapped_column(Integer, server_default=text("0"))
-    # Events of transactions with this id or later are delivered here: the events that were
-    # not yet settled when the endpoint was registered, and every later one.
-    starts_at_txid: Mapped[int] = mapped_column(BigInteger)
+    # Events with a later feed position in its program are delivered here: the ones
+    # positioned after the endpoint was registered (app/services/events/positions.py).
+    starts_after_position: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 
@@ -106,16 +105,3 @@ class WebhookDelivery(Base):
     last_error: Mapped[str | None] = mapped_column(String(500))
     delivered_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
-
-
-class WebhookFanoutCursor(Base):
-    """Where the fan-out job is in the events table, as (txid, event id). One row, locked by
-    the job that advances it, so replicas never fan out the same events twice at once."""
-
-    __tablename__ = "webhook_fanout_cursor"
-    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
-
-    id: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
-    txid: Mapped[int] = mapped_column(BigInteger)
-    event_id: Mapped[int] = mapped_column(BigInteger)
-    updated_at: Mapped[datetime]

@@ -33,6 +33,7 @@ from app.clock import clock
 from app.config import get_settings
 from app.db import Connection, IntegrityError
 from app.errors import IdempotencyKeyReusedError, PatronError
+from app.services.programs.due_programs import looking_across_programs
 
 # The stored reply keeps the HTTP status it was first sent with (the table's column), which
 # routers derive from ``Reply.created`` alone: 201 for something new, 200 otherwise.
@@ -201,15 +202,29 @@ async def run_recomputation(
 
 
 async def purge_expired_keys(now: datetime, batch_size: int = 5000) -> int:
-    """Delete stored replies older than the retention window; returns how many went."""
+    """Delete stored replies older than the retention window, one program per batch (the one
+    with the oldest reply); returns how many went."""
     cutoff = now - timedelta(hours=get_settings().idempotency_retention_hours)
+    async with looking_across_programs() as conn:
+        program_id = (
+            await conn.execute(
+                text(
+                    "SELECT program_id FROM idempotency_keys WHERE created_at < :cutoff "
+                    "ORDER BY created_at LIMIT 1"
+                ),
+                {"cutoff": cutoff},
+            )
+        ).scalar()
+    if program_id is None:
+        return 0
     async with db.transaction() as conn:
         deleted = await conn.execute_count(
             text(
-                "DELETE FROM idempotency_keys WHERE ctid IN ("
-                " SELECT ctid FROM idempotency_keys WHERE created_at < :cutoff"
+                "DELETE FROM idempotency_keys WHERE program_id = :program_id AND ctid IN ("
+                " SELECT ctid FROM idempotency_keys"
+                " WHERE program_id = :program_id AND created_at < :cutoff"
                 " LIMIT :batch FOR UPDATE SKIP LOCKED)"
             ),
-            {"cutoff": cutoff, "batch": batch_size},
+            {"program_id": program_id, "cutoff": cutoff, "batch": batch_size},
         )
     return deleted

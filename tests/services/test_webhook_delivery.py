@@ -423,6 +423,6 @@ def test_backoff_doubles_up_to_an_hour_with_jitter() -> None:
         assert len(set(seconds)) > 1
 
 
-async def test_claims_skip_unknown_busy_ids() -> None:
+async def test_claims_skip_unknown_busy_ids(program: Program) -> None:
     # The claim statement accepts a list of endpoints to skip, empty or not.
-    assert await webhook_delivery._claim(clock.now(), 1, [uuid.uuid4()]) == []
+    assert await webhook_delivery._claim(program.id, clock.now(), 1, [uuid.uuid4()]) == []

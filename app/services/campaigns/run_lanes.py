@@ -46,9 +46,9 @@ SHARE_CAMPAIGN = text(
 # The worker takes one campaign whose run is due and not under way, one program at a time.
 _DUE_TO_START = text(
     _CAMPAIGN
-    + f" WHERE {_RUNNABLE} AND c.run_cursor IS NULL"
+    + f" WHERE c.program_id = :program_id AND {_RUNNABLE} AND c.run_cursor IS NULL"
     + "   AND (c.last_run_at IS NULL OR c.last_run_at <= :due_before)"
-    + " ORDER BY c.program_id, c.id LIMIT 1 FOR UPDATE OF c SKIP LOCKED"
+    + " ORDER BY c.id LIMIT 1 FOR UPDATE OF c SKIP LOCKED"
 )
 # A lane with members left in a run under way, among the lanes ``lane % :lanes = :lane``
 # (the worker's own share of the lanes), skipping lanes another batch holds.
@@ -56,10 +56,10 @@ _OPEN_LANE = text(
     _CAMPAIGN.replace("SELECT c.id", "SELECT l.lane, l.lanes, l.cursor AS lane_cursor, c.id")
     + " JOIN campaign_run_lanes AS l"
     + "   ON l.program_id = c.program_id AND l.campaign_id = c.id"
-    + f" WHERE {_RUNNABLE} AND c.run_cursor IS NOT NULL"
+    + f" WHERE c.program_id = :program_id AND {_RUNNABLE} AND c.run_cursor IS NOT NULL"
     + "   AND l.run_number = c.run_number AND l.cursor IS NOT NULL"
     + "   AND l.lane % :lanes = :lane"
-    + " ORDER BY c.program_id, c.id, l.lane LIMIT 1"
+    + " ORDER BY c.id, l.lane LIMIT 1"
     + " FOR UPDATE OF l SKIP LOCKED FOR SHARE OF c SKIP LOCKED"
 )
 _LOCK_LANE = text(
@@ -76,11 +76,20 @@ _LANES_LEFT = text(
 # A run under way whose lanes are all done: it only needs ending.
 _DONE_RUN = text(
     _CAMPAIGN
-    + " WHERE c.deleted_at IS NULL AND c.run_cursor IS NOT NULL"
+    + " WHERE c.program_id = :program_id AND c.deleted_at IS NULL"
+    + "   AND c.run_cursor IS NOT NULL"
     + "   AND NOT EXISTS (SELECT 1 FROM campaign_run_lanes AS l"
     + "                    WHERE l.program_id = c.program_id AND l.campaign_id = c.id"
     + "                      AND l.run_number = c.run_number AND l.cursor IS NOT NULL)"
-    + " ORDER BY c.program_id, c.id LIMIT 1 FOR UPDATE OF c SKIP LOCKED"
+    + " ORDER BY c.id LIMIT 1 FOR UPDATE OF c SKIP LOCKED"
+)
+# The worker's look across programs (its own short transaction, due_programs): the programs
+# with a run under way, or a run due to start. Everything after it is about one program.
+PROGRAMS_WITH_RUNS = text(
+    "SELECT DISTINCT c.program_id FROM campaigns AS c"
+    " WHERE c.deleted_at IS NULL AND (c.run_cursor IS NOT NULL"
+    f"   OR ({_RUNNABLE} AND (c.last_run_at IS NULL OR c.last_run_at <= :due_before)))"
+    " ORDER BY c.program_id"
 )
 _START = text(
     "UPDATE campaigns SET run_number = :run_number, run_cursor = 0, last_run_at = :now"
@@ -142,10 +151,13 @@ async def start_run(conn: Connection, campaign: Any, lanes: int, now: datetime) 
     return run_number
 
 
-async def start_due_run(conn: Connection, now: datetime, due_before: datetime, lanes: int) -> bool:
-    """Start the run of one campaign that is due (none under way, the last one started
-    before ``due_before``); False when none is."""
-    campaign = (await conn.execute(_DUE_TO_START, {"now": now, "due_before": due_before})).first()
+async def start_due_run(
+    conn: Connection, program_id: int, now: datetime, due_before: datetime, lanes: int
+) -> bool:
+    """Start the run of one campaign of the program that is due (none under way, the last
+    one started before ``due_before``); False when none is."""
+    params = {"program_id": program_id, "now": now, "due_before": due_before}
+    campaign = (await conn.execute(_DUE_TO_START, params)).first()
     if campaign is None:
         return False
     await start_run(conn, campaign, lanes, now)
@@ -185,11 +197,12 @@ async def lock_lane(
 
 
 async def claim_open_lane(
-    conn: Connection, now: datetime, lane: int, lanes: int
+    conn: Connection, program_id: int, now: datetime, lane: int, lanes: int
 ) -> tuple[Any, LanePosition] | None:
-    """For the worker: a runnable campaign with a lane left in its run (among the worker
-    lane's share), both locked; None when there is none free."""
-    row = (await conn.execute(_OPEN_LANE, {"now": now, "lane": lane, "lanes": lanes})).first()
+    """For the worker: a runnable campaign of the program with a lane left in its run (among
+    the worker lane's share), both locked; None when there is none free."""
+    params = {"program_id": program_id, "now": now, "lane": lane, "lanes": lanes}
+    row = (await conn.execute(_OPEN_LANE, params)).first()
     if row is None:
         return None
     return row, LanePosition(row.lane, row.lanes, row.run_number, row.lane_cursor)
@@ -218,9 +231,10 @@ async def end_run(conn: Connection, program_id: int, campaign_id: int, run_numbe
     )
 
 
-async def end_a_done_run(conn: Connection) -> bool:
-    """For the worker: end one run under way whose lanes are all done; False when none is."""
-    campaign = (await conn.execute(_DONE_RUN)).first()
+async def end_a_done_run(conn: Connection, program_id: int) -> bool:
+    """For the worker: end one run under way in the program whose lanes are all done; False
+    when none is."""
+    campaign = (await conn.execute(_DONE_RUN, {"program_id": program_id})).first()
     if campaign is None:
         return False
     await end_run(conn, campaign.program_id, campaign.id, campaign.run_number)

@@ -49,6 +49,7 @@ from app.services.ledger import accounts
 from app.services.ledger.accounts import NEXT_SEQUENCES_CTE
 from app.services.ledger.postings import credit_many_ctes
 from app.services.members.member_batches import ALL_MEMBERS, Lane
+from app.services.programs.due_programs import looking_across_programs
 from app.services.rewards import coupons
 from app.services.tiers import tier_evaluation
 
@@ -346,25 +347,34 @@ async def run_campaign(
 async def run_due_campaigns(
     now: datetime, batch_size: int = BATCH_SIZE, lane: Lane = ALL_MEMBERS
 ) -> int:
-    """Worker job: one step of the campaigns' runs: a batch of a lane left in a run under
-    way (one of the worker lane's own share, ``run lane % lane.count = lane.index``, else
-    any lane nobody holds), else the start of a due run, else the end of a run whose lanes
-    are done. Returns how many members it targeted, at least 1 when it did any work (so the
-    worker calls again), 0 when nothing was left."""
-    for share in dict.fromkeys((lane, ALL_MEMBERS)):
+    """Worker job: one step of the campaigns' runs, in the first program (of those found by
+    one look across programs) that has one: a batch of a lane left in a run under way (one
+    of the worker lane's own share, ``run lane % lane.count = lane.index``, else any lane
+    nobody holds), else the start of a due run, else the end of a run whose lanes are done.
+    Returns how many members it targeted, at least 1 when it did any work (so the worker
+    calls again), 0 when nothing was left."""
+    due_before = now - RUN_INTERVAL
+    async with looking_across_programs() as conn:
+        params = {"now": now, "due_before": due_before}
+        program_ids = (await conn.execute(run_lanes.PROGRAMS_WITH_RUNS, params)).scalars().all()
+    for program_id in program_ids:
+        for share in dict.fromkeys((lane, ALL_MEMBERS)):
+            async with db.transaction() as conn:
+                claimed = await run_lanes.claim_open_lane(
+                    conn, program_id, now, share.index, share.count
+                )
+                if claimed is not None:
+                    campaign, position = claimed
+                    outcome = await _run_batch(conn, campaign, position, now, batch_size)
+                    return max(outcome.treated + outcome.holdout, 1)
         async with db.transaction() as conn:
-            claimed = await run_lanes.claim_open_lane(conn, now, share.index, share.count)
-            if claimed is not None:
-                campaign, position = claimed
-                outcome = await _run_batch(conn, campaign, position, now, batch_size)
-                return max(outcome.treated + outcome.holdout, 1)
-    async with db.transaction() as conn:
-        if await run_lanes.start_due_run(
-            conn, now, now - RUN_INTERVAL, get_settings().worker_lanes
-        ):
-            return 1
-    async with db.transaction() as conn:
-        return 1 if await run_lanes.end_a_done_run(conn) else 0
+            lanes = get_settings().worker_lanes
+            if await run_lanes.start_due_run(conn, program_id, now, due_before, lanes):
+                return 1
+        async with db.transaction() as conn:
+            if await run_lanes.end_a_done_run(conn, program_id):
+                return 1
+    return 0
 
 
 _TARGETED_MEMBERS = text(

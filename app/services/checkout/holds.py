@@ -300,10 +300,18 @@ async def get_hold(program_id: int, hold_id: str) -> str:
     return str(body)
 
 
+_DUE_PROGRAM = text(
+    """
+SELECT program_id FROM holds
+ WHERE status = 'active' AND expires_at <= :now
+ ORDER BY expires_at
+ LIMIT 1
+"""
+)
 _DUE_HOLDERS = text(
     """
 SELECT DISTINCT member_id FROM holds
- WHERE status = 'active' AND expires_at <= :now
+ WHERE program_id = :program_id AND status = 'active' AND expires_at <= :now
  ORDER BY member_id
  LIMIT :batch
 """
@@ -313,7 +321,8 @@ _EXPIRE_DUE = text(
 WITH due AS (
     UPDATE holds
        SET status = 'expired', points_captured = 0, closed_at = :now
-     WHERE member_id = ANY(:member_ids) AND status = 'active' AND expires_at <= :now
+     WHERE program_id = :program_id AND member_id = ANY(:member_ids) AND status = 'active'
+       AND expires_at <= :now
  RETURNING *
 ), per_member AS (
     SELECT member_id, sum(points) AS points, count(*) AS holds FROM due GROUP BY member_id
@@ -328,7 +337,7 @@ WITH due AS (
            CAST(:now AS timestamptz)
       FROM due
       JOIN acc USING (member_id)
-      JOIN members AS m ON m.id = due.member_id
+      JOIN members AS m ON m.program_id = :program_id AND m.id = due.member_id
 )
 SELECT count(*) FROM due
 """
@@ -337,4 +346,4 @@ SELECT count(*) FROM due
 
 async def expire_overdue_holds(now: datetime, batch_size: int = 1000) -> int:
     """Worker job: expire active holds past ``expires_at`` and give their points back."""
-    return await member_batches.run_batch(_DUE_HOLDERS, _EXPIRE_DUE, now, batch_size)
+    return await member_batches.run_batch(_DUE_PROGRAM, _DUE_HOLDERS, _EXPIRE_DUE, now, batch_size)

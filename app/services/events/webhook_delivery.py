@@ -1,15 +1,15 @@
 """Webhook delivery: two worker jobs, fan-out and send.
 
 **Fan-out** (``fan_out_events``) turns events into delivery rows, one per matching endpoint
-and event. It follows the events table by (txid, id), like the feed (app/services/events/events.py),
-from a single cursor row that it locks with ``FOR UPDATE SKIP LOCKED``: one replica advances
-it at a time, the others skip the job for that round. Reading the batch, inserting the
-deliveries and moving the cursor happen in that one short transaction, so a crash leaves
-nothing half done, and the unique (endpoint, event) pair makes a repeat harmless. An endpoint
-receives the events of transactions from the oldest one running when it was registered: a
-registration holds the cursor row FOR SHARE, so the job either ran entirely before it (and
-stopped below that point) or sees the new endpoint. Checkout traffic never waits for
-it: events are written exactly as before, and the job only reads them.
+and event. It works one program at a time: it finds the programs with endpoints and events
+past their fan-out point, then, for each, takes the program's stream lock, hands out feed
+positions to the committed events that have none (app/services/events/positions.py), creates
+the deliveries of the next batch by position and moves ``event_streams.fanned_out``, all in
+one short transaction: a crash leaves nothing half done, a second replica waits for the lock
+and goes on from where the first stopped, and the unique (endpoint, event) pair makes a
+repeat harmless. An endpoint receives the events positioned after it was registered: the
+registration takes the same lock, so the job either ran entirely before it or sees the new
+endpoint. Checkout traffic never waits for it: events are written exactly as before.
 
 **Send** (``deliver_due``) claims due deliveries with ``FOR UPDATE SKIP LOCKED`` in one
 short statement that counts the attempt and leases the row (its next attempt moves past the
@@ -33,7 +33,7 @@ import asyncio
 import logging
 import random
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -43,9 +43,11 @@ from sqlalchemy import text
 
 from app import db, metrics
 from app.clock import clock
-from app.services.events.events import EVENT_JSON, settled_txid
+from app.services.events import positions
+from app.services.events.events import EVENT_JSON
 from app.services.events.webhook_urls import UnsafeDestinationError, target_for
 from app.services.events.webhooks import RETRY_HORIZON
+from app.services.programs.due_programs import looking_across_programs
 from app.webhook_signature import signature_header
 
 log = logging.getLogger("patron.webhooks")
@@ -61,34 +63,43 @@ BACKOFF_JITTER = 0.2
 FANOUT_BATCH = 500
 USER_AGENT = "Patron-Webhooks/1"
 
-_LOCK_CURSOR = text(
-    "SELECT txid, event_id FROM webhook_fanout_cursor WHERE id = 1 FOR UPDATE SKIP LOCKED"
+# Programs with an endpoint and events past their fan-out point (or not yet positioned; in
+# id order, so that it reads the partial index whatever the statistics say).
+_PROGRAMS_TO_FAN_OUT = text(
+    """
+SELECT s.program_id
+  FROM event_streams AS s
+ WHERE EXISTS (SELECT 1 FROM webhook_endpoints AS w WHERE w.program_id = s.program_id)
+   AND (EXISTS (SELECT 1 FROM events AS e
+                 WHERE e.program_id = s.program_id AND e.position > s.fanned_out)
+        OR (SELECT e.id FROM events AS e
+             WHERE e.program_id = s.program_id AND e.position IS NULL
+             ORDER BY e.id LIMIT 1) IS NOT NULL)
+ ORDER BY s.program_id
+"""
 )
 _FAN_OUT = text(
     """
 WITH batch AS (
-    SELECT e.id, e.txid, e.program_id, e.type
+    SELECT e.id, e.position, e.type
       FROM events AS e
-     WHERE (e.txid, e.id) > (:txid, :event_id) AND e.txid < :horizon
-     ORDER BY e.txid, e.id
+     WHERE e.program_id = :program_id AND e.position > :fanned_out
+     ORDER BY e.position
      LIMIT :batch
 ), created AS (
     INSERT INTO webhook_deliveries (program_id, endpoint_id, event_id, next_attempt_at,
                                     retry_until, created_at)
-    SELECT b.program_id, w.id, b.id, :now, :retry_until, :now
+    SELECT :program_id, w.id, b.id, :now, :retry_until, :now
       FROM batch AS b
       JOIN webhook_endpoints AS w
-        ON w.program_id = b.program_id AND b.txid >= w.starts_at_txid
+        ON w.program_id = :program_id AND b.position > w.starts_after_position
        AND (b.type = ANY (w.events) OR '*' = ANY (w.events))
     ON CONFLICT (endpoint_id, event_id, program_id) DO NOTHING
     RETURNING 1
-), last AS (
-    SELECT txid, id FROM batch ORDER BY txid DESC, id DESC LIMIT 1
 ), moved AS (
-    UPDATE webhook_fanout_cursor AS c
-       SET txid = last.txid, event_id = last.id, updated_at = :now
-      FROM last
-     WHERE c.id = 1
+    UPDATE event_streams
+       SET fanned_out = (SELECT max(position) FROM batch)
+     WHERE program_id = :program_id AND EXISTS (SELECT 1 FROM batch)
 )
 SELECT (SELECT count(*) FROM batch) AS events, (SELECT count(*) FROM created) AS deliveries
 """
@@ -96,21 +107,29 @@ SELECT (SELECT count(*) FROM batch) AS events, (SELECT count(*) FROM created) AS
 
 
 async def fan_out_events(now: datetime) -> int:
-    """Create the deliveries of the next batch of settled events; returns how many events."""
+    """Create the deliveries of the next batch of each program's events; returns how many
+    events were passed."""
+    async with looking_across_programs() as conn:
+        program_ids = (await conn.execute(_PROGRAMS_TO_FAN_OUT)).scalars().all()
+    events = 0
+    for program_id in program_ids:
+        events += await fan_out_program(program_id, now)
+    return events
+
+
+async def fan_out_program(program_id: int, now: datetime) -> int:
+    """One batch of one program's events; returns how many events it passed."""
     async with db.transaction() as conn:
-        position = (await conn.execute(_LOCK_CURSOR)).first()
-        if position is None:  # another replica is at it
-            return 0
-        # Statements of their own, after the lock: their snapshots then see every endpoint
-        # registered before (registration holds the cursor row FOR SHARE until it commits).
-        horizon = await settled_txid(conn)
+        fanned_out = await positions.lock_stream(conn, program_id)
+        # Statements of their own, after the lock: their snapshots see every endpoint
+        # registered before (registration takes the same lock) and every position handed out.
+        await positions.assign(conn, program_id)
         row = (
             await conn.execute(
                 _FAN_OUT,
                 {
-                    "horizon": horizon,
-                    "txid": position.txid,
-                    "event_id": position.event_id,
+                    "program_id": program_id,
+                    "fanned_out": fanned_out,
                     "batch": FANOUT_BATCH,
                     "now": now,
                     "retry_until": now + RETRY_HORIZON,
@@ -120,14 +139,34 @@ async def fan_out_events(now: datetime) -> int:
     if row.deliveries:
         log.info(
             "webhooks fanned out",
-            extra={"fields": {"events": row.events, "deliveries": row.deliveries}},
+            extra={
+                "fields": {
+                    "program_id": program_id,
+                    "events": row.events,
+                    "deliveries": row.deliveries,
+                }
+            },
         )
     return int(row.events)
 
 
-# Candidates: the oldest due deliveries, at most a few per endpoint, skipping endpoints this
-# process already keeps busy. Then lock what no other replica holds, re-checking that it is
-# still due, count the attempt and lease it, and return what the send needs.
+# Programs with an active endpoint that has a delivery due: one cheap look per endpoint at
+# the pending index. Claims then go one program at a time.
+_PROGRAMS_WITH_DUE_DELIVERIES = text(
+    """
+SELECT DISTINCT w.program_id
+  FROM webhook_endpoints AS w
+ WHERE w.status = 'active'
+   AND EXISTS (SELECT 1 FROM webhook_deliveries AS d
+                WHERE d.endpoint_id = w.id AND d.program_id = w.program_id
+                  AND d.status = 'pending' AND d.next_attempt_at <= :now)
+ ORDER BY w.program_id
+"""
+)
+# Candidates: the program's oldest due deliveries, at most a few per endpoint, skipping
+# endpoints this process already keeps busy. Then lock what no other replica holds,
+# re-checking that it is still due, count the attempt and lease it, and return what the send
+# needs.
 _CLAIM = text(
     f"""
 WITH candidates AS (
@@ -136,34 +175,36 @@ WITH candidates AS (
      CROSS JOIN LATERAL (
            SELECT id, next_attempt_at
              FROM webhook_deliveries
-            WHERE endpoint_id = w.id AND status = 'pending' AND next_attempt_at <= :now
+            WHERE program_id = :program_id AND endpoint_id = w.id AND status = 'pending'
+              AND next_attempt_at <= :now
             ORDER BY next_attempt_at
             LIMIT :per_endpoint) AS d
-     WHERE w.status = 'active' AND NOT (w.id = ANY (CAST(:busy AS uuid[])))
+     WHERE w.program_id = :program_id AND w.status = 'active'
+       AND NOT (w.id = ANY (CAST(:busy AS uuid[])))
      ORDER BY d.next_attempt_at
      LIMIT :limit
 ), claimed AS (
     SELECT d.id
       FROM webhook_deliveries AS d
-     WHERE d.id IN (SELECT id FROM candidates)
+     WHERE d.program_id = :program_id AND d.id IN (SELECT id FROM candidates)
        AND d.status = 'pending' AND d.next_attempt_at <= :now
        FOR UPDATE SKIP LOCKED
 ), taken AS (
     UPDATE webhook_deliveries AS d
        SET attempts = d.attempts + 1, next_attempt_at = :lease_until
       FROM claimed
-     WHERE d.id = claimed.id
+     WHERE d.program_id = :program_id AND d.id = claimed.id
  RETURNING d.id, d.program_id, d.endpoint_id, d.event_id, d.attempts, d.retry_until
 )
-SELECT t.id, t.endpoint_id, t.event_id, t.attempts, t.retry_until,
+SELECT t.id, t.program_id, t.endpoint_id, t.event_id, t.attempts, t.retry_until,
        w.url, w.secret, w.previous_secret, w.previous_secret_expires_at,
        p.webhooks_allow_private_hosts AS allow_private,
        {EVENT_JSON} AS body
   FROM taken AS t
-  JOIN webhook_endpoints AS w ON w.id = t.endpoint_id
-  JOIN programs AS p ON p.id = t.program_id
-  JOIN events AS e ON e.id = t.event_id
-  LEFT JOIN members AS m ON m.id = e.member_id
+  JOIN webhook_endpoints AS w ON w.program_id = :program_id AND w.id = t.endpoint_id
+  JOIN programs AS p ON p.id = :program_id
+  JOIN events AS e ON e.program_id = :program_id AND e.id = t.event_id
+  LEFT JOIN members AS m ON m.program_id = :program_id AND m.id = e.member_id
 """
 )
 
@@ -173,13 +214,13 @@ WITH delivered AS (
     UPDATE webhook_deliveries
        SET status = 'delivered', delivered_at = :at, last_attempt_at = :at,
            last_status_code = :status_code, last_error = NULL
-     WHERE id = :id AND attempts = :attempt AND status = 'pending'
+     WHERE program_id = :program_id AND id = :id AND attempts = :attempt AND status = 'pending'
  RETURNING endpoint_id
 )
 UPDATE webhook_endpoints AS w
    SET consecutive_failures = 0, failing_since = NULL, updated_at = :at
   FROM delivered
- WHERE w.id = delivered.endpoint_id
+ WHERE w.program_id = :program_id AND w.id = delivered.endpoint_id
    AND (w.consecutive_failures > 0 OR w.failing_since IS NOT NULL)
 """
 )
@@ -188,7 +229,7 @@ _RECORD_FAILED_DELIVERY = text(
 UPDATE webhook_deliveries
    SET status = :status, next_attempt_at = :next_attempt_at, last_attempt_at = :at,
        last_status_code = :status_code, last_error = :error
- WHERE id = :id AND attempts = :attempt AND status = 'pending'
+ WHERE program_id = :program_id AND id = :id AND attempts = :attempt AND status = 'pending'
 RETURNING id
 """
 )
@@ -197,14 +238,14 @@ _RECORD_FAILED_ENDPOINT = text(
 UPDATE webhook_endpoints
    SET consecutive_failures = consecutive_failures + 1,
        failing_since = COALESCE(failing_since, :at), updated_at = :at
- WHERE id = :endpoint_id
+ WHERE program_id = :program_id AND id = :endpoint_id
 RETURNING status, failing_since, consecutive_failures
 """
 )
 _PAUSE = text(
     """
 UPDATE webhook_endpoints SET status = 'paused', paused_at = :at, paused_reason = :reason
- WHERE id = :endpoint_id AND status = 'active'
+ WHERE program_id = :program_id AND id = :endpoint_id AND status = 'active'
 """
 )
 
@@ -214,6 +255,7 @@ class Claimed:
     """One attempt this worker holds the lease of."""
 
     id: int
+    program_id: int
     endpoint_id: uuid.UUID
     event_id: int
     attempt: int
@@ -244,12 +286,20 @@ def _attempt_time(now: datetime) -> datetime:
     return max(now, clock.now())
 
 
-async def _claim(now: datetime, limit: int, busy: list[uuid.UUID]) -> list[Claimed]:
+async def _programs_with_due_deliveries(now: datetime) -> list[int]:
+    async with looking_across_programs() as conn:
+        return list((await conn.execute(_PROGRAMS_WITH_DUE_DELIVERIES, {"now": now})).scalars())
+
+
+async def _claim(
+    program_id: int, now: datetime, limit: int, busy: list[uuid.UUID]
+) -> list[Claimed]:
     async with db.single_statement() as conn:
         rows = (
             await conn.execute(
                 _CLAIM,
                 {
+                    "program_id": program_id,
                     "now": now,
                     "limit": limit,
                     "per_endpoint": MAX_SENDS_PER_ENDPOINT,
@@ -271,6 +321,7 @@ def _claimed(row: Any, at: datetime) -> Claimed:
         keys.append(row.previous_secret)
     return Claimed(
         id=row.id,
+        program_id=row.program_id,
         endpoint_id=row.endpoint_id,
         event_id=row.event_id,
         attempt=row.attempts,
@@ -322,7 +373,12 @@ async def send(client: httpx.AsyncClient, claimed: Claimed, at: datetime) -> Out
 async def record(claimed: Claimed, outcome: Outcome, at: datetime) -> str | None:
     """Store the attempt's result; returns the delivery outcome for the metrics, or None when
     the lease was lost (the delivery was deleted, or retried elsewhere after a long stall)."""
-    common = {"id": claimed.id, "attempt": claimed.attempt, "at": at}
+    common = {
+        "program_id": claimed.program_id,
+        "id": claimed.id,
+        "attempt": claimed.attempt,
+        "at": at,
+    }
     if outcome.delivered:
         async with db.single_statement() as conn:
             await conn.execute(_RECORD_DELIVERED, {**common, "status_code": outcome.status_code})
@@ -345,7 +401,8 @@ async def record(claimed: Claimed, outcome: Outcome, at: datetime) -> str | None
             return None
         endpoint = (
             await conn.execute(
-                _RECORD_FAILED_ENDPOINT, {"endpoint_id": claimed.endpoint_id, "at": at}
+                _RECORD_FAILED_ENDPOINT,
+                {"program_id": claimed.program_id, "endpoint_id": claimed.endpoint_id, "at": at},
             )
         ).one()
         if (
@@ -360,7 +417,13 @@ async def record(claimed: Claimed, outcome: Outcome, at: datetime) -> str | None
                 f"Fix the receiver, then POST /v1/webhook-endpoints/{claimed.endpoint_id}/resume."
             )
             await conn.execute(
-                _PAUSE, {"endpoint_id": claimed.endpoint_id, "at": at, "reason": reason}
+                _PAUSE,
+                {
+                    "program_id": claimed.program_id,
+                    "endpoint_id": claimed.endpoint_id,
+                    "at": at,
+                    "reason": reason,
+                },
             )
             log.warning(
                 "webhook endpoint paused",
@@ -409,28 +472,36 @@ async def _deliver_loop(
     client: httpx.AsyncClient, now: datetime, in_flight: dict[asyncio.Task[None], uuid.UUID]
 ) -> int:
     per_endpoint: Counter[uuid.UUID] = Counter()
+    program_of: dict[uuid.UUID, int] = {}
     attempts = 0
-    nothing_due = False
+    # Programs that may have more due, claimed from in turn, one program per claim.
+    to_claim = deque(await _programs_with_due_deliveries(now))
     while True:
-        free = MAX_CONCURRENT_SENDS - len(in_flight)
-        if free > 0 and not nothing_due:
+        while (free := MAX_CONCURRENT_SENDS - len(in_flight)) > 0 and to_claim:
+            program_id = to_claim.popleft()
             busy = [e for e, n in per_endpoint.items() if n >= MAX_SENDS_PER_ENDPOINT]
-            claimed = await _claim(now, free, busy)
+            claimed = await _claim(program_id, now, free, busy)
             for item in claimed:
                 task = asyncio.create_task(_attempt(client, item, now))
                 in_flight[task] = item.endpoint_id
                 per_endpoint[item.endpoint_id] += 1
+                program_of[item.endpoint_id] = program_id
             attempts += len(claimed)
-            # Fewer than asked for: nothing else is due, except perhaps for the busy
-            # endpoints, which are claimed again once one of their sends finishes.
-            nothing_due = len(claimed) < free
+            # As many as asked for: it may have more. Fewer: nothing else is due there,
+            # except perhaps for its busy endpoints, whose program comes back in turn once
+            # one of their sends finishes.
+            if len(claimed) == free:
+                to_claim.append(program_id)
         if not in_flight:
             return attempts
         done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
         for task in done:
             endpoint_id = in_flight.pop(task)
-            if per_endpoint[endpoint_id] >= MAX_SENDS_PER_ENDPOINT:
-                nothing_due = False
+            if (
+                per_endpoint[endpoint_id] >= MAX_SENDS_PER_ENDPOINT
+                and program_of[endpoint_id] not in to_claim
+            ):
+                to_claim.append(program_of[endpoint_id])
             per_endpoint[endpoint_id] -= 1
             if not per_endpoint[endpoint_id]:
                 del per_endpoint[endpoint_id]

@@ -24,7 +24,7 @@ from app.db import Connection
 from app.errors import NotFoundError, ValidationError
 from app.schemas.webhooks import WebhookDeliveryOut, WebhookEndpointOut, WebhookEndpointWithSecret
 from app.services import idempotency
-from app.services.events.events import settled_txid
+from app.services.events import positions
 from app.services.events.webhook_urls import UnsafeDestinationError, target_for
 from app.services.idempotency import IdempotencyRequest, Reply, run_once
 from app.services.pagination import decode_cursor, encode_cursor
@@ -105,10 +105,11 @@ async def create_endpoint(
 
     async def work(conn: Connection) -> Reply:
         now = clock.now()
-        # Serialises registrations of one program, so the cap below holds.
-        await conn.execute(
-            text("SELECT 1 FROM programs WHERE id = :id FOR NO KEY UPDATE"), {"id": program_id}
-        )
+        # The program's stream lock serialises its registrations, so the cap below holds.
+        # The fan-out holds it from handing out positions until its deliveries are written,
+        # so it either finished before this point, or runs after this commits and sees the
+        # endpoint. Events positioned later than now are delivered here.
+        await positions.lock_stream(conn, program_id)
         count = (
             await conn.execute(
                 text("SELECT count(*) FROM webhook_endpoints WHERE program_id = :id"),
@@ -120,19 +121,15 @@ async def create_endpoint(
                 f"A program may have at most {MAX_ENDPOINTS_PER_PROGRAM} webhook endpoints.",
                 loc=["body"],
             )
-        # While the fan-out job is between reading events and writing deliveries it holds
-        # this row; waiting for it means the job either finished before the endpoint's start
-        # point below, or will see the endpoint.
-        await conn.execute(text("SELECT 1 FROM webhook_fanout_cursor WHERE id = 1 FOR SHARE"))
-        starts_at_txid = await settled_txid(conn)
+        starts_after_position = await positions.last_position(conn, program_id)
         secret = new_secret()
         row = (
             await conn.execute(
                 text(
                     "INSERT INTO webhook_endpoints (id, program_id, url, events, description, "
-                    "secret, starts_at_txid, created_at, updated_at) "
+                    "secret, starts_after_position, created_at, updated_at) "
                     "VALUES (:id, :program_id, :url, :events, :description, :secret, "
-                    f":starts_at_txid, :now, :now) RETURNING {_COLUMNS}"
+                    f":starts_after_position, :now, :now) RETURNING {_COLUMNS}"
                 ),
                 {
                     "id": uuid.uuid4(),
@@ -141,7 +138,7 @@ async def create_endpoint(
                     "events": events,
                     "description": description,
                     "secret": secret,
-                    "starts_at_txid": starts_at_txid,
+                    "starts_after_position": starts_after_position,
                     "now": now,
                 },
             )
@@ -292,8 +289,10 @@ _DELIVERIES = """
 SELECT d.id, d.event_id, e.type AS event_type, d.status, d.attempts,
        CASE WHEN d.status = 'pending' THEN d.next_attempt_at END AS next_attempt_at,
        d.last_attempt_at, d.last_status_code, d.last_error, d.delivered_at, d.created_at
-  FROM webhook_deliveries AS d JOIN events AS e ON e.id = d.event_id
- WHERE d.endpoint_id = :endpoint_id AND d.id < :before {status_filter}
+  FROM webhook_deliveries AS d
+  JOIN events AS e ON e.program_id = d.program_id AND e.id = d.event_id
+ WHERE d.program_id = :program_id AND d.endpoint_id = :endpoint_id AND d.id < :before
+       {status_filter}
  ORDER BY d.id DESC
  LIMIT :limit
 """
@@ -309,7 +308,12 @@ async def list_deliveries(
     """The endpoint's delivery log, newest first."""
     parsed = _parse_id(endpoint_id)
     before = decode_cursor(cursor) if cursor else 2**63 - 1
-    params: dict[str, Any] = {"endpoint_id": parsed, "before": before, "limit": limit + 1}
+    params: dict[str, Any] = {
+        "program_id": program_id,
+        "endpoint_id": parsed,
+        "before": before,
+        "limit": limit + 1,
+    }
     if status is not None:
         params["status"] = status
     async with db.read_only() as conn:

@@ -51,7 +51,7 @@ async def run_import_file(
     )
     import_id = orjson.loads(queued.body)["id"]
     while True:
-        stepped = await runner.advance_import(uuid.UUID(import_id), clock.now())
+        stepped = await runner.advance_import(program_id, uuid.UUID(import_id), clock.now())
         report = await runner.get_import(program_id, import_id)
         if progress:
             _draw(report)

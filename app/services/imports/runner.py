@@ -34,18 +34,23 @@ from app.errors import NotFoundError
 from app.services.events.events import write_event
 from app.services.imports.batches import APPLY, REJECTION_MESSAGES, Batch, BatchOutcome
 from app.services.insights import insights
+from app.services.programs.due_programs import looking_across_programs
 
 log = logging.getLogger("patron.imports")
 
 MAX_ERRORS = 100
 
-_NEXT_UNFINISHED = text(
-    "SELECT id FROM imports WHERE status IN ('queued', 'running') "
-    "ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED"
+# The unfinished imports, oldest first, without locking: the step locks its one import, by
+# program, and skips it when another worker holds it.
+_UNFINISHED = text(
+    "SELECT program_id, id FROM imports WHERE status IN ('queued', 'running') "
+    "ORDER BY created_at LIMIT :limit"
 )
+# How many unfinished imports a worker looks through for one no other worker is on.
+_CANDIDATES = 20
 _LOCK_IMPORT = text(
-    "SELECT * FROM imports WHERE id = :id AND status IN ('queued', 'running') "
-    "FOR UPDATE SKIP LOCKED"
+    "SELECT * FROM imports WHERE program_id = :program_id AND id = :id "
+    "AND status IN ('queued', 'running') FOR UPDATE SKIP LOCKED"
 )
 _MARK_DUPLICATES = text(
     """
@@ -110,7 +115,7 @@ _FINISH = text(
 _DROP_STAGING = text("DELETE FROM import_rows WHERE program_id = :program_id AND import_id = :id")
 _FAIL = text(
     "UPDATE imports SET status = 'failed', finished_at = :now, failure = :failure "
-    "WHERE id = :id AND status IN ('queued', 'running')"
+    "WHERE program_id = :program_id AND id = :id AND status IN ('queued', 'running')"
 )
 
 
@@ -133,19 +138,22 @@ class _RolledBack(Exception):
 
 async def run_imports(now: datetime) -> int:
     """Worker job: one step of the oldest unfinished import no other worker is on."""
-    async with db.read_only() as conn:
-        found = (await conn.execute(_NEXT_UNFINISHED)).scalar()
-    if found is None:
-        return 0
-    return 1 if await advance_import(found, now) else 0
+    async with looking_across_programs() as conn:
+        unfinished = (await conn.execute(_UNFINISHED, {"limit": _CANDIDATES})).all()
+    for program_id, import_id in unfinished:
+        if await advance_import(program_id, import_id, now):
+            return 1
+    return 0
 
 
-async def advance_import(import_id: uuid.UUID, now: datetime) -> bool:
+async def advance_import(program_id: int, import_id: uuid.UUID, now: datetime) -> bool:
     """One step of this import; False when it is finished or another worker is on it."""
     finished: Any = None
     try:
         async with db.transaction() as conn:
-            current = (await conn.execute(_LOCK_IMPORT, {"id": import_id})).first()
+            current = (
+                await conn.execute(_LOCK_IMPORT, {"program_id": program_id, "id": import_id})
+            ).first()
             if current is None:
                 return False
             if current.status == "queued":
@@ -174,7 +182,13 @@ async def advance_import(import_id: uuid.UUID, now: datetime) -> bool:
         log.exception("import %s failed", import_id)
         async with db.transaction() as conn:
             await conn.execute(
-                _FAIL, {"id": import_id, "now": now, "failure": f"{type(exc).__name__}: {exc}"}
+                _FAIL,
+                {
+                    "program_id": program_id,
+                    "id": import_id,
+                    "now": now,
+                    "failure": f"{type(exc).__name__}: {exc}",
+                },
             )
         return False
     if finished is not None and not finished.dry_run and finished.type != "balances":

@@ -44,6 +44,7 @@ from app.schemas.insights import (
 )
 from app.services.checkout.money import decimal_text
 from app.services.idempotency import IdempotencyRequest, Reply, run_once, run_recomputation
+from app.services.programs.due_programs import looking_across_programs
 
 log = logging.getLogger("patron.insights")
 
@@ -229,13 +230,11 @@ SELECT p.id FROM programs AS p LEFT JOIN insight_refreshes AS r ON r.program_id 
  LIMIT :batch
 """
 
-# Re-read after the locks are held: another replica may have refreshed a program and
+# Re-read after the lock is held: another replica may have refreshed the program and
 # committed between our first look and our lock.
-_STILL_DUE_SQL = """
-SELECT p.id FROM programs AS p LEFT JOIN insight_refreshes AS r ON r.program_id = p.id
- WHERE p.id = ANY(CAST(:ids AS bigint[]))
-   AND (r.refreshed_at IS NULL OR r.refreshed_at <= :due_before)
-"""
+_REFRESHED_SINCE = text(
+    "SELECT 1 FROM insight_refreshes WHERE program_id = :id AND refreshed_at > :since"
+)
 
 
 def _lock_key(column: str) -> str:
@@ -305,10 +304,11 @@ async def refresh_program_on_request(program_id: int, request: IdempotencyReques
 
 async def refresh_due_insights(now: datetime) -> int:
     """Worker job: refresh up to ``REFRESH_BATCH`` programs whose insights are older than
-    ``REFRESH_INTERVAL``; returns how many. Programs another replica is refreshing are
-    skipped (their advisory lock is taken), so replicas share the work."""
+    ``REFRESH_INTERVAL``, one program per transaction; returns how many. Programs another
+    replica is refreshing are skipped (their advisory lock is taken), so replicas share the
+    work."""
     due_before = now - REFRESH_INTERVAL
-    async with db.transaction() as conn:
+    async with looking_across_programs() as conn:
         candidates = list(
             (
                 await conn.execute(
@@ -316,30 +316,25 @@ async def refresh_due_insights(now: datetime) -> int:
                 )
             ).scalars()
         )
-        if not candidates:
-            return 0
-        locked = list(
-            (
+    refreshed = 0
+    for program_id in candidates:
+        async with db.transaction() as conn:
+            locked = (
                 await conn.execute(
-                    text(
-                        "SELECT id FROM unnest(CAST(:ids AS bigint[])) AS id "
-                        f"WHERE pg_try_advisory_xact_lock({_lock_key('id')})"
-                    ),
-                    {"ids": candidates},
+                    text(f"SELECT pg_try_advisory_xact_lock({_lock_key(':id')})"),
+                    {"id": program_id},
                 )
-            ).scalars()
-        )
-        if not locked:
-            return 0
-        due = list(
-            (
-                await conn.execute(text(_STILL_DUE_SQL), {"ids": locked, "due_before": due_before})
-            ).scalars()
-        )
-        if not due:
-            return 0
-        await _refresh(conn, due, now)
-    return len(due)
+            ).scalar_one()
+            if not locked:
+                continue
+            refreshed_since = (
+                await conn.execute(_REFRESHED_SINCE, {"id": program_id, "since": due_before})
+            ).first()
+            if refreshed_since is not None:
+                continue
+            await _refresh(conn, [program_id], now)
+        refreshed += 1
+    return refreshed
 
 
 # --- Overview ---------------------------------------------------------------------------

@@ -177,6 +177,6 @@ RELEASE_EXPIRED_HOLDS_CTE = """acc AS (
            version = a.version + pm.holds,
            updated_at = :now
       FROM per_member AS pm
-     WHERE a.member_id = pm.member_id
+     WHERE a.program_id = :program_id AND a.member_id = pm.member_id
  RETURNING a.member_id, a.version, pm.holds
 )"""

@@ -22,10 +22,20 @@ from app.services.ledger.postings import EXPIRES_AT_SQL
 from app.services.members import member_batches
 from app.services.members.member_batches import ALL_MEMBERS, Lane
 
+_DUE_PROGRAM = text(
+    """
+SELECT program_id FROM order_release_queue
+ WHERE available_at <= :now AND member_id % :lanes = :lane
+ ORDER BY available_at
+ LIMIT 1
+"""
+)
+# The program found above has the oldest due row, so its rows come first in the index: the
+# scan reads few rows of other programs.
 _DUE = text(
     """
 SELECT member_id FROM order_release_queue
- WHERE available_at <= :now AND member_id % :lanes = :lane
+ WHERE available_at <= :now AND program_id = :program_id AND member_id % :lanes = :lane
  ORDER BY available_at
  LIMIT :batch
 """
@@ -35,13 +45,13 @@ _RELEASE = text(
     f"""
 WITH queued AS (
     DELETE FROM order_release_queue
-     WHERE member_id = ANY(:member_ids) AND available_at <= :now
+     WHERE program_id = :program_id AND member_id = ANY(:member_ids) AND available_at <= :now
  RETURNING order_pk, entry_id
 ), due AS (
     UPDATE orders AS o
        SET status = 'available', released_at = :now
       FROM queued
-     WHERE o.id = queued.order_pk AND o.status = 'pending'
+     WHERE o.program_id = :program_id AND o.id = queued.order_pk AND o.status = 'pending'
  RETURNING o.id, o.program_id, o.member_id, o.order_id, o.points_earned, o.points_reversed,
            queued.entry_id
 ), entries AS (
@@ -57,7 +67,7 @@ WITH queued AS (
       JOIN point_entries AS e
         ON e.program_id = due.program_id AND e.order_id = due.order_id
        AND e.kind = 'refund' AND e.status = 'pending'
-     WHERE due.points_reversed > 0
+     WHERE due.points_reversed > 0 AND e.program_id = :program_id
 ), released AS (
     INSERT INTO point_releases (entry_id, program_id, member_id, released_at)
     SELECT id, program_id, member_id, CAST(:now AS timestamptz) FROM entries
@@ -75,7 +85,7 @@ WITH queued AS (
            version = a.version + pm.orders,
            updated_at = :now
       FROM per_member AS pm
-     WHERE a.member_id = pm.member_id
+     WHERE a.program_id = :program_id AND a.member_id = pm.member_id
  RETURNING a.member_id, a.available, a.pending, a.held, a.version, pm.net, pm.orders
 ), sequenced AS (
     -- Releases of one member apply one after another: the running total decides how much
@@ -89,7 +99,7 @@ WITH queued AS (
            m.external_id
       FROM per_order AS po
       JOIN acc USING (member_id)
-      JOIN members AS m ON m.id = po.member_id
+      JOIN members AS m ON m.program_id = :program_id AND m.id = po.member_id
 ), lot AS (
     INSERT INTO point_lots (program_id, member_id, entry_id, points, remaining, expires_at,
                             created_at)
@@ -113,4 +123,4 @@ SELECT count(*) FROM due
 
 async def release_due_points(now: datetime, batch_size: int = 250, lane: Lane = ALL_MEMBERS) -> int:
     """Release the pending points of orders whose ``available_at`` has passed."""
-    return await member_batches.run_batch(_DUE, _RELEASE, now, batch_size, lane)
+    return await member_batches.run_batch(_DUE_PROGRAM, _DUE, _RELEASE, now, batch_size, lane)

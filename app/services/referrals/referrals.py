@@ -38,9 +38,11 @@ from app.schemas.referrals import (
 from app.services.events.events import write_event
 from app.services.idempotency import IdempotencyRequest, Reply, constraint_name, run_once
 from app.services.ledger.postings import credit_many_ctes
+from app.services.members.member_batches import ATTEMPTS
 from app.services.pagination import decode_cursor, encode_cursor
 from app.services.programs import rate_limits
 from app.services.programs.api_keys import Principal
+from app.services.programs.due_programs import looking_across_programs
 
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 CODE_LENGTH = 8
@@ -447,40 +449,68 @@ async def pay_in(
     return True
 
 
+_DUE_PROGRAM = text(
+    """
+SELECT f.program_id
+  FROM referrals AS f
+  JOIN orders AS o ON o.id = f.order_pk AND o.program_id = f.program_id
+ WHERE f.status = 'qualified' AND o.status = 'available'
+ ORDER BY f.id
+ LIMIT 1
+"""
+)
 _DUE_PAYOUTS = text(
     """
 SELECT f.id, f.program_id, f.referrer_id, f.referee_id
-  FROM referrals AS f JOIN orders AS o ON o.program_id = f.program_id AND o.id = f.order_pk
- WHERE f.status = 'qualified' AND o.status = 'available'
+  FROM referrals AS f
+  JOIN orders AS o ON o.id = f.order_pk AND o.program_id = f.program_id
+ WHERE f.program_id = :program_id AND f.status = 'qualified' AND o.status = 'available'
  ORDER BY f.id
  LIMIT :batch
 """
 )
 _LOCK_BOTH = text(
-    "SELECT member_id FROM accounts WHERE member_id = ANY(:member_ids) "
-    "ORDER BY member_id FOR UPDATE SKIP LOCKED"
+    "SELECT member_id FROM accounts WHERE program_id = :program_id "
+    "AND member_id = ANY(:member_ids) ORDER BY member_id FOR UPDATE SKIP LOCKED"
 )
 
 
 async def pay_due_referrals(now: datetime, batch_size: int = 200) -> int:
-    """Worker job: pay qualified referrals whose order's points became available. Both
-    members' accounts are locked (ascending id, skipping busy ones) and the referral is read
-    again under those locks, so replicas never pay one twice."""
+    """Worker job: pay qualified referrals whose order's points became available, one
+    program per batch. Both members' accounts are locked (ascending id, skipping busy ones)
+    and the referral is read again under those locks, so replicas never pay one twice. A
+    batch that paid nothing because another replica held the members looks again, at most
+    ``ATTEMPTS`` times, rather than report the job done while payouts are due."""
+    for _ in range(ATTEMPTS):
+        async with looking_across_programs() as conn:
+            program_id = (await conn.execute(_DUE_PROGRAM)).scalar()
+        if program_id is None:
+            return 0
+        paid = await _pay_batch(program_id, now, batch_size)
+        if paid:
+            return paid
+    return 0
+
+
+async def _pay_batch(program_id: int, now: datetime, batch_size: int) -> int:
     paid = 0
     async with db.transaction() as conn:
-        due = (await conn.execute(_DUE_PAYOUTS, {"batch": batch_size})).all()
+        due = (
+            await conn.execute(_DUE_PAYOUTS, {"program_id": program_id, "batch": batch_size})
+        ).all()
         if not due:
             return 0
         members = sorted({m for row in due for m in (row.referrer_id, row.referee_id)})
-        locked = set((await conn.execute(_LOCK_BOTH, {"member_ids": members})).scalars())
-        settings_by_program: dict[int, ReferralSettings] = {}
+        locked = set(
+            (
+                await conn.execute(_LOCK_BOTH, {"program_id": program_id, "member_ids": members})
+            ).scalars()
+        )
+        settings = await _settings(conn, program_id)
         for row in due:
             if row.referrer_id not in locked or row.referee_id not in locked:
                 continue
-            if row.program_id not in settings_by_program:
-                settings_by_program[row.program_id] = await _settings(conn, row.program_id)
-            settings = settings_by_program[row.program_id]
-            if await pay_in(conn, row.program_id, row.id, settings, now):
+            if await pay_in(conn, program_id, row.id, settings, now):
                 paid += 1
     return paid
 

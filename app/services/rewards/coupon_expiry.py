@@ -10,6 +10,7 @@ from sqlalchemy import text
 
 from app import db
 from app.services.events.events import write_event
+from app.services.programs.due_programs import looking_across_programs
 from app.services.rewards.coupons import COUPON_COLUMNS, Coupon
 
 # One program at a time (so each statement after this one runs on one shard on Citus); the
@@ -73,10 +74,11 @@ async def expire_due_coupons(now: datetime, batch_size: int = 500) -> int:
     """Worker job: mark one program's active coupons past ``expires_at`` expired, one
     ``coupon.expired`` event each. Members' accounts are locked first, in id order, as any
     other write for them does; a coupon of no member needs no account."""
-    async with db.transaction() as conn:
+    async with looking_across_programs() as conn:
         program_id = (await conn.execute(_DUE_PROGRAM, {"now": now})).scalar()
-        if program_id is None:
-            return 0
+    if program_id is None:
+        return 0
+    async with db.transaction() as conn:
         due = {"program_id": program_id, "now": now}
         holders = (await conn.execute(_DUE_HOLDERS, {**due, "batch": batch_size})).scalars()
         member_ids = holders.all()

@@ -17,6 +17,7 @@ from sqlalchemy import text
 from app import db
 from app.db import Connection
 from app.services.ledger.accounts import APPLY_TIERS_CTE
+from app.services.programs.due_programs import looking_across_programs
 from app.services.tiers.tier_rules import DECIDE_CTES, QUALIFYING_CTES
 
 _APPLY_SQL = f"""
@@ -191,20 +192,31 @@ async def continue_program_reevaluation(
         return await _next_batch(conn, program, now, batch_size)
 
 
+_DUE_CHECK_CONDITION = """(a.tier_below_since + make_interval(days => p.tier_grace_days) <= :now
+        OR (a.tier_key IS NOT NULL
+            AND (a.tier_checked_at IS NULL OR a.tier_checked_at < :stale_before)))"""
+# The program of the first member due for a check; then members of that program only.
+_PROGRAM_DUE_FOR_CHECK = text(
+    f"""
+SELECT a.program_id
+  FROM accounts AS a JOIN programs AS p ON p.id = a.program_id
+ WHERE {_DUE_CHECK_CONDITION}
+ ORDER BY a.member_id
+ LIMIT 1
+"""
+)
 _DUE_FOR_CHECK = text(
-    """
+    f"""
 SELECT a.member_id
   FROM accounts AS a JOIN programs AS p ON p.id = a.program_id
- WHERE a.tier_below_since + make_interval(days => p.tier_grace_days) <= :now
-    OR (a.tier_key IS NOT NULL
-        AND (a.tier_checked_at IS NULL OR a.tier_checked_at < :stale_before))
+ WHERE a.program_id = :program_id AND {_DUE_CHECK_CONDITION}
  ORDER BY a.member_id
  LIMIT :batch
 """
 )
 _LOCK_SKIPPING_BUSY = text(
-    "SELECT program_id, member_id FROM accounts WHERE member_id = ANY(:member_ids) "
-    "ORDER BY member_id FOR UPDATE SKIP LOCKED"
+    "SELECT member_id FROM accounts WHERE program_id = :program_id "
+    "AND member_id = ANY(:member_ids) ORDER BY member_id FOR UPDATE SKIP LOCKED"
 )
 
 
@@ -212,22 +224,29 @@ async def check_tiered_members(now: datetime, batch_size: int = 2000) -> int:
     """Worker job: members whose grace period is over, and tiered members not checked for a
     day (a rolling window can drop a member below a threshold without any event), are
     evaluated: this is where downgrades happen once grace_days have passed. Each evaluation
-    settles the grace or stamps the check, so the candidates shrink batch by batch."""
+    settles the grace or stamps the check, so the candidates shrink batch by batch. One
+    program per batch: the one whose first due member comes first."""
+    due = {"now": now, "stale_before": now - timedelta(days=1)}
+    async with looking_across_programs() as conn:
+        program_id = (await conn.execute(_PROGRAM_DUE_FOR_CHECK, due)).scalar()
+    if program_id is None:
+        return 0
     async with db.transaction() as conn:
         candidates = list(
             (
                 await conn.execute(
-                    _DUE_FOR_CHECK,
-                    {"now": now, "stale_before": now - timedelta(days=1), "batch": batch_size},
+                    _DUE_FOR_CHECK, {**due, "program_id": program_id, "batch": batch_size}
                 )
             ).scalars()
         )
         if not candidates:
             return 0
-        locked = (await conn.execute(_LOCK_SKIPPING_BUSY, {"member_ids": candidates})).all()
-        by_program: dict[int, list[int]] = {}
-        for row in locked:
-            by_program.setdefault(row.program_id, []).append(row.member_id)
-        for program_id, member_ids in by_program.items():
-            await evaluate_locked(conn, program_id, member_ids, now)
+        locked = list(
+            (
+                await conn.execute(
+                    _LOCK_SKIPPING_BUSY, {"program_id": program_id, "member_ids": candidates}
+                )
+            ).scalars()
+        )
+        await evaluate_locked(conn, program_id, locked, now)
     return len(locked)
