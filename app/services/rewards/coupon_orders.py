@@ -1,7 +1,7 @@
-"""Coupons at checkout: what an order that names coupons does to them (locked after the
-member's account, checked, marked used by the order statement with ``coupon.used``), and
-what a full refund of that order does (unexpired coupons active again,
-``coupon.reactivated``)."""
+"""Coupons at checkout: what an order that names coupons does to them (read and checked,
+then, in the order statement, locked after the member's account, checked again and marked
+used with ``coupon.used``; on the full path locked by ``lock_for_order`` first), and what a
+full refund of that order does (unexpired coupons active again, ``coupon.reactivated``)."""
 
 from __future__ import annotations
 
@@ -180,7 +180,7 @@ COUPON_JSON = """jsonb_build_object(
 # coupons: mark each used with the order and write its ``coupon.used`` event. Reads ``ord``
 # (the inserted order: none when the order_id was taken, and then nothing is marked) and
 # ``acc`` (the account after the order). Binds :coupon_ids and :discounts (arrays in the same
-# order, from ``lock_for_order``), :member and :now. Starts with a comma.
+# order, from ``check_for_order``), :member and :now. Starts with a comma.
 USE_COUPONS_CTES = f""", applied AS (
     SELECT * FROM unnest(CAST(:coupon_ids AS bigint[]), CAST(:discounts AS bigint[]))
         AS a(coupon_id, discount)
