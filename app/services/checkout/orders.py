@@ -522,7 +522,9 @@ def _earn_after_discounts(
     body = order.body
     # Several coupons may together discount more than the amount; nothing is earned then.
     earned_on = max(body.amount - sum(item.discount_amount for item in applied), 0)
-    breakdown = earning.compute_breakdown(context, earned_on, body.items, order.occurred_at)
+    breakdown = earning.compute_breakdown(
+        context, earned_on, body.items, order.occurred_at, before_discounts=body.amount
+    )
     params.update(
         earned=earning.points_earned(breakdown),
         breakdown=orjson.dumps(
