@@ -94,7 +94,7 @@ def _serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     uvicorn.run(
-        "app.main:create_app",
+        "app.main:create_served_app",
         factory=True,
         host=args.host,
         port=args.port,
@@ -116,7 +116,7 @@ def _serve_with_granian(args: argparse.Namespace) -> None:
     from granian.log import LogLevels
 
     Granian(
-        "app.main:create_app",
+        "app.main:create_served_app",
         factory=True,
         address=args.host,
         port=args.port,

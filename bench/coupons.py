@@ -106,6 +106,7 @@ def drive(
     mode: str,
     seconds: int,
     tag: str,
+    database: str,
     round_index: int = 0,
 ) -> dict[str, Any]:
     """One wrk run of ``mode``. Each round's coupon orders take a share of the pool of their
@@ -130,27 +131,45 @@ def drive(
             "BENCH_COUPONS_PER_THREAD": str(share),
             "BENCH_COUPON_OFFSET": str(round_index * share * args.threads),
         },
+        probe=run.ServiceProbe(server.process.pid, server.port, database),
     )
-    return run.finish_wrk(load)
+    result = run.finish_wrk(load)
+    cpu = result["cpu_seconds"]
+    requests = max(result["rps"] * seconds, 1.0)
+    # CPU per request moves much less with other people's load than req/s and p99 do.
+    result["cpu_ms_per_request"] = {
+        "service": cpu["service"] * 1000 / requests,
+        "postgres": cpu["postgres_backends"] * 1000 / requests,
+    }
+    return result
 
 
 def median_round(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """req/s, p50 and p99 as the medians over the rounds; error counts summed."""
+    """req/s, p50, p99 and CPU per request as the medians over the rounds; error counts
+    summed; the CPU-seconds others used on the machine, each round's."""
     return {
         "rps": statistics.median(r["rps"] for r in results),
         "latency_ms": {
             name: statistics.median(r["latency_ms"][name] for r in results)
             for name in ("p50", "p99")
         },
+        "cpu_ms_per_request": {
+            name: statistics.median(r["cpu_ms_per_request"][name] for r in results)
+            for name in ("service", "postgres")
+        },
+        "others_cpu_seconds": [r["cpu_seconds"]["others"] for r in results],
         "non_2xx": sum(r["non_2xx"] for r in results),
     }
 
 
 def report_line(mode: str, result: dict[str, Any]) -> str:
-    latency = result["latency_ms"]
+    latency, cpu = result["latency_ms"], result["cpu_ms_per_request"]
+    others = result.get("others_cpu_seconds", [result.get("cpu_seconds", {}).get("others")])
     return (
         f"{LABELS[mode]:<36} {result['rps']:>9.1f} req/s  p50 {latency['p50']:>7.2f} ms  "
-        f"p99 {latency['p99']:>7.2f} ms  non-2xx {result['non_2xx']}"
+        f"p99 {latency['p99']:>7.2f} ms  CPU/request: service {cpu['service']:.3f} ms, "
+        f"PostgreSQL {cpu['postgres']:.3f} ms  others {others} CPU-s  "
+        f"non-2xx {result['non_2xx']}"
     )
 
 
@@ -182,7 +201,7 @@ def bench(args: argparse.Namespace) -> int:
         tag = name.removeprefix("patron_bench_")
         if args.warmup:
             run.log(f"warming up for {args.warmup}s (plain orders, not reported)")
-            drive(wrk, args, server, key, "plain", args.warmup, tag + "w")
+            drive(wrk, args, server, key, "plain", args.warmup, tag + "w", name)
         rounds: list[dict[str, dict[str, Any]]] = []
         for number in range(1, args.rounds + 1):
             measured: dict[str, dict[str, Any]] = {}
@@ -195,7 +214,7 @@ def bench(args: argparse.Namespace) -> int:
                     f"{args.duration}s"
                 )
                 measured[mode] = drive(
-                    wrk, args, server, key, mode, args.duration, f"{tag}r{number}", number - 1
+                    wrk, args, server, key, mode, args.duration, f"{tag}r{number}", name, number - 1
                 )
                 run.log("  " + report_line(mode, measured[mode]))
             rounds.append(measured)

@@ -30,6 +30,7 @@ from app.db import compiled
 from app.services import idempotency
 from app.services.checkout import earning, holds, orders
 from app.services.ledger import accounts, balances, postings
+from app.services.rewards import coupon_orders
 from app.services.tiers import tier_evaluation
 from tests.conftest import Program
 
@@ -52,7 +53,7 @@ def _hot_statements() -> dict[str, Any]:
         "points read": balances._POINTS,
         "transactions read": balances._TRANSACTIONS,
         "idempotency: stored reply": idempotency._FIND,
-        "order: lock the buyer and coupons": orders._LOCK_BUYER_AND_COUPONS,
+        "order with coupons: the unlocked read": coupon_orders._READ_FOR_ORDER,
         "order: lock both members": orders.LOCK_IN_ORDER,
         "order: read back": orders._FIND_ORDER,
         "hold: lock its holder": accounts.LOCK_HOLDER_OF_HOLD,
@@ -68,7 +69,8 @@ def _hot_statements() -> dict[str, Any]:
     }
     for remember in (False, True):
         key = ", with key" if remember else ""
-        found[f"order direct{key}"] = orders._CREATE_DIRECT[remember]
+        found[f"order direct{key}"] = orders._CREATE_DIRECT[(remember, False)]
+        found[f"order direct, with coupons{key}"] = orders._CREATE_DIRECT[(remember, True)]
         found[f"hold{key}"] = holds._CREATE[remember]
         found[f"capture/release{key}"] = holds._CLOSE[remember]
         found[f"refund{key}"] = orders._REFUND[remember]

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
+import asyncpg
+
 from app import db
 from app.clock import clock
 from app.services.rewards.coupons import issue_campaign_coupon
@@ -162,3 +164,51 @@ class TestVoidRacingAnOrder:
                 assert balance["available"] == 100
                 outcomes["void"] += 1
         assert sum(outcomes.values()) == 8
+
+
+_LOCK_ACCOUNT = """
+SELECT a.member_id
+  FROM accounts AS a JOIN members AS m ON m.id = a.member_id AND m.program_id = a.program_id
+ WHERE m.program_id = $1 AND m.external_id = $2
+   FOR UPDATE OF a
+"""
+_LOCK_COUPON_NOWAIT = "SELECT id FROM coupons WHERE program_id = $1 AND code = $2 FOR UPDATE NOWAIT"
+_WAITING_ON_A_LOCK = """
+SELECT count(*) FROM pg_stat_activity
+ WHERE datname = current_database() AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()
+"""
+
+
+async def wait_for_a_lock_wait(conn: asyncpg.Connection) -> None:
+    for _ in range(200):
+        if await conn.fetchval(_WAITING_ON_A_LOCK):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("no statement came to wait on a lock")
+
+
+class TestCouponLockOrder:
+    async def test_the_account_is_locked_before_any_coupon(
+        self, program: Program, database_url: str
+    ) -> None:
+        """While another transaction holds the buyer's account, an order with a coupon waits
+        for it without holding the coupon: the fixed lock order (account, then coupons) that
+        keeps an order and a void of the same coupon from deadlocking."""
+        await program.member("m1", points=100)
+        code = await coupon_of(program, "m1")
+        holder = await asyncpg.connect(db.to_plain_url(database_url))
+        prober = await asyncpg.connect(db.to_plain_url(database_url))
+        try:
+            async with holder.transaction():
+                assert await holder.fetchval(_LOCK_ACCOUNT, program.id, "m1") is not None
+                placing = asyncio.create_task(program.post("/v1/orders", json=order("A-1", code)))
+                await wait_for_a_lock_wait(prober)
+                async with prober.transaction():
+                    assert await prober.fetchval(_LOCK_COUPON_NOWAIT, program.id, code)
+            placed = await placing
+        finally:
+            await holder.close()
+            await prober.close()
+        assert placed.status_code == 201, placed.text
+        shown = (await program.get(f"/v1/coupons/{code}")).json()
+        assert (shown["status"], shown["order_id"]) == ("used", "A-1")

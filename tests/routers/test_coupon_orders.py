@@ -73,6 +73,30 @@ class TestOrderWithCoupon:
         assert [c["discount_amount"] for c in order["coupons"]] == [2000, 2000]
         assert order["points_earned"] == 0
 
+    async def test_a_category_rule_earns_on_the_discounted_price(self, program: Program) -> None:
+        rule = {
+            "name": "Tea x3",
+            "active": True,
+            "conditions": {"categories": ["tea"]},
+            "effect": {"multiplier": "3"},
+        }
+        created = await program.post("/v1/earn-rules", json=rule)
+        assert created.status_code == 201, created.text
+        await program.member("m1", points=1000)
+        code = await issued_code(program)  # 2000 off the 10000: every item paid at 80 %
+        body = order_body("A-1", [code])
+        body["items"] = [
+            {"sku": "T1", "category": "tea", "quantity": 2, "unit_price": 3000},
+            {"sku": "W1", "category": "ware", "quantity": 1, "unit_price": 4000},
+        ]
+        response = await program.post("/v1/orders", json=body)
+        assert response.status_code == 201, response.text
+        # base = floor(8000 / 100); the tea cost 6000 and was paid 4800: floor(48 * (3 - 1))
+        assert response.json()["breakdown"] == [
+            {"source": "base", "points": 80},
+            {"source": f"rule:{created.json()['id']}", "points": 96},
+        ]
+
     async def test_in_a_program_with_tiers(self, program: Program) -> None:
         # The earning depends on the member: the order reads the member first, then locks.
         tier = {"key": "gold", "name": "Gold", "threshold": 0, "earn_multiplier": "2"}

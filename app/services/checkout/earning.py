@@ -145,11 +145,17 @@ MAX_ORDER_POINTS = MAX_POINTS
 
 
 def compute_breakdown(
-    ctx: EarnContext, amount: int, items: list[OrderItem] | None, occurred_at: datetime
+    ctx: EarnContext,
+    amount: int,
+    items: list[OrderItem] | None,
+    occurred_at: datetime,
+    *,
+    before_discounts: int | None = None,
 ) -> list[tuple[str, int]]:
     """The breakdown lines ``(source, points)`` of an order; points earned is their sum, at
-    most ``MAX_ORDER_POINTS`` (else ``PointsLimitExceededError``)."""
-    lines = breakdown_lines(ctx, amount, items, occurred_at)
+    most ``MAX_ORDER_POINTS`` (else ``PointsLimitExceededError``). For an order whose coupons
+    took its ``before_discounts`` down to ``amount``, see ``breakdown_lines``."""
+    lines = breakdown_lines(ctx, amount, items, occurred_at, before_discounts=before_discounts)
     total = points_earned(lines)
     if total > MAX_ORDER_POINTS:
         raise PointsLimitExceededError(
@@ -160,9 +166,17 @@ def compute_breakdown(
 
 
 def breakdown_lines(
-    ctx: EarnContext, amount: int, items: list[OrderItem] | None, occurred_at: datetime
+    ctx: EarnContext,
+    amount: int,
+    items: list[OrderItem] | None,
+    occurred_at: datetime,
+    *,
+    before_discounts: int | None = None,
 ) -> list[tuple[str, int]]:
-    """The lines as the rules give them, before the limit per order is applied."""
+    """The lines as the rules give them, before the limit per order is applied. ``amount`` is
+    what the customer pays; when coupons discounted the order from ``before_discounts``, the
+    items (listed at their prices) are taken as paid in the same proportion, so a rule on
+    categories earns on what those items really cost."""
     if occurred_at.tzinfo is None:
         raise ValueError("occurred_at must be an aware datetime")
     minor_units = CURRENCY_MINOR_UNITS[ctx.currency]
@@ -201,6 +215,9 @@ def breakdown_lines(
             subtotal = _matching_subtotal(items, conditions.categories)
             if subtotal is None:
                 continue
+            if before_discounts is not None and before_discounts > amount:
+                # A coupon discounts the whole order, so every item by the same share.
+                subtotal = subtotal * amount // before_discounts
             # Items may add up to more than a discounted order's amount; a category never
             # earns on more money than the order itself.
             rule_base = _points_at_rate(min(subtotal, amount), minor_units, ctx.earn_rate)

@@ -56,7 +56,7 @@ from app.services.ledger.checkout_postings import (
 )
 from app.services.ledger.postings import CONSUME_LOTS_CTE, ENTRY_JSON
 from app.services.referrals import referrals
-from app.services.rewards import coupon_orders, coupons
+from app.services.rewards import coupon_orders
 from app.services.tiers import tier_evaluation
 
 LOCK_IN_ORDER = text(
@@ -165,6 +165,17 @@ _DIRECT_GUARD = """, mem AS (
 _DIRECT_ANSWER = """SELECT verdict.verdict, prog.currency, (SELECT response FROM body) AS response
   FROM verdict CROSS JOIN prog"""
 
+# The direct form of an order with coupons also locks the buyer's account and then the
+# coupons still usable (coupon_orders.USABLE_AFTER_BUYER_CTES), inserts the order only when
+# all :coupon_count of them are, and says how many were.
+_DIRECT_WITH_COUPONS_FROM = (
+    "prog CROSS JOIN mem CROSS JOIN verdict WHERE verdict.verdict = 'ok' "
+    "AND (SELECT count(*) FROM usable) = CAST(:coupon_count AS bigint)"
+)
+_DIRECT_WITH_COUPONS_ANSWER = """SELECT verdict.verdict, prog.currency,
+       (SELECT response FROM body) AS response, (SELECT count(*) FROM usable) AS usable
+  FROM verdict CROSS JOIN prog"""
+
 # Only with redeem_hold_id: capture the whole hold as part of the order.
 _CAPTURE_CTES = f""", {CONSUME_LOTS_CTE}, captured AS (
     UPDATE holds
@@ -197,16 +208,21 @@ _CAPTURE_CTES = f""", {CONSUME_LOTS_CTE}, captured AS (
 def _create_statement(
     *, capture: bool, remember: bool, direct: bool = False, use_coupons: bool = False
 ) -> Any:
+    if not direct:
+        guard, order_from, answer = "", "prog", "SELECT response FROM body"
+    elif not use_coupons:
+        guard = _DIRECT_GUARD
+        order_from = "prog CROSS JOIN mem CROSS JOIN verdict WHERE verdict.verdict = 'ok'"
+        answer = _DIRECT_ANSWER
+    else:
+        guard = _DIRECT_GUARD + coupon_orders.USABLE_AFTER_BUYER_CTES
+        order_from, answer = _DIRECT_WITH_COUPONS_FROM, _DIRECT_WITH_COUPONS_ANSWER
     return text(
         _CREATE_SQL.format(
-            guard=_DIRECT_GUARD if direct else "",
+            guard=guard,
             member_id="mem.id" if direct else "CAST(:member_id AS bigint)",
-            order_from=(
-                "prog CROSS JOIN mem CROSS JOIN verdict WHERE verdict.verdict = 'ok'"
-                if direct
-                else "prog"
-            ),
-            answer=_DIRECT_ANSWER if direct else "SELECT response FROM body",
+            order_from=order_from,
+            answer=answer,
             order_posting=ORDER_POSTING_CTES,
             order_lot=ORDER_LOT_CTE,
             capture=_CAPTURE_CTES if capture else "",
@@ -228,8 +244,11 @@ _CREATE = {
     for use_coupons in (False, True)
 }
 _CREATE_DIRECT = {
-    remember: _create_statement(capture=False, remember=remember, direct=True)
+    (remember, use_coupons): _create_statement(
+        capture=False, remember=remember, direct=True, use_coupons=use_coupons
+    )
     for remember in (False, True)
+    for use_coupons in (False, True)
 }
 
 _FIND_ORDER = text(
@@ -347,7 +366,7 @@ async def _create_directly(order: _NewOrder) -> Reply | None:
         params = order.params(breakdown)
         params["config_version"] = setup.config_version
         async with db.single_statement() as conn:
-            row = (await conn.execute(_CREATE_DIRECT[request is not None], params)).one()
+            row = (await conn.execute(_CREATE_DIRECT[(request is not None, False)], params)).one()
         if row.verdict == "ok":
             if row.response is not None:
                 return Reply(row.response)
@@ -362,80 +381,60 @@ async def _create_directly(order: _NewOrder) -> Reply | None:
     return None
 
 
-# The member's account locked by the shop's id, then the coupons the order names, in one
-# statement (coupon_orders.LOCK_COUPONS_AFTER_LATERAL), with what decides whether the common path
-# may go on: the program's currency and earning setup version, and a pending referral (whose
-# payout locks the referrer too, in id order). One row per coupon found (one with no coupon
-# when none is); no row for an unknown member.
-_LOCK_BUYER_AND_COUPONS = text(
-    f"""
-WITH buyer AS MATERIALIZED (
-    SELECT a.member_id, p.currency, p.config_version,
-           EXISTS (SELECT 1 FROM referrals AS f
-                    WHERE f.program_id = :program_id AND f.referee_id = a.member_id
-                      AND f.status = 'pending') AS referral_pending
-      FROM members AS m
-      JOIN accounts AS a ON a.program_id = :program_id AND a.member_id = m.id
-      JOIN programs AS p ON p.id = :program_id
-     WHERE m.program_id = :program_id AND m.external_id = :member
-       FOR UPDATE OF a
-)
-SELECT buyer.member_id AS buyer_id, buyer.currency AS program_currency,
-       buyer.config_version, buyer.referral_pending, locked.*
-  FROM buyer {coupon_orders.LOCK_COUPONS_AFTER_LATERAL.format(outer="buyer")}
-"""
-)
-
-
 async def _create_with_coupons(order: _NewOrder) -> Reply | None:
-    """An order with coupons in a program whose earning does not depend on the member: lock
-    the account, then the coupons, then one order statement that also marks them used. None
-    when it needs the full path (the earning depends on the member, the setup changed, or a
-    pending referral needs both members locked in id order)."""
+    """An order with coupons in a program whose earning does not depend on the member, on one
+    connection outside a transaction: a read of the coupons (their terms give the discounts
+    and so the points), then one statement that locks the buyer's account, then the coupons
+    still usable, and records the order, marking them used, only when all of them are. None
+    when it needs the full path (the earning depends on the member, a pending referral needs
+    both members locked in id order, or the setup or the coupons kept changing under it)."""
     body, request = order.body, order.request
-    setup = await earning.program_earning(order.program_id)
-    if setup.member_dependent:
-        return None
     assert body.coupon_codes is not None
-    named = [code for code in coupon_orders.canonical_codes(body.coupon_codes) if code]
-    try:
-        async with db.transaction() as conn:
-            rows = (
-                await conn.execute(
-                    _LOCK_BUYER_AND_COUPONS,
-                    {"program_id": order.program_id, "member": body.member_id, "codes": named},
-                )
-            ).all()
-            if not rows:
+    for _ in range(_STALE_RETRIES):
+        setup = await earning.program_earning(order.program_id)
+        if setup.member_dependent:
+            return None
+        async with db.single_statement() as conn:
+            read = await coupon_orders.read_for_order(
+                conn, order.program_id, body.member_id, body.coupon_codes
+            )
+            if read.buyer_id is None:
                 raise order.unknown_member()
-            buyer = rows[0]
-            if body.currency != buyer.program_currency:
-                raise order.currency_mismatch(buyer.program_currency)
-            if buyer.referral_pending or buyer.config_version != setup.config_version:
-                return None  # nothing written; the full path takes it from here
-            params = order.params([])
-            params["member_id"] = buyer.buyer_id
-            locked = [coupons.Coupon.from_row(row) for row in rows if row.id is not None]
-            _earn_after_discounts(
-                order,
-                setup.context(),
-                params,
-                coupon_orders.check_for_order(
-                    locked,
+            if body.currency != read.program_currency:
+                raise order.currency_mismatch(read.program_currency)
+            try:
+                applied = coupon_orders.check_for_order(
+                    read.coupons,
                     body.coupon_codes,
-                    buyer.buyer_id,
+                    read.buyer_id,
                     body.order_id,
                     body.amount,
                     body.currency,
                     order.now,
-                ),
-            )
-            statement = _CREATE[(False, request is not None, True)]
-            created = (await conn.execute(statement, params)).scalar()
-    except coupon_orders.CouponUsedByThisOrder:
-        created = None
-    if created is not None:
-        return Reply(created)
+                )
+                params = order.params([])
+                _earn_after_discounts(order, setup.context(), params, applied)
+            except coupon_orders.CouponUsedByThisOrder:
+                break  # a retry of the order that used them: answered with that order
+            except PointsLimitExceededError:
+                return None  # the cached setup may be stale: the full path decides
+            params.update(config_version=setup.config_version, coupon_count=len(applied))
+            row = (await conn.execute(_CREATE_DIRECT[(request is not None, True)], params)).one()
+        if row.verdict == "ok":
+            if row.response is not None:
+                return Reply(row.response)
+            if row.usable == len(applied):
+                break  # the order_id was taken: answered with the recorded order
+            continue  # a coupon was used or voided since the read: read it again
+        if row.verdict == "no_member":
+            raise order.unknown_member()
+        if row.verdict == "currency":
+            raise order.currency_mismatch(row.currency)
+        if row.verdict != "stale":
+            return None  # a pending referral: the full path locks both members first
+        earning.forget_program_earning(order.program_id)
+    else:
+        return None
     return await _existing_order(order.program_id, body, request)
 
 
@@ -531,7 +530,9 @@ def _earn_after_discounts(
     body = order.body
     # Several coupons may together discount more than the amount; nothing is earned then.
     earned_on = max(body.amount - sum(item.discount_amount for item in applied), 0)
-    breakdown = earning.compute_breakdown(context, earned_on, body.items, order.occurred_at)
+    breakdown = earning.compute_breakdown(
+        context, earned_on, body.items, order.occurred_at, before_discounts=body.amount
+    )
     params.update(
         earned=earning.points_earned(breakdown),
         breakdown=orjson.dumps(

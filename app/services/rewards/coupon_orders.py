@@ -1,7 +1,7 @@
-"""Coupons at checkout: what an order that names coupons does to them (locked after the
-member's account, checked, marked used by the order statement with ``coupon.used``), and
-what a full refund of that order does (unexpired coupons active again,
-``coupon.reactivated``)."""
+"""Coupons at checkout: what an order that names coupons does to them (read and checked,
+then, in the order statement, locked after the member's account, checked again and marked
+used with ``coupon.used``; on the full path locked by ``lock_for_order`` first), and what a
+full refund of that order does (unexpired coupons active again, ``coupon.reactivated``)."""
 
 from __future__ import annotations
 
@@ -49,18 +49,76 @@ def canonical_codes(codes: list[str]) -> list[str | None]:
     return canonical
 
 
-# Lock the coupons an order names inside a statement that has just locked the buyer's
-# account: a LATERAL subquery that reads the outer row ``{outer}`` runs once per buyer row,
-# after it, so the account is locked before any coupon (the fixed lock order) in one round
-# trip. Binds :program_id and :codes (canonical).
-LOCK_COUPONS_AFTER_LATERAL = f"""LEFT JOIN LATERAL (
-    SELECT {COUPON_COLUMNS}
-      FROM coupons AS c
-      LEFT JOIN members AS m ON m.id = c.member_id AND m.program_id = c.program_id
-     WHERE c.program_id = :program_id AND c.code = ANY(CAST(:codes AS text[]))
-       AND {{outer}}.member_id IS NOT NULL
+# What an order with coupons reads before its statement, outside any lock: the program's
+# currency, the buyer and the coupons named. A coupon's terms (kind, value, currency, minimum,
+# member, expiry) never change once issued, so the discounts and the points computed from this
+# read stay right; only its status may move, and the order statement checks that again under
+# the lock (USABLE_AFTER_BUYER_CTES). One row per coupon found (one with no coupon when none
+# is).
+_READ_FOR_ORDER = text(
+    f"""
+SELECT p.currency AS program_currency, buyer.id AS buyer_id, {COUPON_COLUMNS}
+  FROM programs AS p
+  LEFT JOIN members AS buyer
+         ON buyer.program_id = :program_id AND buyer.external_id = :member
+  LEFT JOIN coupons AS c
+         ON c.program_id = :program_id AND c.code = ANY(CAST(:codes AS text[]))
+  LEFT JOIN members AS m ON m.program_id = :program_id AND m.id = c.member_id
+ WHERE p.id = :program_id
+"""
+)
+
+
+@dataclass(frozen=True, slots=True)
+class OrderCouponsRead:
+    program_currency: str
+    buyer_id: int | None
+    coupons: list[Coupon]
+
+
+async def read_for_order(
+    conn: Connection, program_id: int, member: str, codes: list[str]
+) -> OrderCouponsRead:
+    """The unlocked read before an order's statement (``_READ_FOR_ORDER``)."""
+    named = [code for code in canonical_codes(codes) if code]
+    rows = (
+        await conn.execute(
+            _READ_FOR_ORDER, {"program_id": program_id, "member": member, "codes": named}
+        )
+    ).all()
+    return OrderCouponsRead(
+        program_currency=rows[0].program_currency,
+        buyer_id=rows[0].buyer_id,
+        coupons=[Coupon.from_row(row) for row in rows if row.id is not None],
+    )
+
+
+# CTEs for the one-statement order with coupons: lock the buyer's account, then take the lock
+# of each coupon the order uses that is still usable (active, unexpired, the buyer's or no
+# member's). Reads ``mem`` (the buyer's members row); defines ``buyer`` and ``usable`` (the
+# ids locked); the order is inserted only when ``usable`` has every coupon. Binds
+# :program_id, :coupon_ids and :now. Starts with a comma.
+#
+# Why the account is locked before any coupon, although PostgreSQL runs a statement's CTEs in
+# no promised order: a row lock of ``FOR UPDATE`` is taken by the node above the join, on
+# each row the join hands up, and the join can hand up a coupon only paired with a row of
+# ``buyer``, which its own ``FOR UPDATE`` locked when it produced that row. Whatever plan is
+# chosen (either side of the join scanned first, hashed or not), no coupon row is locked
+# before the account is. A coupon that another transaction changed while this one waited for
+# its lock is checked again on its newest version, and left out when no longer usable.
+USABLE_AFTER_BUYER_CTES = """, buyer AS MATERIALIZED (
+    SELECT a.member_id
+      FROM accounts AS a JOIN mem ON a.member_id = mem.id
+     WHERE a.program_id = :program_id
+       FOR UPDATE OF a
+), usable AS MATERIALIZED (
+    SELECT c.id
+      FROM buyer JOIN coupons AS c
+        ON c.member_id IS NULL OR c.member_id = buyer.member_id
+     WHERE c.program_id = :program_id AND c.id = ANY(CAST(:coupon_ids AS bigint[]))
+       AND c.status = 'active' AND c.expires_at > CAST(:now AS timestamptz)
        FOR UPDATE OF c
-) AS locked ON true"""
+)"""
 
 
 def check_for_order(
@@ -124,7 +182,7 @@ COUPON_JSON = """jsonb_build_object(
 # coupons: mark each used with the order and write its ``coupon.used`` event. Reads ``ord``
 # (the inserted order: none when the order_id was taken, and then nothing is marked) and
 # ``acc`` (the account after the order). Binds :coupon_ids and :discounts (arrays in the same
-# order, from ``lock_for_order``), :member and :now. Starts with a comma.
+# order, from ``check_for_order``), :member and :now. Starts with a comma.
 USE_COUPONS_CTES = f""", applied AS (
     SELECT * FROM unnest(CAST(:coupon_ids AS bigint[]), CAST(:discounts AS bigint[]))
         AS a(coupon_id, discount)
