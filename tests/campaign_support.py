@@ -42,7 +42,8 @@ async def targetings(program_id: int, campaign_id: int) -> list[Any]:
                     text(
                         'SELECT m.external_id, m.id AS member_id, t."group", t.points, '
                         "t.entry_id, t.run_number, t.targeted_at "
-                        "FROM campaign_targetings AS t JOIN members AS m ON m.id = t.member_id "
+                        "FROM campaign_targetings AS t JOIN members AS m "
+                        "ON m.program_id = t.program_id AND m.id = t.member_id "
                         "WHERE t.program_id = :program_id AND t.campaign_id = :campaign_id "
                         "ORDER BY m.id, t.run_number"
                     ),

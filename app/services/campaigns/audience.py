@@ -24,7 +24,7 @@ _NPS_CLASS = (
 # for the whole program in one pass when every member is (a preview counts them all).
 _LATEST_FEEDBACK_PER_MEMBER = """CROSS JOIN LATERAL (
     SELECT f.score FROM member_feedback AS f
-     WHERE f.program_id = m.program_id AND f.member_id = m.id
+     WHERE f.program_id = :program_id AND f.member_id = m.id
      ORDER BY f.created_at DESC, f.id DESC
      LIMIT 1) AS latest_feedback"""
 _LATEST_FEEDBACK_OF_PROGRAM = """JOIN (

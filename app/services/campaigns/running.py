@@ -136,7 +136,7 @@ SELECT m.id AS member_id, m.external_id,
        -- anti-join planned for an empty table compares every candidate with every
        -- targeting so far (seconds per batch halfway through a 200,000-member run).
        SELECT 1 FROM campaign_targetings AS t
-        WHERE t.program_id = m.program_id AND t.campaign_id = CAST(:campaign_id AS bigint)
+        WHERE t.program_id = :program_id AND t.campaign_id = CAST(:campaign_id AS bigint)
           AND t.member_id = m.id
           AND t.targeted_at > :cooldown_start
        OFFSET 0)

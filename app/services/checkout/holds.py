@@ -326,16 +326,20 @@ WITH due AS (
  RETURNING *
 ), per_member AS (
     SELECT member_id, sum(points) AS points, count(*) AS holds FROM due GROUP BY member_id
-), {RELEASE_EXPIRED_HOLDS_CTE}, event AS (
+), {RELEASE_EXPIRED_HOLDS_CTE}, numbered AS (
+    -- Each hold's place among its member's, numbered apart from the event insert: Citus
+    -- cannot push a window function down together with the sub-selects of the hold's JSON.
+    SELECT due.*, row_number() OVER (PARTITION BY due.member_id ORDER BY due.id) AS place
+      FROM due
+), event AS (
     INSERT INTO events (program_id, type, member_id, data, created_at)
     SELECT due.program_id, 'hold.expired', due.member_id,
            jsonb_build_object(
                'member_id', m.external_id,
-               'sequence', acc.version - acc.holds
-                           + row_number() OVER (PARTITION BY due.member_id ORDER BY due.id),
+               'sequence', acc.version - acc.holds + due.place,
                'hold', {HOLD_JSON.format(h="due", status="due.status", member="m.external_id")}),
            CAST(:now AS timestamptz)
-      FROM due
+      FROM numbered AS due
       JOIN acc USING (member_id)
       JOIN members AS m ON m.program_id = :program_id AND m.id = due.member_id
 )
