@@ -157,6 +157,13 @@ async def _run_batch(
 ) -> BatchOutcome:
     """The next batch of one lane of ``campaign``'s run; this transaction holds the
     campaign row (FOR SHARE) and the lane's row."""
+    # Every statement of a batch is planned for its own parameters. A plan made for any
+    # parameters (a generic plan) cannot know the true row counts the joins below depend on,
+    # nor how many members the audience's conditions select: a generic plan of the candidates
+    # walks the program's members in id order and tests each one, which is fine while the
+    # audience is dense and takes seconds per batch once it is sparse (a segment the
+    # insights refresh has just shrunk, say).
+    await conn.execute(_CUSTOM_PLANS)
     statement, params = _candidates_sql(campaign, now)
     picked = (
         await conn.execute(
@@ -189,9 +196,6 @@ async def _act(
         conn, campaign.program_id, [row.member_id for row in picked]
     )
     treated_ids = [m for m in locked if groups[m] == "treated"]
-    # The statements' joins are right only for the true row counts, which a plan made
-    # for any parameters (a generic plan) cannot know.
-    await conn.execute(_CUSTOM_PLANS)
     codes: dict[int, str] = {}
     if campaign.reward_id is not None and treated_ids:
         # One coupon per treated member, costing no points (rewards package).
