@@ -127,6 +127,7 @@ def _parameters(program_id: int, member_id: int) -> dict[str, Any]:
         "coupons": None,
         "request_hash": b"hash",
         "config_version": 1,
+        "coupon_count": 0,
         "coupon_ids": [],
         "discounts": [],
         "codes": [],

@@ -11,7 +11,7 @@ import asyncpg
 from app import db
 from app.clock import clock
 from app.services.rewards.coupons import issue_campaign_coupon
-from tests.conftest import Program
+from tests.conftest import ON_CITUS, Program
 
 
 async def new_reward(program: Program, **fields: object) -> int:
@@ -177,11 +177,16 @@ _WAITING_ON_A_LOCK = """
 SELECT count(*) FROM pg_stat_activity
  WHERE datname = current_database() AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()
 """
+# On Citus the row locks are taken on the shard's node, where the waiting step runs; the
+# coordinator's backend waits on that node's answer, not on a lock. Citus lists the waits of
+# the whole cluster.
+_WAITING_ON_A_LOCK_IN_CLUSTER = "SELECT count(*) FROM citus_lock_waits"
 
 
 async def wait_for_a_lock_wait(conn: asyncpg.Connection) -> None:
+    probe = _WAITING_ON_A_LOCK_IN_CLUSTER if ON_CITUS else _WAITING_ON_A_LOCK
     for _ in range(200):
-        if await conn.fetchval(_WAITING_ON_A_LOCK):
+        if await conn.fetchval(probe):
             return
         await asyncio.sleep(0.05)
     raise AssertionError("no statement came to wait on a lock")

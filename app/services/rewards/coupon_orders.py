@@ -100,23 +100,32 @@ async def read_for_order(
 # :program_id, :coupon_ids and :now. Starts with a comma.
 #
 # Why the account is locked before any coupon, although PostgreSQL runs a statement's CTEs in
-# no promised order: a row lock of ``FOR UPDATE`` is taken by the node above the join, on
-# each row the join hands up, and the join can hand up a coupon only paired with a row of
-# ``buyer``, which its own ``FOR UPDATE`` locked when it produced that row. Whatever plan is
-# chosen (either side of the join scanned first, hashed or not), no coupon row is locked
-# before the account is. A coupon that another transaction changed while this one waited for
-# its lock is checked again on its newest version, and left out when no longer usable.
+# no promised order: a row lock of ``FOR UPDATE`` is taken by the node above the scan, on each
+# row the scan hands up, and the scan hands up a coupon only once its filter held, which
+# compares the buyer's id from ``buyer`` with the coupon's holder (or with itself, for a
+# coupon of no member) and so needs ``buyer``'s row, which its own ``FOR UPDATE`` locked when
+# it produced it: both operands of ``=`` are evaluated whatever the holder, and a row passes
+# an AND only when every term was. Whatever plan is chosen, no coupon row is locked before
+# the account is. A coupon that another transaction changed while this one waited for its
+# lock is checked again on its newest version, and left out when no longer usable.
+#
+# Why a locking CTE reads another CTE only through a scalar subquery and never joins it: on
+# Citus each CTE of a statement with INSERT CTEs runs as a step of its own, and a later step
+# reads an earlier one as an intermediate result; a ``FOR UPDATE`` step that joins one fails
+# (Citus 13.2: ``invalid input syntax for type bigint: "PGCOPY"``, the result read in the
+# wrong format), while one that compares with a subquery over it runs on the program's shard.
 USABLE_AFTER_BUYER_CTES = """, buyer AS MATERIALIZED (
     SELECT a.member_id
-      FROM accounts AS a JOIN mem ON a.member_id = mem.id
-     WHERE a.program_id = :program_id
+      FROM accounts AS a
+     WHERE a.program_id = :program_id AND a.member_id = (SELECT mem.id FROM mem)
        FOR UPDATE OF a
 ), usable AS MATERIALIZED (
     SELECT c.id
-      FROM buyer JOIN coupons AS c
-        ON c.member_id IS NULL OR c.member_id = buyer.member_id
+      FROM coupons AS c
      WHERE c.program_id = :program_id AND c.id = ANY(CAST(:coupon_ids AS bigint[]))
        AND c.status = 'active' AND c.expires_at > CAST(:now AS timestamptz)
+       AND (SELECT buyer.member_id FROM buyer)
+           = COALESCE(c.member_id, (SELECT buyer.member_id FROM buyer))
        FOR UPDATE OF c
 )"""
 
