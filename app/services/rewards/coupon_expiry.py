@@ -47,7 +47,7 @@ WITH due AS (
 )
 SELECT {COUPON_COLUMNS.replace("c.status", "'expired' AS status")}
   FROM due AS c
-  LEFT JOIN members AS m ON m.id = c.member_id AND m.program_id = c.program_id
+  LEFT JOIN members AS m ON m.program_id = :program_id AND m.id = c.member_id
  ORDER BY c.id
 """
 )
@@ -64,7 +64,7 @@ WITH due AS (
 )
 SELECT {COUPON_COLUMNS.replace("c.status", "'expired' AS status")}
   FROM due AS c
-  LEFT JOIN members AS m ON m.id = c.member_id AND m.program_id = c.program_id
+  LEFT JOIN members AS m ON m.program_id = :program_id AND m.id = c.member_id
  ORDER BY c.id
 """
 )
