@@ -376,6 +376,22 @@ class TestRefreshJob:
             pass
         assert (await member(program, "m1"))["lifecycle"] == "churned"
 
+    async def test_replicas_refresh_a_never_refreshed_program_once(self, program: Program) -> None:
+        # No insight_refreshes row to lock yet: the claim is the row each refresh inserts.
+        clock.freeze(NOW)
+        await program.member("m1")
+        await buy(program, "m1", "A-1", 1_000, NOW - DAY)
+        await asyncio.gather(*(insights.refresh_due_insights(NOW) for _ in range(2)))
+        changes = await rows(
+            "SELECT type FROM events WHERE program_id = :id AND type LIKE 'member.%_changed'",
+            id=program.id,
+        )
+        assert sorted(r.type for r in changes) == [
+            "member.lifecycle_changed",
+            "member.segment_changed",
+        ]
+        assert (await member(program, "m1"))["lifecycle"] == "new"
+
     async def test_concurrent_refreshes_agree(self, program: Program) -> None:
         clock.freeze(NOW)
         await grid_program(program)
