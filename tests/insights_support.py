@@ -74,7 +74,8 @@ async def rows(sql: str, **params: Any) -> list[Any]:
 async def insights_by_member(program_id: int) -> dict[str, Any]:
     found = await rows(
         "SELECT m.external_id, mi.* FROM member_insights AS mi "
-        "JOIN members AS m ON m.id = mi.member_id WHERE mi.program_id = :program_id",
+        "JOIN members AS m ON m.program_id = mi.program_id AND m.id = mi.member_id "
+        "WHERE mi.program_id = :program_id",
         program_id=program_id,
     )
     return {row.external_id: row for row in found}

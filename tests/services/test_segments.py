@@ -359,18 +359,38 @@ class TestRefreshJob:
         clock.freeze(NOW)
         await program.member("m1")
         await buy(program, "m1", "A-1", 1_000, NOW - DAY)
+        await refresh(program)
+        assert (await member(program, "m1"))["lifecycle"] == "new"
         at = NOW + 1000 * DAY
         async with db.transaction() as other:
+            # A refresh's claim on its program is the program's insight_refreshes row.
             await other.execute(
-                text("SELECT pg_advisory_xact_lock(6737, CAST(:id AS integer))"), {"id": program.id}
+                text("SELECT 1 FROM insight_refreshes WHERE program_id = :id FOR UPDATE"),
+                {"id": program.id},
             )
             with db.allow_second_connection():  # the lock stands for another replica
                 while await insights.refresh_due_insights(at):
                     pass
-                assert (await member(program, "m1"))["lifecycle"] == "prospect"
+                assert (await member(program, "m1"))["lifecycle"] == "new"
         while await insights.refresh_due_insights(at):
             pass
         assert (await member(program, "m1"))["lifecycle"] == "churned"
+
+    async def test_replicas_refresh_a_never_refreshed_program_once(self, program: Program) -> None:
+        # No insight_refreshes row to lock yet: the claim is the row each refresh inserts.
+        clock.freeze(NOW)
+        await program.member("m1")
+        await buy(program, "m1", "A-1", 1_000, NOW - DAY)
+        await asyncio.gather(*(insights.refresh_due_insights(NOW) for _ in range(2)))
+        changes = await rows(
+            "SELECT type FROM events WHERE program_id = :id AND type LIKE 'member.%_changed'",
+            id=program.id,
+        )
+        assert sorted(r.type for r in changes) == [
+            "member.lifecycle_changed",
+            "member.segment_changed",
+        ]
+        assert (await member(program, "m1"))["lifecycle"] == "new"
 
     async def test_concurrent_refreshes_agree(self, program: Program) -> None:
         clock.freeze(NOW)

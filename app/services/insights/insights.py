@@ -1,13 +1,15 @@
 """Insights: RFM segments and lifecycle stages, the overview figures, feedback and NPS.
 
-Segments and lifecycle stages are computed in SQL for whole programs at once (one statement
+Segments and lifecycle stages are computed in SQL for a whole program at once (one statement
 into a temporary table: aggregate each member's counted orders, score recency, frequency and
 monetary value in quintiles with window functions, map the scores to a segment and a
-lifecycle stage; then ``member_insights`` is updated where a row changed).
+lifecycle stage; then ``member_insights`` is updated where a row changed). Every statement
+names its one program, so on Citus each runs on that program's shard.
 A refresh runs from the worker for every program whose insights are older than
-``REFRESH_INTERVAL``, and on demand (``POST /v1/insights/refresh``). Each refresh holds a
-transaction-level advisory lock per program, so worker replicas and on-demand refreshes never
-compute the same program at once; the rows are written only where they changed.
+``REFRESH_INTERVAL``, one program per transaction, and on demand
+(``POST /v1/insights/refresh``). Each refresh holds its program's ``insight_refreshes`` row
+locked, so worker replicas and on-demand refreshes never compute the same program at once;
+the rows are written only where they changed.
 
 An order counts as a purchase when it is not fully refunded (``refunded_amount < amount``);
 what it is worth is ``amount - refunded_amount``. docs/insights.md defines every figure.
@@ -52,10 +54,8 @@ log = logging.getLogger("patron.insights")
 # on the orders (recency is ranked, and every member's recency ages alike), lifecycle stages
 # on the day; an hour keeps both fresh without recomputing large programs all the time.
 REFRESH_INTERVAL = timedelta(hours=1)
-# Programs refreshed together by one job call (one statement; small programs cost little).
+# Programs looked at by one job call (each refreshed in its own transaction).
 REFRESH_BATCH = 200
-# First key of the two-key advisory locks that serialise refreshes of a program.
-_LOCK_CLASS = 0x1A51  # "insights"
 # A refresh of a large program runs longer than the service's default statement timeout.
 # Grouping by member over the member-ordered index streams; the planner, which cannot know
 # how many members buy, tends to prefer hashing a million groups, which is 3-4x slower.
@@ -101,44 +101,43 @@ _SCORE = (
 # The computation, into a temporary table: ``CREATE TABLE AS`` may use parallel workers for
 # the aggregation (a statement that writes a real table may not). The stage also says, per
 # member, whether a row exists and whether it changed, so the writes that follow touch only
-# those rows and never read the table they write.
+# those rows and never read the table they write. One program per statement, every tenant
+# table filtered by the constant ``:program_id`` and joined on it: on Citus the whole
+# statement then runs on that program's shard, and on one PostgreSQL the orders are read by
+# ix_orders_program_id_member_id in member order.
 _STAGE_SQL = f"""
 CREATE TEMPORARY TABLE insight_stage ON COMMIT DROP AS
 WITH prog AS (
     SELECT id, timezone, lifecycle_mature_days, lifecycle_churn_days,
            lifecycle_churn_interval_multiple
-      FROM programs WHERE id = ANY(CAST(:ids AS bigint[]))
+      FROM programs WHERE id = :program_id
 ), stats AS (
-    -- One program at a time, so each reads ix_orders_program_id_member_id in member order.
-    SELECT st.*
-      FROM prog CROSS JOIN LATERAL (
-        SELECT o.member_id, count(*) AS orders_count,
-               sum(o.amount - o.refunded_amount) AS net_spend,
-               min(o.occurred_at) AS first_order_at, max(o.occurred_at) AS last_order_at
-          FROM orders AS o
-         WHERE o.program_id = prog.id AND o.refunded_amount < o.amount
-         GROUP BY o.member_id) AS st
+    SELECT o.member_id, count(*) AS orders_count,
+           sum(o.amount - o.refunded_amount) AS net_spend,
+           min(o.occurred_at) AS first_order_at, max(o.occurred_at) AS last_order_at
+      FROM orders AS o
+     WHERE o.program_id = :program_id AND o.refunded_amount < o.amount
+     GROUP BY o.member_id
 ), aged AS (
     -- Recency in whole days in the program's time zone, so that same-day buyers tie.
-    SELECT stats.*, mb.program_id,
+    SELECT stats.*,
            greatest(0, (CAST(:now AS timestamptz) AT TIME ZONE prog.timezone)::date
                        - (stats.last_order_at AT TIME ZONE prog.timezone)::date) AS days_since
-      FROM stats JOIN members AS mb ON mb.id = stats.member_id
-      JOIN prog ON prog.id = mb.program_id
+      FROM stats CROSS JOIN prog
 ), scored AS (
     SELECT s.*,
            {_SCORE.format(value="s.days_since", direction="DESC")} AS r,
            {_SCORE.format(value="s.orders_count", direction="")} AS f,
            {_SCORE.format(value="s.net_spend", direction="")} AS m
       FROM aged AS s
-    WINDOW buyers AS (PARTITION BY s.program_id)
+    WINDOW buyers AS ()
 ), lapsing AS (
     SELECT s.*, s.last_order_at + greatest(
                make_interval(days => prog.lifecycle_churn_days),
                CASE WHEN s.orders_count > 1 THEN
                    (s.last_order_at - s.first_order_at) / (s.orders_count - 1)
                    * prog.lifecycle_churn_interval_multiple END) AS churns_at
-      FROM scored AS s JOIN prog ON prog.id = s.program_id
+      FROM scored AS s CROSS JOIN prog
 ), computed AS (
 SELECT mb.id AS member_id, mb.program_id,
        CAST(CASE WHEN s.member_id IS NULL THEN 'prospects'
@@ -153,8 +152,9 @@ SELECT mb.id AS member_id, mb.program_id,
        s.r, s.f, s.m, CAST(coalesce(s.orders_count, 0) AS integer) AS orders_count,
        CAST(coalesce(s.net_spend, 0) AS bigint) AS net_spend, s.first_order_at, s.last_order_at,
        s.churns_at
-  FROM members AS mb JOIN prog ON prog.id = mb.program_id
+  FROM members AS mb CROSS JOIN prog
   LEFT JOIN lapsing AS s ON s.member_id = mb.id
+ WHERE mb.program_id = :program_id
 )
 SELECT c.*, cur.member_id IS NOT NULL AS has_row, cur.segment AS old_segment,
        cur.lifecycle AS old_lifecycle,
@@ -164,7 +164,10 @@ SELECT c.*, cur.member_id IS NOT NULL AS has_row, cur.segment AS old_segment,
        IS DISTINCT FROM
        (c.segment, c.lifecycle, c.r, c.f, c.m, c.orders_count, c.net_spend, c.first_order_at,
         c.last_order_at, c.churns_at) AS changed
-  FROM computed AS c LEFT JOIN member_insights AS cur ON cur.member_id = c.member_id
+  FROM computed AS c
+  LEFT JOIN member_insights AS cur
+    ON cur.program_id = c.program_id AND cur.member_id = c.member_id
+   AND cur.program_id = :program_id
 """
 
 # member.segment_changed and member.lifecycle_changed, once for each change a refresh finds
@@ -178,12 +181,13 @@ SELECT s.program_id, t.type, s.member_id,
                           'from', t.old_value, 'to', t.new_value),
        CAST(:now AS timestamptz)
   FROM insight_stage AS s
-  JOIN members AS m ON m.id = s.member_id
-  JOIN accounts AS a ON a.member_id = s.member_id
+  JOIN members AS m ON m.program_id = s.program_id AND m.id = s.member_id
+  JOIN accounts AS a ON a.program_id = s.program_id AND a.member_id = s.member_id
  CROSS JOIN LATERAL (VALUES ('member.segment_changed', s.old_segment, s.segment),
                             ('member.lifecycle_changed', s.old_lifecycle, s.lifecycle))
        AS t(type, old_value, new_value)
  WHERE s.has_row AND s.changed AND t.old_value <> t.new_value AND m.erased_at IS NULL
+   AND m.program_id = :program_id AND a.program_id = :program_id
 """
 
 _UPDATE_CHANGED_SQL = """
@@ -193,7 +197,8 @@ UPDATE member_insights AS mi
        net_spend = s.net_spend, first_order_at = s.first_order_at,
        last_order_at = s.last_order_at, churns_at = s.churns_at, changed_at = :now
   FROM insight_stage AS s
- WHERE s.has_row AND s.changed AND mi.member_id = s.member_id
+ WHERE s.has_row AND s.changed AND mi.program_id = :program_id
+   AND mi.program_id = s.program_id AND mi.member_id = s.member_id
 """
 
 # Members without a row yet: those created outside the API (the API gives every new member
@@ -212,16 +217,18 @@ ON CONFLICT (member_id, program_id) DO NOTHING
 # the same transaction rather than whenever autovacuum gets to it.
 _ANALYZE_AFTER_CHANGES = 50_000
 
-_RECORD_REFRESH_SQL = """
+_STAGED_MEMBERS = text("SELECT count(*) FROM insight_stage")
+
+_RECORD_REFRESH = text(
+    """
 INSERT INTO insight_refreshes (program_id, refreshed_at, members, duration_ms)
-SELECT p.id, CAST(:now AS timestamptz),
-       (SELECT count(*) FROM members AS m WHERE m.program_id = p.id), :duration_ms
-  FROM programs AS p WHERE p.id = ANY(CAST(:ids AS bigint[]))
+VALUES (:program_id, :now, :members, :duration_ms)
 ON CONFLICT (program_id) DO UPDATE
    SET refreshed_at = EXCLUDED.refreshed_at, members = EXCLUDED.members,
        duration_ms = EXCLUDED.duration_ms
 RETURNING program_id, refreshed_at, members, duration_ms
 """
+)
 
 _DUE_SQL = """
 SELECT p.id FROM programs AS p LEFT JOIN insight_refreshes AS r ON r.program_id = p.id
@@ -230,23 +237,34 @@ SELECT p.id FROM programs AS p LEFT JOIN insight_refreshes AS r ON r.program_id 
  LIMIT :batch
 """
 
-# Re-read after the lock is held: another replica may have refreshed the program and
-# committed between our first look and our lock.
-_REFRESHED_SINCE = text(
-    "SELECT 1 FROM insight_refreshes WHERE program_id = :id AND refreshed_at > :since"
+# The claim on a program's refresh is its ``insight_refreshes`` row, locked for the whole
+# refresh. A row lock rather than an advisory lock: on Citus an advisory lock is held only by
+# the node the session is connected to, and services may connect to any node, while the row
+# lock is taken on the program's shard, wherever the statement comes from. A program never
+# refreshed has no row yet: the refresh inserts it first (the values are overwritten by the
+# refresh's own record before anyone else can see them), and a second refresh's insert of
+# the same key waits for the first to commit.
+_PROGRAM_EXISTS = text("SELECT 1 FROM programs WHERE id = :program_id")
+_CLAIM_NEW = text(
+    "INSERT INTO insight_refreshes (program_id, refreshed_at, members, duration_ms) "
+    "VALUES (:program_id, :now, 0, 0) ON CONFLICT (program_id) DO NOTHING RETURNING refreshed_at"
+)
+_CLAIM = text(
+    "SELECT refreshed_at FROM insight_refreshes WHERE program_id = :program_id FOR UPDATE"
+)
+# The worker's claim skips a program another replica is refreshing.
+_TRY_CLAIM = text(
+    "SELECT refreshed_at FROM insight_refreshes WHERE program_id = :program_id "
+    "FOR UPDATE SKIP LOCKED"
 )
 
 
-def _lock_key(column: str) -> str:
-    return f"{_LOCK_CLASS}, CAST({column} % 2147483647 AS integer)"
-
-
-async def _refresh(conn: Connection, program_ids: list[int], now: datetime) -> list[Any]:
-    """Recompute the insights of these programs, whose locks the caller holds."""
+async def _refresh(conn: Connection, program_id: int, now: datetime) -> Any:
+    """Recompute the insights of this program, whose claim the caller holds."""
     for statement in _REFRESH_SETTINGS:
         await conn.execute(text(statement))
     started = time.perf_counter()
-    params = {"ids": program_ids, "now": now, "grid": _GRID_FLAT}
+    params = {"program_id": program_id, "now": now, "grid": _GRID_FLAT}
     await conn.execute(text(_STAGE_SQL), params)
     await conn.execute(text("ANALYZE insight_stage"))
     staged = time.perf_counter()
@@ -255,24 +273,28 @@ async def _refresh(conn: Connection, program_ids: list[int], now: datetime) -> l
     inserted = await conn.execute_count(text(_INSERT_MISSING_SQL), params)
     if updated + inserted >= _ANALYZE_AFTER_CHANGES:
         await conn.execute(text("ANALYZE member_insights"))
+    members = (await conn.execute(_STAGED_MEMBERS)).scalar_one()
     duration_ms = round((time.perf_counter() - started) * 1000)
     log.info(
-        "insights refreshed for %d program(s) in %d ms (computed in %d ms); %d rows updated, "
+        "insights refreshed for program %d in %d ms (computed in %d ms); %d rows updated, "
         "%d inserted",
-        len(program_ids),
+        program_id,
         duration_ms,
         round((staged - started) * 1000),
         updated,
         inserted,
     )
-    return list(
-        (
-            await conn.execute(
-                text(_RECORD_REFRESH_SQL),
-                {"ids": program_ids, "now": now, "duration_ms": duration_ms},
-            )
-        ).all()
-    )
+    return (
+        await conn.execute(
+            _RECORD_REFRESH,
+            {
+                "program_id": program_id,
+                "now": now,
+                "members": members,
+                "duration_ms": duration_ms,
+            },
+        )
+    ).one()
 
 
 async def refresh_program(program_id: int, now: datetime | None = None) -> RefreshOut:
@@ -280,13 +302,12 @@ async def refresh_program(program_id: int, now: datetime | None = None) -> Refre
     same program that is already running, then runs again on what it committed)."""
     at = now or clock.now()
     async with db.transaction() as conn:
-        await conn.execute(
-            text(f"SELECT pg_advisory_xact_lock({_lock_key(':id')})"), {"id": program_id}
-        )
-        rows = await _refresh(conn, [program_id], at)
-    if not rows:
-        raise NotFoundError("No such program.")
-    row = rows[0]
+        params = {"program_id": program_id, "now": at}
+        if (await conn.execute(_PROGRAM_EXISTS, params)).first() is None:
+            raise NotFoundError("No such program.")
+        await conn.execute(_CLAIM_NEW, params)
+        await conn.execute(_CLAIM, params)
+        row = await _refresh(conn, program_id, at)
     return RefreshOut(
         members=row.members, refreshed_at=row.refreshed_at, duration_ms=row.duration_ms
     )
@@ -302,11 +323,26 @@ async def refresh_program_on_request(program_id: int, request: IdempotencyReques
     return await run_recomputation(program_id, request, compute)
 
 
+async def _claim_due(
+    conn: Connection, program_id: int, now: datetime, due_before: datetime
+) -> bool:
+    """Whether this transaction now holds the program's claim and its insights are still due.
+    False when another replica holds the claim, or refreshed the program since our look."""
+    params = {"program_id": program_id, "now": now}
+    claimed = (await conn.execute(_TRY_CLAIM, params)).first()
+    if claimed is not None:
+        # Read under the lock: another replica may have refreshed the program and committed
+        # between our look and our lock.
+        return bool(claimed.refreshed_at <= due_before)
+    # No row we could lock: either none yet (ours now, inserted) or one another replica holds.
+    return (await conn.execute(_CLAIM_NEW, params)).first() is not None
+
+
 async def refresh_due_insights(now: datetime) -> int:
     """Worker job: refresh up to ``REFRESH_BATCH`` programs whose insights are older than
     ``REFRESH_INTERVAL``, one program per transaction; returns how many. Programs another
-    replica is refreshing are skipped (their advisory lock is taken), so replicas share the
-    work."""
+    replica is refreshing are skipped (their ``insight_refreshes`` row is locked), so
+    replicas share the work."""
     due_before = now - REFRESH_INTERVAL
     async with looking_across_programs() as conn:
         candidates = list(
@@ -319,20 +355,9 @@ async def refresh_due_insights(now: datetime) -> int:
     refreshed = 0
     for program_id in candidates:
         async with db.transaction() as conn:
-            locked = (
-                await conn.execute(
-                    text(f"SELECT pg_try_advisory_xact_lock({_lock_key(':id')})"),
-                    {"id": program_id},
-                )
-            ).scalar_one()
-            if not locked:
+            if not await _claim_due(conn, program_id, now, due_before):
                 continue
-            refreshed_since = (
-                await conn.execute(_REFRESHED_SINCE, {"id": program_id, "since": due_before})
-            ).first()
-            if refreshed_since is not None:
-                continue
-            await _refresh(conn, [program_id], now)
+            await _refresh(conn, program_id, now)
         refreshed += 1
     return refreshed
 
