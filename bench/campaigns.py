@@ -405,10 +405,16 @@ def bench(args: argparse.Namespace) -> int:
         log(f"  p50 {latency['p50']:.1f} ms, p99 {latency['p99']:.1f} ms")
         log("bonus run over the at_risk members, with checkout traffic")
         load_during = checkout("run", 3600)
-        time.sleep(1)
-        run_figures = asyncio.run(
-            run_campaign(url, program_id, campaign_id, ran_at, args.batch, args.lanes)
-        )
+        try:
+            time.sleep(1)
+            run_figures = asyncio.run(
+                run_campaign(url, program_id, campaign_id, ran_at, args.batch, args.lanes)
+            )
+        except BaseException:
+            # A failed run must not leave an hour of wrk behind it.
+            load_during.process.kill()
+            load_during.process.wait()
+            raise
         during = finish_wrk(load_during, interrupt=True)
         log(
             f"  {run_figures['seconds']:.1f} s for {run_figures['targeted']:,} members "
