@@ -140,33 +140,8 @@ async def database_url(pg_server: PgServer) -> AsyncIterator[str]:
     await pg_server.drop_database(url)
 
 
-# On a Citus cluster, what still looks across programs in one statement: the worker jobs
-# claim due rows of every program at once, and the events feed orders by transaction ids
-# that are node-local there. Both are being reworked; until then a test that needs them is
-# skipped on the cluster (and runs everywhere else).
+# Tests that must tell a Citus cluster from one PostgreSQL (where a lock wait shows, say).
 ON_CITUS = bool(os.environ.get("TEST_CITUS_DIR"))
-CROSS_PROGRAM_ON_CITUS = "events feed ordering / job claiming: see docs/deployment.md"
-
-
-def skip_cross_program_work_on_citus() -> None:
-    """Skip the calling test on a Citus cluster: it needs a worker job or the events feed."""
-    if ON_CITUS and not os.environ.get("TRY_JOBS_ON_CITUS"):
-        pytest.skip(CROSS_PROGRAM_ON_CITUS)
-
-
-@pytest.fixture(autouse=True)
-def _worker_jobs_on_citus(monkeypatch: pytest.MonkeyPatch) -> None:
-    """On Citus, a test reaching the worker's jobs (``app.worker.run_once``) is skipped there
-    and then, with the reason."""
-    if not ON_CITUS or os.environ.get("TRY_JOBS_ON_CITUS"):
-        return
-    from app import worker
-
-    async def skip(*_: Any, **__: Any) -> int:
-        skip_cross_program_work_on_citus()
-        return 0
-
-    monkeypatch.setattr(worker, "run_until_done", skip)
 
 
 @pytest.fixture(scope="session")

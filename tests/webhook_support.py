@@ -16,7 +16,7 @@ from app import db
 from app.clock import clock
 from app.services.events.webhook_delivery import fan_out_events
 from app.services.programs.due_programs import looking_across_programs
-from tests.conftest import Program, skip_cross_program_work_on_citus
+from tests.conftest import Program
 
 
 @dataclass
@@ -141,7 +141,6 @@ async def fan_out_until(endpoint_id: str, count: int) -> list[Any]:
     """Run the fan-out job until the endpoint has ``count`` deliveries. Events become visible
     to the job once every older transaction on the server has ended, which another session
     may delay for a moment."""
-    skip_cross_program_work_on_citus()
     async with asyncio.timeout(10):
         while True:
             await fan_out_events(clock.now())

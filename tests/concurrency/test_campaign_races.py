@@ -11,7 +11,7 @@ from app.clock import clock
 from app.services.campaigns import running
 from app.worker import run_job_until_done
 from tests.campaign_support import add_members_in_bulk, create, targetings
-from tests.conftest import Program, skip_cross_program_work_on_citus
+from tests.conftest import Program
 from tests.insights_support import rows
 
 NOW = datetime(2026, 6, 15, 12, tzinfo=UTC)
@@ -19,7 +19,6 @@ NOW = datetime(2026, 6, 15, 12, tzinfo=UTC)
 
 class TestConcurrentRuns:
     async def test_each_member_once(self, program: Program) -> None:
-        skip_cross_program_work_on_citus()  # the campaign job claims across programs
         clock.freeze(NOW)
         await add_members_in_bulk(program.id, 2_000)
         campaign = await create(program, action={"bonus_points": 7}, holdout_percent=10)

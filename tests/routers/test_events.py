@@ -15,12 +15,11 @@ from app import db
 from app.clock import clock
 from app.services.events.events import write_event
 from app.services.ledger import postings as ledger
-from tests.conftest import PgServer, Program, skip_cross_program_work_on_citus
+from tests.conftest import PgServer, Program
 
 
 async def feed(program: Program, **params: Any) -> list[dict[str, Any]]:
     """Every event of the program in feed order, following next_cursor to the end."""
-    skip_cross_program_work_on_citus()
     events: list[dict[str, Any]] = []
     query = {"limit": 100, **params}
     while True:

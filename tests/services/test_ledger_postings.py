@@ -23,7 +23,6 @@ from app.services.ledger import expiry, pending
 from app.services.ledger.audit import audit
 from app.services.members.members import upsert_member
 from app.services.programs.programs import create_program, update_program
-from tests.conftest import skip_cross_program_work_on_citus
 
 START = datetime(2026, 5, 1, 9, tzinfo=UTC)
 ACTOR = "test:postings"
@@ -156,7 +155,6 @@ class TestJobPostings:
 
 async def until_done(job: Callable[[datetime], Awaitable[int]]) -> None:
     """Run a worker job until it finds nothing due (other tests' programs share the table)."""
-    skip_cross_program_work_on_citus()
     while await job(clock.now()):
         pass
 

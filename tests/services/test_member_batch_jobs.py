@@ -64,11 +64,12 @@ def in_batches_of(job: Callable[..., Awaitable[int]], batch_size: int) -> LaneJo
 
 
 @asynccontextmanager
-async def checkout_holding(member_id: int) -> AsyncIterator[None]:
+async def checkout_holding(program: Program, member_id: int) -> AsyncIterator[None]:
     """A transaction that holds the member's account lock, as a checkout in progress does."""
     async with db.transaction() as conn:
         await conn.execute(
-            text("SELECT 1 FROM accounts WHERE member_id = :id FOR UPDATE"), {"id": member_id}
+            text("SELECT 1 FROM accounts WHERE program_id = :p AND member_id = :id FOR UPDATE"),
+            {"p": program.id, "id": member_id},
         )
         # The checkout stands for another process: the job beside it takes its own connection.
         with db.allow_second_connection():
@@ -78,7 +79,7 @@ async def checkout_holding(member_id: int) -> AsyncIterator[None]:
 async def releases_per_pending_entry(program: Program) -> list[int]:
     rows = await query(
         "SELECT count(r.entry_id) AS releases FROM point_entries AS e "
-        "LEFT JOIN point_releases AS r ON r.entry_id = e.id "
+        "LEFT JOIN point_releases AS r ON r.program_id = e.program_id AND r.entry_id = e.id "
         "WHERE e.program_id = :p AND e.status = 'pending' GROUP BY e.id",
         p=program.id,
     )
@@ -96,7 +97,8 @@ async def released_events_per_order(program: Program) -> dict[str, int]:
 
 async def queued_orders(program: Program) -> list[str]:
     rows = await query(
-        "SELECT o.order_id FROM order_release_queue AS q JOIN orders AS o ON o.id = q.order_pk "
+        "SELECT o.order_id FROM order_release_queue AS q "
+        "JOIN orders AS o ON o.program_id = q.program_id AND o.id = q.order_pk "
         "WHERE q.program_id = :p ORDER BY 1",
         p=program.id,
     )
@@ -188,7 +190,7 @@ class TestReleaseInLanesAndReplicas:
         await place_pending_orders(program, members=3, orders_each=2)
         clock.advance(timedelta(days=PENDING_DAYS))
         busy = (await member_ids(program))["m1"]
-        async with checkout_holding(busy):
+        async with checkout_holding(program, busy):
             # Never waits for the lock: the job finishes while the checkout still holds it.
             await asyncio.wait_for(
                 run_in_lanes_until_done("release", pending.release_due_points, clock.now()),
@@ -206,7 +208,8 @@ class TestReleaseInLanesAndReplicas:
 async def expire_entries_per_member(program: Program) -> dict[str, int]:
     rows = await query(
         "SELECT m.external_id, count(e.id) AS entries FROM members AS m "
-        "LEFT JOIN point_entries AS e ON e.member_id = m.id AND e.kind = 'expire' "
+        "LEFT JOIN point_entries AS e "
+        "ON e.program_id = m.program_id AND e.member_id = m.id AND e.kind = 'expire' "
         "WHERE m.program_id = :p GROUP BY 1",
         p=program.id,
     )
@@ -238,7 +241,7 @@ class TestExpiryInLanesAndReplicas:
     async def test_member_busy_at_checkout_is_skipped_then_expired(self, program: Program) -> None:
         await members_with_expiring_points(program, members=3)
         busy = (await member_ids(program))["m2"]
-        async with checkout_holding(busy):
+        async with checkout_holding(program, busy):
             await asyncio.wait_for(
                 run_in_lanes_until_done("expire", expiry.expire_due_points, clock.now()),
                 timeout=10,
