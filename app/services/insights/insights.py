@@ -384,7 +384,8 @@ SELECT count(*) AS invited,
 _REFERRAL_REVENUE = text(
     """
 SELECT coalesce(sum(mi.net_spend), 0)
-  FROM referrals AS r JOIN member_insights AS mi ON mi.member_id = r.referee_id
+  FROM referrals AS r
+  JOIN member_insights AS mi ON mi.program_id = :program_id AND mi.member_id = r.referee_id
  WHERE r.program_id = :program_id AND r.order_pk IS NOT NULL
 """
 )
@@ -418,7 +419,7 @@ async def _referral_revenue(conn: Connection, program_id: int) -> int:
 _OVERVIEW_PERIOD_SQL = """
 SELECT p.currency, p.point_value_minor, buyers.*, nps.*,
        (SELECT coalesce(sum(l.remaining), 0) FROM point_lots AS l
-         WHERE l.program_id = p.id AND l.remaining > 0 AND l.expires_at < :expiring_before)
+         WHERE l.program_id = :program_id AND l.remaining > 0 AND l.expires_at < :expiring_before)
            AS points_expiring
   FROM programs AS p
  CROSS JOIN LATERAL (
@@ -429,7 +430,7 @@ SELECT p.currency, p.point_value_minor, buyers.*, nps.*,
       FROM (SELECT o.member_id, count(*) AS orders,
                    sum(o.amount - o.refunded_amount) AS revenue
               FROM orders AS o
-             WHERE o.program_id = p.id AND o.occurred_at >= :start AND o.occurred_at < :end
+             WHERE o.program_id = :program_id AND o.occurred_at >= :start AND o.occurred_at < :end
                AND o.refunded_amount < o.amount
              GROUP BY o.member_id) AS b) AS buyers
  CROSS JOIN LATERAL (
@@ -438,7 +439,7 @@ SELECT p.currency, p.point_value_minor, buyers.*, nps.*,
            count(*) FILTER (WHERE latest.score <= 6) AS detractors
       FROM (SELECT DISTINCT ON (f.member_id) f.score
               FROM member_feedback AS f
-             WHERE f.program_id = p.id AND f.created_at >= :start AND f.created_at < :end
+             WHERE f.program_id = :program_id AND f.created_at >= :start AND f.created_at < :end
              ORDER BY f.member_id, f.created_at DESC, f.id DESC) AS latest) AS nps
  WHERE p.id = :program_id
 """
@@ -448,20 +449,20 @@ SELECT p.currency, p.point_value_minor, buyers.*, nps.*,
 # the lifecycle rule).
 _OVERVIEW_STATE_SQL = """
 SELECT mc.members, mc.new_members,
-       (SELECT r.refreshed_at FROM insight_refreshes AS r WHERE r.program_id = p.id)
+       (SELECT r.refreshed_at FROM insight_refreshes AS r WHERE r.program_id = :program_id)
            AS refreshed_at,
        a.*, history.*
   FROM programs AS p
  CROSS JOIN LATERAL (
     SELECT count(*) FILTER (WHERE m.created_at < :end) AS members,
            count(*) FILTER (WHERE m.created_at >= :start AND m.created_at < :end) AS new_members
-      FROM members AS m WHERE m.program_id = p.id) AS mc
+      FROM members AS m WHERE m.program_id = :program_id) AS mc
  CROSS JOIN LATERAL (
     SELECT coalesce(sum(greatest(ac.available + ac.held, 0) + ac.pending), 0)
                AS points_outstanding,
            coalesce(sum(ac.lifetime_earned), 0) AS lifetime_earned,
            coalesce(sum(ac.lifetime_redeemed), 0) AS lifetime_redeemed
-      FROM accounts AS ac WHERE ac.program_id = p.id) AS a
+      FROM accounts AS ac WHERE ac.program_id = :program_id) AS a
  CROSS JOIN LATERAL (
     SELECT coalesce(sum(mi.net_spend), 0) AS lifetime_spend,
            count(*) FILTER (WHERE mi.orders_count > 0) AS customers,
@@ -469,7 +470,7 @@ SELECT mc.members, mc.new_members,
                AS customers_at_start,
            count(*) FILTER (WHERE mi.first_order_at < :start AND mi.churns_at >= :start
                               AND mi.churns_at < :end) AS churned
-      FROM member_insights AS mi WHERE mi.program_id = p.id) AS history
+      FROM member_insights AS mi WHERE mi.program_id = :program_id) AS history
  WHERE p.id = :program_id
 """
 
