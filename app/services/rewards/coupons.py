@@ -270,7 +270,7 @@ WITH wanted AS (
                    'expires_at', issued.expires_at, 'created_at', issued.created_at)),
            issued.created_at
       FROM issued JOIN sequenced USING (member_id)
-      JOIN members AS m ON m.program_id = issued.program_id AND m.id = issued.member_id
+      JOIN members AS m ON m.program_id = :program_id AND m.id = issued.member_id
 )
 SELECT member_id, code FROM issued
 """
