@@ -80,6 +80,12 @@ def pg_server() -> Iterator[PgServer]:
         server.cleanup()
 
 
+def service_process_env() -> dict[str, str]:
+    """What a service process started by a test adds to its environment: on a Citus cluster
+    no generic plans, as the deployment requires there (docs/deployment.md)."""
+    return {"PATRON_GENERIC_PLANS": "false"} if os.environ.get("TEST_CITUS_DIR") else {}
+
+
 def service_engine(url: str) -> db.Engine:
     """The pool the services use: direct, or through ``TEST_POOLER_URL`` in transaction mode;
     on a Citus cluster without generic plans."""

@@ -22,7 +22,7 @@ from sqlalchemy import text
 from app import db
 from app.migrate import head_revision
 from app.services.programs.programs import create_program
-from tests.conftest import PgServer, assert_ledger_consistent
+from tests.conftest import PgServer, assert_ledger_consistent, service_process_env
 from tests.live import running_server
 
 
@@ -36,6 +36,7 @@ def patron_with(
     env = {**os.environ, "DATABASE_URL": database_url}
     env.pop("PATRON_DATABASE_URL", None)
     env.pop("PATRON_MIGRATION_DATABASE_URL", None)
+    env.update(service_process_env())
     env.update(extra_env)
     return subprocess.run(
         [sys.executable, "-m", "app.cli", *args],

@@ -10,7 +10,7 @@ import sys
 from typing import Any
 
 from app import db
-from tests.conftest import Program, assert_ledger_consistent
+from tests.conftest import Program, assert_ledger_consistent, service_process_env
 from tests.imports.support import jsonl, report, run_import, run_worker, upload
 
 MEMBERS = 600
@@ -39,9 +39,10 @@ async def ledger_state(program_id: int) -> list[Any]:
             for row in await conn.execute(
                 """
 SELECT m.external_id, a.available, a.lifetime_earned, count(e.id), count(l.id)
-  FROM members AS m JOIN accounts AS a ON a.member_id = m.id
-  LEFT JOIN point_entries AS e ON e.member_id = m.id
-  LEFT JOIN point_lots AS l ON l.entry_id = e.id
+  FROM members AS m
+  JOIN accounts AS a ON a.program_id = :program_id AND a.member_id = m.id
+  LEFT JOIN point_entries AS e ON e.program_id = :program_id AND e.member_id = m.id
+  LEFT JOIN point_lots AS l ON l.program_id = :program_id AND l.entry_id = e.id
  WHERE m.program_id = :program_id
  GROUP BY 1, 2, 3 ORDER BY 1
 """,
@@ -65,6 +66,7 @@ class TestWorkerKilledMidImport:
             **os.environ,
             "PATRON_DATABASE_URL": database_url,
             "PATRON_IMPORT_BATCH_SIZE": "20",
+            **service_process_env(),
         }
         worker = await asyncio.create_subprocess_exec(sys.executable, "-c", _WORKER, env=env)
         try:

@@ -84,7 +84,7 @@ _LOCK_BY_EXTERNAL_ID = text(
 SELECT a.member_id
   FROM ({_BATCH_ROWS}) AS b
   JOIN members AS m ON m.program_id = :program_id AND m.external_id = b.key
-  JOIN accounts AS a ON a.member_id = m.id
+  JOIN accounts AS a ON a.program_id = :program_id AND a.member_id = m.id
  ORDER BY a.member_id
    FOR UPDATE OF a
 """
@@ -144,7 +144,7 @@ WITH cur AS (
            birthday = d.new_birthday, metadata = d.new_metadata,
            updated_at = CAST(:now AS timestamptz)
       FROM decided AS d
-     WHERE m.id = d.id AND d.outcome = 'updated'
+     WHERE m.program_id = :program_id AND m.id = d.id AND d.outcome = 'updated'
 )
 -- A member created by someone else since this statement's snapshot was not created here.
 SELECT d.line,
@@ -232,7 +232,8 @@ SELECT r.line, r.payload FROM import_rows AS r
 _LOCK_MEMBERS = text(
     """
 SELECT a.member_id
-  FROM members AS m JOIN accounts AS a ON a.member_id = m.id
+  FROM members AS m
+  JOIN accounts AS a ON a.program_id = :program_id AND a.member_id = m.id
  WHERE m.program_id = :program_id AND m.external_id = ANY(CAST(:members AS text[]))
  ORDER BY a.member_id
    FOR UPDATE OF a

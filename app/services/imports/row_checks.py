@@ -16,7 +16,8 @@ So the insert statements run with the per-row checks off (``session_replication_
 replica``, for that statement only, set back right after it). The constraints stay in the
 schema and every other write keeps its checks. Turning them off is allowed to a superuser,
 or from PostgreSQL 15 to a role granted ``SET`` on the parameter; without that privilege
-the statements simply run with the per-row checks, as before.
+the statements simply run with the per-row checks, as before. On Citus too (cluster.py): the
+setting made on the coordinator does not reach the shards that run the inserts.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 from sqlalchemy import TextClause, text
 
 from app.db import Connection, Result
+from app.services.imports.cluster import on_citus
 
 _PRIVILEGE = text(
     "SELECT current_setting('is_superuser') = 'on' AS superuser, "
@@ -61,7 +63,7 @@ async def insert_checked_once(
     """Run a batch's insert statement (rows of ``program_id`` that point only at the program
     and at members the statement itself inserted or joined) with the foreign keys checked
     once for the batch rather than per row."""
-    if not await _checks_may_be_skipped(conn):
+    if await on_citus(conn) or not await _checks_may_be_skipped(conn):
         return await conn.execute(statement, params)
     if (await conn.execute(_LOCK_PROGRAM, {"program_id": program_id})).first() is None:
         # Not reachable while the import's row is locked (it goes with its program); the

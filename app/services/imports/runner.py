@@ -33,6 +33,7 @@ from app.db import Connection
 from app.errors import NotFoundError
 from app.services.events.events import write_event
 from app.services.imports.batches import APPLY, REJECTION_MESSAGES, Batch, BatchOutcome
+from app.services.imports.cluster import on_citus
 from app.services.insights import insights
 from app.services.programs.due_programs import looking_across_programs
 
@@ -40,14 +41,15 @@ log = logging.getLogger("patron.imports")
 
 MAX_ERRORS = 100
 
-# The unfinished imports, oldest first, without locking: the step locks its one import, by
-# program, and skips it when another worker holds it.
-_UNFINISHED = text(
-    "SELECT program_id, id FROM imports WHERE status IN ('queued', 'running') "
-    "ORDER BY created_at LIMIT :limit"
-)
 # How many unfinished imports a worker looks through for one no other worker is on.
 _CANDIDATES = 20
+# The unfinished imports, oldest first, without locking: the step locks its one import, by
+# program, and skips it when another worker holds it. The limit is written into the text: on
+# Citus a bound parameter in a query across shards cannot be planned.
+_UNFINISHED = text(
+    "SELECT program_id, id FROM imports WHERE status IN ('queued', 'running') "
+    f"ORDER BY created_at LIMIT {_CANDIDATES}"
+)
 _LOCK_IMPORT = text(
     "SELECT * FROM imports WHERE program_id = :program_id AND id = :id "
     "AND status IN ('queued', 'running') FOR UPDATE SKIP LOCKED"
@@ -139,7 +141,7 @@ class _RolledBack(Exception):
 async def run_imports(now: datetime) -> int:
     """Worker job: one step of the oldest unfinished import no other worker is on."""
     async with looking_across_programs() as conn:
-        unfinished = (await conn.execute(_UNFINISHED, {"limit": _CANDIDATES})).all()
+        unfinished = (await conn.execute(_UNFINISHED)).all()
     for program_id, import_id in unfinished:
         if await advance_import(program_id, import_id, now):
             return 1
@@ -198,6 +200,11 @@ async def advance_import(program_id: int, import_id: uuid.UUID, now: datetime) -
     return True
 
 
+# The batch statements join a fresh staging table and tables the import itself is growing:
+# a plan cached for the first batch (the service's generic plans) is wrong by the tenth.
+# Each batch is planned for its own parameters and the tables' current size instead.
+_PLAN_EACH_BATCH = text("SET LOCAL plan_cache_mode = force_custom_plan")
+
 # Marking duplicates and dropping the staging rows touch the whole file at once: on a file of
 # millions of lines they outlast the service's statement timeout. They lock only staging rows.
 _WHOLE_FILE_TIMEOUT = text("SET LOCAL statement_timeout = '30min'")
@@ -206,20 +213,21 @@ _WHOLE_FILE_TIMEOUT = text("SET LOCAL statement_timeout = '30min'")
 async def _start(conn: Connection, current: Any, now: datetime) -> None:
     this = {"program_id": current.program_id, "id": current.id}
     await conn.execute(_WHOLE_FILE_TIMEOUT)
+    # Run once per import, so planned for their values (as a batch is, below): on Citus a
+    # generic plan of the duplicate search cannot be routed to its shard at all.
+    await conn.execute(_PLAN_EACH_BATCH)
     # Fresh statistics for the staging rows, before the first statement that reads them all:
     # counted as the few rows of an earlier import (or none), the duplicate search below is
     # planned as a nested loop that runs the file's window aggregate once per line (more
-    # than 10 minutes for 50,000 lines). The batches join them too.
-    await conn.execute(_ANALYZE_STAGING)
+    # than 10 minutes for 50,000 lines). The batches join them too. Not on Citus (see
+    # cluster.py): there an ANALYZE in the transaction is DDL on every shard.
+    if not await on_citus(conn):
+        await conn.execute(_ANALYZE_STAGING)
     await conn.execute(_MARK_DUPLICATES, this)
     rejected = (await conn.execute(_COUNT_REJECTED, this)).scalar_one()
     await conn.execute(_START, {**this, "now": now, "rejected": rejected})
 
 
-# The batch statements join a fresh staging table and tables the import itself is growing:
-# a plan cached for the first batch (the service's generic plans) is wrong by the tenth.
-# Each batch is planned for its own parameters and the tables' current size instead.
-_PLAN_EACH_BATCH = text("SET LOCAL plan_cache_mode = force_custom_plan")
 # A batch on a busy server may outlast the service's default timeout; it still holds its
 # members' locks for at most this long.
 _BATCH_TIMEOUT = text("SET LOCAL statement_timeout = '60s'")
@@ -254,7 +262,10 @@ async def _apply_batch(conn: Connection, current: Any, upto: int, now: datetime)
     batches_done = current.applied_through // get_settings().import_batch_size
     # While a program's tables are still small each batch changes their size by a large
     # factor, so the first batches refresh the statistics every time.
-    if batches_done < _ANALYZE_EACH_FIRST or batches_done % _ANALYZE_EVERY == 0:
+    # Not on Citus (cluster.py): after an ANALYZE of a distributed table the transaction may
+    # no longer read the reference table ``programs``.
+    refresh = batches_done < _ANALYZE_EACH_FIRST or batches_done % _ANALYZE_EVERY == 0
+    if refresh and not await on_citus(conn):
         for table in dict.fromkeys(("members", *_GROWN[current.type])):
             await conn.execute(text(f"ANALYZE {_KEYS[table]}"))
     batch = Batch(current.id, current.program_id, current.actor, current.applied_through, upto, now)
@@ -293,6 +304,7 @@ async def _apply_batch(conn: Connection, current: Any, upto: int, now: datetime)
 async def _finish(conn: Connection, current: Any, now: datetime) -> Any:
     this = {"program_id": current.program_id, "id": current.id}
     await conn.execute(_WHOLE_FILE_TIMEOUT)
+    await conn.execute(_PLAN_EACH_BATCH)  # as in _start
     errors = (await conn.execute(_FIRST_ERRORS, {**this, "limit": MAX_ERRORS})).scalar_one()
     done = (
         await conn.execute(_FINISH, {**this, "now": now, "errors": orjson.dumps(errors).decode()})

@@ -64,7 +64,7 @@ WITH c AS (
     SELECT r.program_id, r.member_id, r.kind, r.points, 'available',
            CAST(:reason AS text), CAST(:actor AS text), r.order_id, CAST(:now AS timestamptz),
            COALESCE(r.expires_at, {_EXPIRES_FROM_BASE})
-      FROM ranked AS r JOIN programs AS p ON p.id = r.program_id
+      FROM ranked AS r JOIN programs AS p ON p.id = :program_id
      ORDER BY r.n
  RETURNING *
 ), placed AS (
