@@ -592,7 +592,7 @@ async def time_reevaluation(
     body = json.loads(stored.body)
     return {
         "change": {"tier": "silver", "threshold": silver},
-        "status_code": stored.status_code,
+        "replayed": stored.replayed,
         "reevaluation": body.get("reevaluation"),
         "update_tier_s": round(saved, 3),
         "reevaluation_batches": batches,

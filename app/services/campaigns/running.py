@@ -47,7 +47,7 @@ from app.services.campaigns.run_lanes import LanePosition
 from app.services.idempotency import IdempotencyRequest, Reply, run_recomputation
 from app.services.ledger import accounts
 from app.services.ledger.accounts import NEXT_SEQUENCES_CTE
-from app.services.ledger.postings import credit_many_ctes
+from app.services.ledger.postings import EARNED_EVENT_ROWS, credit_many_ctes
 from app.services.members.member_batches import ALL_MEMBERS, Lane
 from app.services.programs.due_programs import looking_across_programs
 from app.services.rewards import coupons
@@ -85,6 +85,7 @@ WITH picked AS (
             "CAST(:actor AS text)",
             campaign_id="CAST(:campaign_id AS bigint)",
             sequences=2,
+            earned_event=False,
         )
     }, targeted AS (
     INSERT INTO campaign_targetings (program_id, campaign_id, member_id, run_number, "group",
@@ -93,16 +94,25 @@ WITH picked AS (
            CAST(:run_number AS integer), picked.grp, entry.points, entry.id,
            picked.coupon_code, CAST(:now AS timestamptz)
       FROM picked LEFT JOIN entry USING (member_id)
-), targeted_event AS (
+), member_events AS (
+    -- Both events of a member from one INSERT, in the order of their sequence numbers, so
+    -- that their ids (and so the feed) follow the sequence on every engine.
     INSERT INTO events (program_id, type, member_id, data, created_at)
-    SELECT CAST(:program_id AS bigint), 'campaign.targeted', picked.member_id,
-           jsonb_build_object('member_id', picked.external_id,
-                              'sequence', coalesce(sequenced.version, acc.version - 1),
-                              'campaign_id', CAST(:campaign_id AS bigint),
-                              'group', picked.grp, 'message', CAST(:message AS text),
-                              'coupon_code', picked.coupon_code),
-           CAST(:now AS timestamptz)
-      FROM picked LEFT JOIN sequenced USING (member_id) LEFT JOIN acc USING (member_id)
+    SELECT e.program_id, e.type, e.member_id, e.data, e.created_at
+      FROM (
+        SELECT CAST(:program_id AS bigint) AS program_id, 'campaign.targeted' AS type,
+               picked.member_id,
+               jsonb_build_object('member_id', picked.external_id,
+                                  'sequence', coalesce(sequenced.version, acc.version - 1),
+                                  'campaign_id', CAST(:campaign_id AS bigint),
+                                  'group', picked.grp, 'message', CAST(:message AS text),
+                                  'coupon_code', picked.coupon_code) AS data,
+               CAST(:now AS timestamptz) AS created_at
+          FROM picked LEFT JOIN sequenced USING (member_id) LEFT JOIN acc USING (member_id)
+        UNION ALL
+        {EARNED_EVENT_ROWS}
+      ) AS e
+     ORDER BY e.member_id, CAST(e.data->>'sequence' AS bigint)
 )
 SELECT count(*) FILTER (WHERE grp = 'treated') AS treated,
        count(*) FILTER (WHERE grp = 'holdout') AS holdout

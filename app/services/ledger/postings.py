@@ -61,6 +61,19 @@ CONSUME_LOTS_CTE = """spendable AS (
 )"""
 
 
+# The ``points.earned`` event rows of ``credit_many_ctes`` (its ``entry`` and ``acc``), as the
+# SELECT of an INSERT INTO events (program_id, type, member_id, data, created_at).
+EARNED_EVENT_ROWS = f"""SELECT entry.program_id, 'points.earned', entry.member_id,
+           jsonb_build_object('member_id', m.external_id, 'sequence', acc.version,
+                              'entry', {ENTRY_JSON.format(e="entry", status="entry.status")},
+                              'balance', jsonb_build_object('available', acc.available,
+                                                            'pending', acc.pending,
+                                                            'held', acc.held)),
+           entry.created_at
+      FROM entry JOIN acc USING (member_id)
+      JOIN members AS m ON m.program_id = :program_id AND m.id = entry.member_id"""
+
+
 def credit_many_ctes(
     kind: str,
     reason: str,
@@ -68,6 +81,7 @@ def credit_many_ctes(
     referral_id: str = "NULL",
     campaign_id: str = "NULL",
     sequences: int = 1,
+    earned_event: bool = True,
 ) -> str:
     """CTEs that credit every row of a ``due(member_id, points)`` CTE defined before them,
     whose account rows the transaction already holds: the accounts, one available entry
@@ -75,7 +89,18 @@ def credit_many_ctes(
     ``campaign_id``), the lots after any debt is repaid, and a ``points.earned`` event each.
     They define ``acc`` and ``entry`` for what follows. With ``sequences`` > 1 the account
     takes that many event sequence numbers, the last for ``points.earned``, the ones before
-    it (``acc.version - 1`` ...) for the caller's own events."""
+    it (``acc.version - 1`` ...) for the caller's own events. With ``earned_event`` False
+    the ``points.earned`` events are left to the caller, who inserts them with its own in one
+    INSERT in sequence order (``EARNED_EVENT_ROWS``): events from two INSERT CTEs of one
+    statement take ids in no promised order (on Citus the later CTE's come first)."""
+    event = (
+        f""", earned_event AS (
+    INSERT INTO events (program_id, type, member_id, data, created_at)
+    {EARNED_EVENT_ROWS}
+)"""
+        if earned_event
+        else ""
+    )
     return f"""acc AS (
     UPDATE accounts AS a
        SET available = a.available + due.points,
@@ -102,18 +127,7 @@ def credit_many_ctes(
            SELECT greatest(acc.available + acc.held, 0)
                 - greatest(acc.available + acc.held - entry.points, 0) AS remaining) AS fresh
      WHERE fresh.remaining > 0
-), earned_event AS (
-    INSERT INTO events (program_id, type, member_id, data, created_at)
-    SELECT entry.program_id, 'points.earned', entry.member_id,
-           jsonb_build_object('member_id', m.external_id, 'sequence', acc.version,
-                              'entry', {ENTRY_JSON.format(e="entry", status="entry.status")},
-                              'balance', jsonb_build_object('available', acc.available,
-                                                            'pending', acc.pending,
-                                                            'held', acc.held)),
-           entry.created_at
-      FROM entry JOIN acc USING (member_id)
-      JOIN members AS m ON m.program_id = :program_id AND m.id = entry.member_id
-)"""
+){event}"""
 
 
 _CREDIT_SQL = """
