@@ -32,7 +32,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import orjson
-from sqlalchemy import text
+from sqlalchemy import TextClause, text
 
 from app import db
 from app.clock import clock
@@ -245,24 +245,35 @@ async def _act(
     return int(outcome.treated), int(outcome.holdout)
 
 
+async def _lock_runnable(
+    conn: Connection,
+    lock: TextClause,
+    program_id: int,
+    campaign_id: int,
+    at: datetime | None,
+) -> tuple[Any, datetime]:
+    """The campaign's row under ``lock`` (run_lanes.LOCK_CAMPAIGN or SHARE_CAMPAIGN) and the
+    time of the step; 404 when there is no such campaign, 409 when it may not run now."""
+    campaign = (await conn.execute(lock, {"program_id": program_id, "id": campaign_id})).first()
+    if campaign is None:
+        raise NotFoundError(f"No campaign {campaign_id} in this program.")
+    now = at or clock.now()
+    if not run_lanes.runnable(campaign, now):
+        raise CampaignNotRunnableError(
+            "Only an active campaign within its starts_at/ends_at window runs."
+        )
+    return campaign, now
+
+
 async def _start_or_join(
     program_id: int, campaign_id: int, lanes: int, at: datetime | None
 ) -> tuple[int, list[int]]:
     """Start a run of the campaign unless one is under way; returns the run's number and
     its lanes with members left."""
     async with db.transaction() as conn:
-        campaign = (
-            await conn.execute(
-                run_lanes.LOCK_CAMPAIGN, {"program_id": program_id, "id": campaign_id}
-            )
-        ).first()
-        if campaign is None:
-            raise NotFoundError(f"No campaign {campaign_id} in this program.")
-        now = at or clock.now()
-        if not run_lanes.runnable(campaign, now):
-            raise CampaignNotRunnableError(
-                "Only an active campaign within its starts_at/ends_at window runs."
-            )
+        campaign, now = await _lock_runnable(
+            conn, run_lanes.LOCK_CAMPAIGN, program_id, campaign_id, at
+        )
         run_number: int = campaign.run_number
         if campaign.run_cursor is None:
             run_number = await run_lanes.start_run(conn, campaign, lanes, now)
@@ -282,18 +293,9 @@ async def _walk_lane(
     treated = holdout = 0
     while True:
         async with db.transaction() as conn:
-            campaign = (
-                await conn.execute(
-                    run_lanes.SHARE_CAMPAIGN, {"program_id": program_id, "id": campaign_id}
-                )
-            ).first()
-            if campaign is None:
-                raise NotFoundError(f"No campaign {campaign_id} in this program.")
-            now = at or clock.now()
-            if not run_lanes.runnable(campaign, now):
-                raise CampaignNotRunnableError(
-                    "Only an active campaign within its starts_at/ends_at window runs."
-                )
+            campaign, now = await _lock_runnable(
+                conn, run_lanes.SHARE_CAMPAIGN, program_id, campaign_id, at
+            )
             position = await run_lanes.lock_lane(conn, campaign, lane, run_number)
             if position is None:
                 return treated, holdout
