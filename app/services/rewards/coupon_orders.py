@@ -1,7 +1,8 @@
-"""Coupons at checkout: what an order that names coupons does to them (read and checked,
-then, in the order statement, locked after the member's account, checked again and marked
-used with ``coupon.used``; on the full path locked by ``lock_for_order`` first), and what a
-full refund of that order does (unexpired coupons active again, ``coupon.reactivated``)."""
+"""Coupons at checkout: what an order that names coupons does to them (in the order
+statement, locked after the member's account, checked and marked used with ``coupon.used``;
+priced there too when the program earns at its base rate alone, else read and checked before
+it; on the full path locked by ``lock_for_order`` first), and what a full refund of that order
+does (unexpired coupons active again, ``coupon.reactivated``)."""
 
 from __future__ import annotations
 
@@ -49,8 +50,9 @@ def canonical_codes(codes: list[str]) -> list[str | None]:
     return canonical
 
 
-# What an order with coupons reads before its statement, outside any lock: the program's
-# currency, the buyer and the coupons named. A coupon's terms (kind, value, currency, minimum,
+# What an order with coupons reads before its statement, outside any lock, when the statement
+# does not price the order itself or found a coupon not usable: the program's currency, the
+# buyer and the coupons named. A coupon's terms (kind, value, currency, minimum,
 # member, expiry) never change once issued, so the discounts and the points computed from this
 # read stay right; only its status may move, and the order statement checks that again under
 # the lock (USABLE_AFTER_BUYER_CTES). One row per coupon found (one with no coupon when none
