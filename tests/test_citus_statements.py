@@ -1,12 +1,13 @@
 """On a Citus cluster, every hot statement runs on the one shard of its program.
 
 Each statement of earn, redeem, the points read, a quote, an order (direct, after reading the
-member, capturing a hold, with coupons), a hold, its capture and release, and a refund is explained
-on the cluster with representative parameters. Citus shows how it will run a statement as
-``Task Count: N`` lines, one per step: the statement itself, and each CTE it runs as a step of
-its own (Citus runs an INSERT CTE that way). The test fails when any step has more than one
-task, which is what a statement that lost its ``program_id`` filter, or joins a tenant table
-on anything but it, turns into; or when Citus cannot plan the statement at all.
+member, capturing a hold, with coupons, priced in it or not), a hold, its capture and release,
+and a refund is explained on the cluster with representative parameters. Citus shows how it
+will run a statement as ``Task Count: N`` lines, one per step: the statement itself, and each
+CTE it runs as a step of its own (Citus runs an INSERT CTE that way). The test fails when any
+step has more than one task, which is what a statement that lost its ``program_id`` filter, or
+joins a tenant table on anything but it, turns into; or when Citus cannot plan the statement at
+all.
 
 Why EXPLAIN and not only the session's refusal of multi-task statements (conftest): the
 refusal catches a statement only when a test happens to run it, while this pins every hot
@@ -20,6 +21,7 @@ import os
 import re
 import uuid
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
@@ -71,6 +73,9 @@ def _hot_statements() -> dict[str, Any]:
         key = ", with key" if remember else ""
         found[f"order direct{key}"] = orders._CREATE_DIRECT[(remember, False)]
         found[f"order direct, with coupons{key}"] = orders._CREATE_DIRECT[(remember, True)]
+        found[f"order direct, with coupons priced in it{key}"] = orders._CREATE_DIRECT_PRICED[
+            remember
+        ]
         found[f"hold{key}"] = holds._CREATE[remember]
         found[f"capture/release{key}"] = holds._CLOSE[remember]
         found[f"refund{key}"] = orders._REFUND[remember]
@@ -131,6 +136,8 @@ def _parameters(program_id: int, member_id: int) -> dict[str, Any]:
         "coupon_ids": [],
         "discounts": [],
         "codes": [],
+        "rate_numerator": Decimal(1),
+        "rate_denominator": Decimal(100),
         "hold_id": uuid.uuid4(),
         "ttl": None,
         "status": "released",

@@ -3,13 +3,18 @@ every refusal writing nothing, retries, and a full refund freeing the coupons.""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import text
 
 from app import db
 from app.clock import clock
+from app.services.checkout import earning
+from app.services.rewards import coupon_orders
+from app.services.rewards.coupons import Coupon
 from tests.conftest import Program, assert_problem
 from tests.routers.test_events import feed
 from tests.routers.test_rewards import coupon, redeemed, reward, set_program_currency
@@ -331,3 +336,139 @@ class TestRefundFreesCoupons:
         clock.advance(timedelta(days=2))
         await program.post("/v1/orders/A-1/refunds", json={"refund_id": "R-1", "amount": 10_000})
         assert (await coupon(program, code))["status"] == "used"
+
+
+def _never_read(*args: Any, **kwargs: Any) -> Any:
+    raise AssertionError("the coupons were read before the order statement")
+
+
+class TestPricedInTheStatement:
+    """In a program whose earning is its base rate alone, an order with coupons is one
+    statement that prices itself (no read before it); any other program reads the coupons
+    first and prices the order in the service. Both must record the same order."""
+
+    async def test_one_round_trip(self, program: Program, monkeypatch: Any) -> None:
+        await program.member("m1", points=1000)
+        code = await issued_code(program)
+        monkeypatch.setattr(coupon_orders, "read_for_order", _never_read)
+        response = await place(program, "A-1", [code])
+        assert response.status_code == 201, response.text
+        order = response.json()
+        assert order["coupons"] == [{"code": code, "discount_amount": 2000}]
+        assert (order["points_earned"], order["breakdown"]) == (
+            80,
+            [{"source": "base", "points": 80}],
+        )
+        assert (await program.balance("m1"))["available"] == 800 + 80
+
+    async def test_a_refused_coupon_is_read_to_say_why(
+        self, program: Program, monkeypatch: Any
+    ) -> None:
+        await program.member("m1", points=1000)
+        code = await issued_code(program, min_order_amount=10_001)
+        reads = []
+        read_for_order = coupon_orders.read_for_order
+
+        async def counted(*args: Any) -> Any:
+            reads.append(args)
+            return await read_for_order(*args)
+
+        monkeypatch.setattr(coupon_orders, "read_for_order", counted)
+        before = await events_written(program)
+        response = await place(program, "A-1", [code])
+        assert_problem(response, 409, "coupon_not_usable")
+        assert response.json()["reason"] == "min_order_amount"
+        assert len(reads) == 1
+        assert await events_written(program) == before
+        assert (await coupon(program, code))["status"] == "active"
+
+    @pytest.mark.parametrize(
+        ("amount", "rewards"),
+        [
+            (10_000, [{}]),  # 2000 off
+            (1_500, [{}]),  # 2000 off an order of 1500: 1500
+            (9_999, [{"kind": "percent_discount", "value": 15}, {"kind": "gift", "value": None}]),
+            (3_000, [{}, {}]),  # more off than the amount: earns nothing
+            (10_000, [{"kind": "free_shipping", "value": None}]),
+            (7_777, [{"kind": "percent_discount", "value": 100}]),
+            (12_345, [{"min_order_amount": 12_345}, {"kind": "percent_discount", "value": 1}]),
+        ],
+    )
+    async def test_same_order_either_way(
+        self, program: Program, monkeypatch: Any, amount: int, rewards: list[dict[str, Any]]
+    ) -> None:
+        # A rate with a fraction, so that the floor of the points is put to the test.
+        assert (await program.patch("/v1/program", json={"earn_rate": "0.37"})).is_success
+        await program.member("m1", points=10_000)
+        recorded = []
+        for priced in (True, False):
+            codes = [await issued_code(program, **fields) for fields in rewards]
+            with monkeypatch.context() as patched:
+                if priced:
+                    patched.setattr(coupon_orders, "read_for_order", _never_read)
+                else:
+                    patched.setattr(earning, "base_rate_fraction", lambda context: None)
+                response = await place(program, f"A-{priced}", list(reversed(codes)), amount=amount)
+            assert response.status_code == 201, response.text
+            recorded.append(await self.as_recorded(program, response.json(), codes))
+        assert recorded[0] == recorded[1]
+
+    async def as_recorded(
+        self, program: Program, order: dict[str, Any], codes: list[str]
+    ) -> dict[str, Any]:
+        """The order, its coupons and their events, with the codes as their place in
+        ``codes`` and without what differs from order to order."""
+        place_of = {code: number for number, code in enumerate(codes)}
+        async with db.read_only() as conn:
+            rows = (
+                await conn.execute(
+                    text(
+                        "SELECT code, status, discount_amount FROM coupons "
+                        "WHERE program_id = :program_id AND order_id = :order_id"
+                    ),
+                    {"program_id": program.id, "order_id": order["order_id"]},
+                )
+            ).all()
+        used = [
+            e["data"]
+            for e in await feed(program)
+            if e["type"] == "coupon.used" and e["data"]["order_id"] == order["order_id"]
+        ]
+        return {
+            "amount": order["amount"],
+            "points_earned": order["points_earned"],
+            "breakdown": order["breakdown"],
+            "coupons": [{**c, "code": place_of[c["code"]]} for c in order["coupons"]],
+            "rows": sorted((place_of[r.code], r.status, r.discount_amount) for r in rows),
+            "events": sorted(
+                (place_of[e["coupon"]["code"]], e["discount_amount"], e["coupon"]["status"])
+                for e in used
+            ),
+        }
+
+
+class TestDiscountInSql:
+    async def test_the_same_as_discount_on(self, program: Program) -> None:
+        kinds = ("fixed_discount", "percent_discount", "free_shipping", "gift", "custom")
+        values = (None, 0, 1, 15, 99, 100, 2000)
+        template = Coupon.from_row(
+            {field.name: None for field in dataclasses.fields(Coupon)}
+            | {"kind": "gift", "value": None}
+        )
+        statement = text(
+            "SELECT "
+            + coupon_orders.DISCOUNT_SQL.format(c="c")
+            + " AS discount FROM (VALUES (CAST(:kind AS text), CAST(:value AS bigint))) "
+            "AS c(kind, value)"
+        )
+        async with db.read_only() as conn:
+            for kind in kinds:
+                for value in values:
+                    for amount in (1, 99, 1_500, 9_999, 10**12):
+                        in_sql = (
+                            await conn.execute(
+                                statement, {"kind": kind, "value": value, "amount": amount}
+                            )
+                        ).scalar_one()
+                        coupon = dataclasses.replace(template, kind=kind, value=value)
+                        assert in_sql == coupon.discount_on(amount), (kind, value, amount)

@@ -114,11 +114,25 @@ def _timestamp(value: str | datetime | None) -> datetime | None:
     return datetime.fromisoformat(value)
 
 
-def _points_at_rate(amount: int, minor_units: int, rate: Decimal) -> int:
-    """floor(amount / 10^minor_units * rate), exactly."""
+def _rate_fraction(minor_units: int, rate: Decimal) -> tuple[int, int]:
+    """(n, d) such that amount / 10^minor_units * rate = amount * n / d, exactly."""
     numerator, denominator = rate.as_integer_ratio()
     scale: int = 10**minor_units
-    return (amount * numerator) // (denominator * scale)
+    return numerator, denominator * scale
+
+
+def _points_at_rate(amount: int, minor_units: int, rate: Decimal) -> int:
+    """floor(amount / 10^minor_units * rate), exactly."""
+    numerator, denominator = _rate_fraction(minor_units, rate)
+    return (amount * numerator) // denominator
+
+
+def base_rate_fraction(ctx: EarnContext) -> tuple[int, int] | None:
+    """When all an order earns in ``ctx`` is its base line (no tier, no rules): (n, d) with
+    base = floor(amount * n / d), for a statement that prices an order itself; else None."""
+    if ctx.tier_key is not None or ctx.rules:
+        return None
+    return _rate_fraction(CURRENCY_MINOR_UNITS[ctx.currency], ctx.earn_rate)
 
 
 def _extra_points(base: int, multiplier: Decimal) -> int:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -100,10 +101,10 @@ WITH prog AS (
                         redeem_hold_id, coupons, request_hash, created_at, released_at)
     SELECT prog.id, CAST(:order_id AS text), {member_id},
            CAST(:amount AS bigint), CAST(:currency AS text), CAST(:items AS jsonb),
-           CAST(:occurred_at AS timestamptz), CAST(:earned AS bigint),
-           CAST(:points AS bigint), CAST(:breakdown AS jsonb),
+           CAST(:occurred_at AS timestamptz), {earned},
+           CAST(:points AS bigint), {breakdown},
            CASE WHEN prog.available_at <= :now THEN 'available' ELSE 'pending' END,
-           prog.available_at, CAST(:hold_id AS uuid), CAST(:coupons AS jsonb),
+           prog.available_at, CAST(:hold_id AS uuid), {coupons},
            CAST(:request_hash AS bytea),
            CAST(:now AS timestamptz),
            CASE WHEN prog.available_at <= :now THEN CAST(:now AS timestamptz) END
@@ -168,13 +169,32 @@ _DIRECT_ANSWER = """SELECT verdict.verdict, prog.currency, (SELECT response FROM
 # The direct form of an order with coupons also locks the buyer's account and then the
 # coupons still usable (coupon_orders.USABLE_AFTER_BUYER_CTES), inserts the order only when
 # all :coupon_count of them are, and says how many were.
-_DIRECT_WITH_COUPONS_FROM = (
-    "prog CROSS JOIN mem CROSS JOIN verdict WHERE verdict.verdict = 'ok' "
-    "AND (SELECT count(*) FROM usable) = CAST(:coupon_count AS bigint)"
+_ALL_COUPONS_USABLE = (
+    "verdict.verdict = 'ok' AND (SELECT count(*) FROM usable) = CAST(:coupon_count AS bigint)"
 )
+_DIRECT_WITH_COUPONS_FROM = f"prog CROSS JOIN mem CROSS JOIN verdict WHERE {_ALL_COUPONS_USABLE}"
 _DIRECT_WITH_COUPONS_ANSWER = """SELECT verdict.verdict, prog.currency,
        (SELECT response FROM body) AS response, (SELECT count(*) FROM usable) AS usable
   FROM verdict CROSS JOIN prog"""
+
+# The direct form of an order with coupons priced in its statement, when all the program's
+# earning is the base rate (earning.base_rate_fraction): ``usable`` also gives each coupon's
+# discount (coupon_orders.USABLE_PRICED_AFTER_BUYER_CTES), and ``priced`` what the order
+# earns on the amount minus the discounts (never below 0; compute_breakdown's base line:
+# floor(rest * :rate_numerator / :rate_denominator), exact in numeric) and the coupons its
+# reply lists, in the order the request named them.
+_PRICED_CTE = """, priced AS (
+    SELECT CAST(div(GREATEST(CAST(:amount AS bigint)
+                             - COALESCE((SELECT sum(u.discount) FROM usable AS u), 0), 0)
+                    * CAST(:rate_numerator AS numeric),
+                    CAST(:rate_denominator AS numeric)) AS bigint) AS points,
+           (SELECT jsonb_agg(jsonb_build_object('code', u.code, 'discount_amount', u.discount)
+                             ORDER BY array_position(CAST(:codes AS text[]), CAST(u.code AS text)))
+              FROM usable AS u) AS coupons
+)"""
+_PRICED_BREAKDOWN = """CASE WHEN priced.points > 0
+               THEN jsonb_build_array(jsonb_build_object('source', 'base', 'points', priced.points))
+               ELSE CAST('[]' AS jsonb) END"""
 
 # Only with redeem_hold_id: capture the whole hold as part of the order.
 _CAPTURE_CTES = f""", {CONSUME_LOTS_CTE}, captured AS (
@@ -206,27 +226,45 @@ _CAPTURE_CTES = f""", {CONSUME_LOTS_CTE}, captured AS (
 
 
 def _create_statement(
-    *, capture: bool, remember: bool, direct: bool = False, use_coupons: bool = False
+    *,
+    capture: bool,
+    remember: bool,
+    direct: bool = False,
+    use_coupons: bool = False,
+    priced: bool = False,
 ) -> Any:
+    earned, breakdown = "CAST(:earned AS bigint)", "CAST(:breakdown AS jsonb)"
+    coupons, use_coupons_ctes = "CAST(:coupons AS jsonb)", coupon_orders.USE_COUPONS_CTES
     if not direct:
         guard, order_from, answer = "", "prog", "SELECT response FROM body"
     elif not use_coupons:
         guard = _DIRECT_GUARD
         order_from = "prog CROSS JOIN mem CROSS JOIN verdict WHERE verdict.verdict = 'ok'"
         answer = _DIRECT_ANSWER
-    else:
+    elif not priced:
         guard = _DIRECT_GUARD + coupon_orders.USABLE_AFTER_BUYER_CTES
         order_from, answer = _DIRECT_WITH_COUPONS_FROM, _DIRECT_WITH_COUPONS_ANSWER
+    else:
+        guard = _DIRECT_GUARD + coupon_orders.USABLE_PRICED_AFTER_BUYER_CTES + _PRICED_CTE
+        order_from = (
+            f"prog CROSS JOIN mem CROSS JOIN verdict CROSS JOIN priced WHERE {_ALL_COUPONS_USABLE}"
+        )
+        answer = _DIRECT_WITH_COUPONS_ANSWER
+        earned, breakdown, coupons = "priced.points", _PRICED_BREAKDOWN, "priced.coupons"
+        use_coupons_ctes = coupon_orders.USE_PRICED_COUPONS_CTES
     return text(
         _CREATE_SQL.format(
             guard=guard,
+            earned=earned,
+            breakdown=breakdown,
+            coupons=coupons,
             member_id="mem.id" if direct else "CAST(:member_id AS bigint)",
             order_from=order_from,
             answer=answer,
             order_posting=ORDER_POSTING_CTES,
             order_lot=ORDER_LOT_CTE,
             capture=_CAPTURE_CTES if capture else "",
-            use_coupons=coupon_orders.USE_COUPONS_CTES if use_coupons else "",
+            use_coupons=use_coupons_ctes if use_coupons else "",
             order_json=ORDER_JSON.format(
                 o="ord", member="CAST(:member AS text)", refunds="'[]'::json"
             ),
@@ -249,6 +287,12 @@ _CREATE_DIRECT = {
     )
     for remember in (False, True)
     for use_coupons in (False, True)
+}
+_CREATE_DIRECT_PRICED = {
+    remember: _create_statement(
+        capture=False, remember=remember, direct=True, use_coupons=True, priced=True
+    )
+    for remember in (False, True)
 }
 
 _FIND_ORDER = text(
@@ -383,47 +427,27 @@ async def _create_directly(order: _NewOrder) -> Reply | None:
 
 async def _create_with_coupons(order: _NewOrder) -> Reply | None:
     """An order with coupons in a program whose earning does not depend on the member, on one
-    connection outside a transaction: a read of the coupons (their terms give the discounts
-    and so the points), then one statement that locks the buyer's account, then the coupons
-    still usable, and records the order, marking them used, only when all of them are. None
-    when it needs the full path (the earning depends on the member, a pending referral needs
-    both members locked in id order, or the setup or the coupons kept changing under it)."""
+    connection outside a transaction: one statement that locks the buyer's account, then the
+    coupons still usable, and records the order, marking them used, only when all of them
+    are (``_coupon_order_statement``). None when it needs the full path (the earning depends
+    on the member, a pending referral needs both members locked in id order, or the setup or
+    the coupons kept changing under it)."""
     body, request = order.body, order.request
     assert body.coupon_codes is not None
     for _ in range(_STALE_RETRIES):
         setup = await earning.program_earning(order.program_id)
         if setup.member_dependent:
             return None
-        async with db.single_statement() as conn:
-            read = await coupon_orders.read_for_order(
-                conn, order.program_id, body.member_id, body.coupon_codes
-            )
-            if read.buyer_id is None:
-                raise order.unknown_member()
-            if body.currency != read.program_currency:
-                raise order.currency_mismatch(read.program_currency)
-            try:
-                applied = coupon_orders.check_for_order(
-                    read.coupons,
-                    body.coupon_codes,
-                    read.buyer_id,
-                    body.order_id,
-                    body.amount,
-                    body.currency,
-                    order.now,
-                )
-                params = order.params([])
-                _earn_after_discounts(order, setup.context(), params, applied)
-            except coupon_orders.CouponUsedByThisOrder:
-                break  # a retry of the order that used them: answered with that order
-            except PointsLimitExceededError:
-                return None  # the cached setup may be stale: the full path decides
-            params.update(config_version=setup.config_version, coupon_count=len(applied))
-            row = (await conn.execute(_CREATE_DIRECT[(request is not None, True)], params)).one()
+        try:
+            row = await _coupon_order_statement(order, setup)
+        except coupon_orders.CouponUsedByThisOrder:
+            break  # a retry of the order that used them: answered with that order
+        except PointsLimitExceededError:
+            return None  # the cached setup may be stale: the full path decides
         if row.verdict == "ok":
             if row.response is not None:
                 return Reply(row.response)
-            if row.usable == len(applied):
+            if row.usable == len(body.coupon_codes):
                 break  # the order_id was taken: answered with the recorded order
             continue  # a coupon was used or voided since the read: read it again
         if row.verdict == "no_member":
@@ -436,6 +460,60 @@ async def _create_with_coupons(order: _NewOrder) -> Reply | None:
     else:
         return None
     return await _existing_order(order.program_id, body, request)
+
+
+async def _coupon_order_statement(order: _NewOrder, setup: earning.ProgramEarning) -> Any:
+    """The answer of the order statement with coupons (verdict, currency, response, usable).
+    When the program's earning is its base rate alone, the statement prices the order itself
+    and is the only round trip; when it did not record the order because a coupon was not
+    usable (or this very order had used it), or when the earning has rules, the coupons are
+    read first and checked here, which says why one is not usable (CouponNotUsableError,
+    CouponUsedByThisOrder), and the statement records the order priced from that read."""
+    body, request = order.body, order.request
+    assert body.coupon_codes is not None
+    codes = coupon_orders.canonical_codes(body.coupon_codes)
+    context = setup.context()
+    fraction = earning.base_rate_fraction(context)
+    # An order that would earn more than an order may even before its discounts (a discount
+    # only lowers what it earns) is priced after the read, as the full path does.
+    if (
+        fraction is not None
+        and all(codes)
+        and body.amount * fraction[0] // fraction[1] <= earning.MAX_ORDER_POINTS
+    ):
+        params = order.params([])
+        params.update(
+            config_version=setup.config_version,
+            codes=codes,
+            coupon_count=len(codes),
+            rate_numerator=Decimal(fraction[0]),
+            rate_denominator=Decimal(fraction[1]),
+        )
+        async with db.single_statement() as conn:
+            row = (await conn.execute(_CREATE_DIRECT_PRICED[request is not None], params)).one()
+        if row.verdict != "ok" or row.response is not None or row.usable == len(codes):
+            return row
+    async with db.single_statement() as conn:
+        read = await coupon_orders.read_for_order(
+            conn, order.program_id, body.member_id, body.coupon_codes
+        )
+        if read.buyer_id is None:
+            raise order.unknown_member()
+        if body.currency != read.program_currency:
+            raise order.currency_mismatch(read.program_currency)
+        applied = coupon_orders.check_for_order(
+            read.coupons,
+            body.coupon_codes,
+            read.buyer_id,
+            body.order_id,
+            body.amount,
+            body.currency,
+            order.now,
+        )
+        params = order.params([])
+        _earn_after_discounts(order, context, params, applied)
+        params.update(config_version=setup.config_version, coupon_count=len(applied))
+        return (await conn.execute(_CREATE_DIRECT[(request is not None, True)], params)).one()
 
 
 async def _create_after_reading_member(order: _NewOrder) -> Reply:

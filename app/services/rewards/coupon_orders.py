@@ -1,7 +1,8 @@
-"""Coupons at checkout: what an order that names coupons does to them (read and checked,
-then, in the order statement, locked after the member's account, checked again and marked
-used with ``coupon.used``; on the full path locked by ``lock_for_order`` first), and what a
-full refund of that order does (unexpired coupons active again, ``coupon.reactivated``)."""
+"""Coupons at checkout: what an order that names coupons does to them (in the order
+statement, locked after the member's account, checked and marked used with ``coupon.used``;
+priced there too when the program earns at its base rate alone, else read and checked before
+it; on the full path locked by ``lock_for_order`` first), and what a full refund of that order
+does (unexpired coupons active again, ``coupon.reactivated``)."""
 
 from __future__ import annotations
 
@@ -49,8 +50,9 @@ def canonical_codes(codes: list[str]) -> list[str | None]:
     return canonical
 
 
-# What an order with coupons reads before its statement, outside any lock: the program's
-# currency, the buyer and the coupons named. A coupon's terms (kind, value, currency, minimum,
+# What an order with coupons reads before its statement, outside any lock, when the statement
+# does not price the order itself or found a coupon not usable: the program's currency, the
+# buyer and the coupons named. A coupon's terms (kind, value, currency, minimum,
 # member, expiry) never change once issued, so the discounts and the points computed from this
 # read stay right; only its status may move, and the order statement checks that again under
 # the lock (USABLE_AFTER_BUYER_CTES). One row per coupon found (one with no coupon when none
@@ -114,18 +116,43 @@ async def read_for_order(
 # reads an earlier one as an intermediate result; a ``FOR UPDATE`` step that joins one fails
 # (Citus 13.2: ``invalid input syntax for type bigint: "PGCOPY"``, the result read in the
 # wrong format), while one that compares with a subquery over it runs on the program's shard.
-USABLE_AFTER_BUYER_CTES = """, buyer AS MATERIALIZED (
+_BUYER_CTE = """, buyer AS MATERIALIZED (
     SELECT a.member_id
       FROM accounts AS a
      WHERE a.program_id = :program_id AND a.member_id = (SELECT mem.id FROM mem)
        FOR UPDATE OF a
-), usable AS MATERIALIZED (
+)"""
+_STILL_USABLE = """c.status = 'active' AND c.expires_at > CAST(:now AS timestamptz)
+       AND (SELECT buyer.member_id FROM buyer)
+           = COALESCE(c.member_id, (SELECT buyer.member_id FROM buyer))"""
+USABLE_AFTER_BUYER_CTES = f"""{_BUYER_CTE}, usable AS MATERIALIZED (
     SELECT c.id
       FROM coupons AS c
      WHERE c.program_id = :program_id AND c.id = ANY(CAST(:coupon_ids AS bigint[]))
-       AND c.status = 'active' AND c.expires_at > CAST(:now AS timestamptz)
-       AND (SELECT buyer.member_id FROM buyer)
-           = COALESCE(c.member_id, (SELECT buyer.member_id FROM buyer))
+       AND {_STILL_USABLE}
+       FOR UPDATE OF c
+)"""
+
+# A coupon's discount on an order of :amount, from its coupons row ``{c}``: the rule of
+# ``Coupon.discount_on``, for statements that price an order themselves (the tests hold the
+# two to the same results on every kind).
+DISCOUNT_SQL = """CASE WHEN {c}.value IS NULL THEN 0
+         WHEN {c}.kind = 'percent_discount' THEN CAST(:amount AS bigint) * {c}.value / 100
+         WHEN {c}.kind = 'fixed_discount' THEN LEAST({c}.value, CAST(:amount AS bigint))
+         ELSE 0 END"""
+
+# USABLE_AFTER_BUYER_CTES for an order that is priced in its statement, with no read before
+# it: the coupons are found by their codes (:codes, canonical), a coupon counts as usable
+# only when every check of ``check_for_order`` passes (so also the order's :currency and its
+# :amount against the minimum), and ``usable`` gives each one's code and discount. When one
+# does not pass, the order is not recorded, and the caller reads the coupons to say why.
+USABLE_PRICED_AFTER_BUYER_CTES = f"""{_BUYER_CTE}, usable AS MATERIALIZED (
+    SELECT c.id, c.code, {DISCOUNT_SQL.format(c="c")} AS discount
+      FROM coupons AS c
+     WHERE c.program_id = :program_id AND c.code = ANY(CAST(:codes AS text[]))
+       AND {_STILL_USABLE}
+       AND c.currency = CAST(:currency AS text)
+       AND (c.min_order_amount IS NULL OR c.min_order_amount <= CAST(:amount AS bigint))
        FOR UPDATE OF c
 )"""
 
@@ -187,6 +214,20 @@ COUPON_JSON = """jsonb_build_object(
     'reward_id', {c}.reward_id, 'campaign_id', {c}.campaign_id, 'order_id', {c}.order_id,
     'expires_at', {c}.expires_at, 'created_at', {c}.created_at)"""
 
+# The ``coupon.used`` event of each coupon in ``used`` (the coupons rows after the use).
+_USED_EVENT_CTE = f""", used_event AS (
+    INSERT INTO events (program_id, type, member_id, data, created_at)
+    SELECT used.program_id, 'coupon.used', acc.member_id,
+           jsonb_build_object('member_id', CAST(:member AS text), 'sequence', acc.version,
+                              'coupon', {COUPON_JSON.format(c="used", m="holder")},
+                              'order_id', used.order_id,
+                              'discount_amount', used.discount_amount),
+           CAST(:now AS timestamptz)
+      FROM used CROSS JOIN acc
+      LEFT JOIN members AS holder
+             ON holder.program_id = :program_id AND holder.id = used.member_id
+)"""
+
 # CTEs that join the order statement (app/services/checkout/orders.py) when the order uses
 # coupons: mark each used with the order and write its ``coupon.used`` event. Reads ``ord``
 # (the inserted order: none when the order_id was taken, and then nothing is marked) and
@@ -202,18 +243,20 @@ USE_COUPONS_CTES = f""", applied AS (
       FROM ord CROSS JOIN applied
      WHERE c.program_id = :program_id AND c.id = applied.coupon_id
  RETURNING c.*
-), used_event AS (
-    INSERT INTO events (program_id, type, member_id, data, created_at)
-    SELECT used.program_id, 'coupon.used', acc.member_id,
-           jsonb_build_object('member_id', CAST(:member AS text), 'sequence', acc.version,
-                              'coupon', {COUPON_JSON.format(c="used", m="holder")},
-                              'order_id', used.order_id,
-                              'discount_amount', used.discount_amount),
-           CAST(:now AS timestamptz)
-      FROM used CROSS JOIN acc
-      LEFT JOIN members AS holder
-             ON holder.program_id = :program_id AND holder.id = used.member_id
-)"""
+){_USED_EVENT_CTE}"""
+
+# USE_COUPONS_CTES for an order priced in its statement (USABLE_PRICED_AFTER_BUYER_CTES):
+# the coupons are the ones :codes names, each with its discount computed from its own row.
+# An order is inserted only when ``usable`` locked every one of them, so ``ord`` present
+# means each code names a coupon this statement holds.
+USE_PRICED_COUPONS_CTES = f""", used AS (
+    UPDATE coupons AS c
+       SET status = 'used', order_pk = ord.id, order_id = ord.order_id,
+           discount_amount = {DISCOUNT_SQL.format(c="c")}, used_at = CAST(:now AS timestamptz)
+      FROM ord
+     WHERE c.program_id = :program_id AND c.code = ANY(CAST(:codes AS text[]))
+ RETURNING c.*
+){_USED_EVENT_CTE}"""
 
 
 def use_params(applied: list[AppliedCoupon]) -> dict[str, Any]:
