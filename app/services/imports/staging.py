@@ -24,7 +24,16 @@ from app.services.imports.lines import MAX_LINE_BYTES, ParsedLine, parse_line, r
 
 COPY_BATCH = 5000
 _YIELD_EVERY = 200
-_COLUMNS = ["import_id", "line", "program_id", "key", "payload", "error_code", "error_message"]
+_COLUMNS = [
+    "import_id",
+    "line",
+    "program_id",
+    "key",
+    "payload",
+    "error_code",
+    "error_message",
+    "request_hash",
+]
 
 _OPEN = text(
     "INSERT INTO imports (id, program_id, type, dry_run, status, actor, created_at) "
@@ -94,7 +103,16 @@ async def _copy(
         "import_rows",
         columns=_COLUMNS,
         records=[
-            (import_id, r.line, program_id, r.key, r.payload, r.error_code, r.error_message)
+            (
+                import_id,
+                r.line,
+                program_id,
+                r.key,
+                r.payload,
+                r.error_code,
+                r.error_message,
+                r.request_hash,
+            )
             for r in rows
         ],
     )
