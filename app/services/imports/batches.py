@@ -223,12 +223,18 @@ async def apply_balances(conn: Connection, batch: Batch) -> BatchOutcome:
 # The lines of an orders batch that need Python: those that earn points (what they earn comes
 # from the program's rules, app/services/checkout/earning.py) and any staged without a request
 # hash (before migration 0018). Every other line is applied by ``_ORDERS`` alone, in SQL.
+# The staged payload is orjson's compact dump, so an earning line holds the text
+# '"earn_points":true' (its colon escaped below from the bind-parameter syntax): matching
+# that text first spares parsing the JSON of every line that does not (the JSON test then
+# decides, as the text might also be in a nested value).
 _ORDER_ROWS_FOR_PYTHON = text(
     """
 SELECT r.line, r.payload FROM import_rows AS r
  WHERE r.program_id = :program_id AND r.import_id = :import_id AND r.line > :after
    AND r.line <= :upto AND r.error_code IS NULL
-   AND (r.request_hash IS NULL OR CAST(r.payload AS jsonb) -> 'earn_points' = 'true')
+   AND (r.request_hash IS NULL
+        OR (strpos(r.payload, '"earn_points"\\:true') > 0
+            AND CAST(r.payload AS jsonb) -> 'earn_points' = 'true'))
  ORDER BY r.line
 """
 )
