@@ -132,7 +132,7 @@ SELECT id, program_id, 10 * $3::int, 10 * $3::int, 1, $2 FROM members WHERE prog
 INSERT INTO point_entries (program_id, member_id, kind, points, status, reason, actor,
                            created_at)
 SELECT m.program_id, m.id, 'earn', 10, 'available', 'bench seed', 'bench',
-       $2 + make_interval(secs => k)
+       CAST($2 AS timestamptz) + make_interval(secs => k)
   FROM generate_series(1, $3::int) AS k CROSS JOIN members AS m
  WHERE m.program_id = $1
 """,

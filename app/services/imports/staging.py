@@ -126,39 +126,55 @@ async def _stage(
     chunks: AsyncIterator[bytes],
     max_bytes: int,
 ) -> tuple[int, bytes]:
-    """Stage every line; returns (lines staged, SHA-256 of the file)."""
+    """Stage every line; returns (lines staged, SHA-256 of the file).
+
+    Each batch's COPY runs while the next batch is parsed, so that the database stores one
+    while the service validates the other instead of each waiting for the other in turn
+    (memory holds two batches at most)."""
     digest = hashlib.sha256()
     splitter = LineSplitter()
     size = staged = 0
     batch: list[ParsedLine] = []
+    copying: asyncio.Task[None] | None = None
 
     async def flush() -> None:
-        nonlocal staged
+        nonlocal staged, batch, copying
+        if copying is not None:
+            await copying
+            copying = None
         if batch:
-            await _copy(conn, import_id, program_id, batch)
+            copying = asyncio.create_task(_copy(conn, import_id, program_id, batch))
             staged += len(batch)
-            batch.clear()
+            batch = []
 
-    async for chunk in chunks:
-        size += len(chunk)
-        if size > max_bytes:
-            raise PayloadTooLargeError(f"An import file is limited to {max_bytes} bytes.")
-        digest.update(chunk)
-        for number, raw in splitter.feed(chunk):
+    try:
+        async for chunk in chunks:
+            size += len(chunk)
+            if size > max_bytes:
+                raise PayloadTooLargeError(f"An import file is limited to {max_bytes} bytes.")
+            digest.update(chunk)
+            for number, raw in splitter.feed(chunk):
+                parsed = _parse(kind, number, raw)
+                if parsed is not None:
+                    batch.append(parsed)
+                if number % _YIELD_EVERY == 0:
+                    # Parsing is CPU work in the service's event loop: let other requests (a
+                    # checkout) run between a few hundred lines rather than after a chunk.
+                    await asyncio.sleep(0)
+            if len(batch) >= COPY_BATCH:
+                await flush()
+        for number, raw in splitter.finish():
             parsed = _parse(kind, number, raw)
             if parsed is not None:
                 batch.append(parsed)
-            if number % _YIELD_EVERY == 0:
-                # Parsing is CPU work in the service's event loop: let other requests (a
-                # checkout) run between a few hundred lines rather than after a whole chunk.
-                await asyncio.sleep(0)
-        if len(batch) >= COPY_BATCH:
-            await flush()
-    for number, raw in splitter.finish():
-        parsed = _parse(kind, number, raw)
-        if parsed is not None:
-            batch.append(parsed)
-    await flush()
+        await flush()
+        await flush()  # the last batch's COPY
+    finally:
+        if copying is not None and not copying.done():
+            # The upload failed while a COPY was under way: it ends before the connection is
+            # given back (its rows go with the import, which the caller discards).
+            copying.cancel()
+            await asyncio.gather(copying, return_exceptions=True)
     return staged, digest.digest()
 
 
