@@ -91,29 +91,42 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def write_files(folder: Path, members: int, orders: int, earn_every: int) -> dict[str, Path]:
-    paths = {kind: folder / f"{kind}.jsonl" for kind in ("members", "balances", "orders")}
-    with paths["members"].open("wb") as out:
+# Orders per file: about 400 MiB, under the service's default limit of 512 MiB per upload
+# (PATRON_MAX_IMPORT_BYTES). A larger history goes in several files, one import each.
+ORDERS_PER_FILE = 3_000_000
+
+
+def write_files(folder: Path, members: int, orders: int, earn_every: int) -> dict[str, list[Path]]:
+    paths = {kind: [folder / f"{kind}.jsonl"] for kind in ("members", "balances")}
+    paths["orders"] = [
+        folder / f"orders-{part}.jsonl" for part in range(max(1, -(-orders // ORDERS_PER_FILE)))
+    ]
+    with paths["members"][0].open("wb") as out:
         for i in range(members):
             line = {"external_id": f"c{i}", "name": f"Customer {i}", "email": f"c{i}@example.com"}
             out.write(orjson.dumps(line) + b"\n")
-    with paths["balances"].open("wb") as out:
+    with paths["balances"][0].open("wb") as out:
         for i in range(members):
             out.write(orjson.dumps({"external_id": f"c{i}", "points": 100 + i % 900}) + b"\n")
-    with paths["orders"].open("wb") as out:
-        for j in range(orders):
-            day = 1 + j % 28
-            month = 1 + (j // 28) % 12
-            line = {
-                "order_id": f"o{j}",
-                "member_id": f"c{(j * 7919) % members}",
-                "amount": 1000 + (j * 37) % 50000,
-                "currency": "CNY",
-                "occurred_at": f"{2023 + j % 3}-{month:02d}-{day:02d}T12:00:00+00:00",
-                "earn_points": earn_every > 0 and j % earn_every == 0,
-            }
-            out.write(orjson.dumps(line) + b"\n")
+    for part, path in enumerate(paths["orders"]):
+        with path.open("wb") as out:
+            write_orders(out, part * ORDERS_PER_FILE, orders, members, earn_every)
     return paths
+
+
+def write_orders(out: Any, first: int, orders: int, members: int, earn_every: int) -> None:
+    for j in range(first, min(orders, first + ORDERS_PER_FILE)):
+        day = 1 + j % 28
+        month = 1 + (j // 28) % 12
+        line = {
+            "order_id": f"o{j}",
+            "member_id": f"c{(j * 7919) % members}",
+            "amount": 1000 + (j * 37) % 50000,
+            "currency": "CNY",
+            "occurred_at": f"{2023 + j % 3}-{month:02d}-{day:02d}T12:00:00+00:00",
+            "earn_points": earn_every > 0 and j % earn_every == 0,
+        }
+        out.write(orjson.dumps(line) + b"\n")
 
 
 _ENTRIES_PER_MEMBER = 100
@@ -214,8 +227,27 @@ async def checkout_traffic(base: str, key: str, members: int, stop: asyncio.Even
     return latencies
 
 
-async def upload_and_wait(http: httpx.AsyncClient, kind: str, path: Path) -> dict[str, Any]:
+async def upload_and_wait(http: httpx.AsyncClient, kind: str, paths: list[Path]) -> dict[str, Any]:
+    """Upload the files one after the other (the worker applies the first while the next
+    one uploads), then wait until every import is done; the counts are their sums."""
     started = time.perf_counter()
+    uploaded = 0.0
+    ids = []
+    for path in paths:
+        upload_started = time.perf_counter()
+        ids.append(await upload(http, kind, path))
+        uploaded += time.perf_counter() - upload_started
+    reports = [await wait_import(http, import_id) for import_id in ids]
+    report = {
+        field: sum(r[field] for r in reports) for field in ("rows_total", "created", "rejected")
+    }
+    report["status"] = ",".join(sorted({r["status"] for r in reports}))
+    report["upload_seconds"] = uploaded
+    report["total_seconds"] = time.perf_counter() - started
+    return report
+
+
+async def upload(http: httpx.AsyncClient, kind: str, path: Path) -> str:
 
     async def chunks() -> Any:
         with path.open("rb") as handle:
@@ -229,11 +261,8 @@ async def upload_and_wait(http: httpx.AsyncClient, kind: str, path: Path) -> dic
         headers={"Content-Type": "application/x-ndjson"},
     )
     assert response.status_code == 202, response.text
-    uploaded = time.perf_counter() - started
-    report = await wait_import(http, response.json()["id"])
-    report["upload_seconds"] = uploaded
-    report["total_seconds"] = time.perf_counter() - started
-    return report
+    import_id: str = response.json()["id"]
+    return import_id
 
 
 async def wait_import(http: httpx.AsyncClient, import_id: str) -> dict[str, Any]:
@@ -299,7 +328,8 @@ async def main() -> None:
         paths = write_files(folder, ARGS.members, ARGS.orders, ARGS.earn_every)
         print(
             f"files written in {time.perf_counter() - started:.1f} s "
-            f"({sum(p.stat().st_size for p in paths.values()) / 2**20:.0f} MiB)"
+            f"({sum(p.stat().st_size for ps in paths.values() for p in ps) / 2**20:.0f} MiB, "
+            f"orders in {len(paths['orders'])} file(s))"
         )
 
         server, worker, base = await asyncio.to_thread(start_processes, url)
