@@ -6,12 +6,14 @@ One run, start to end:
    migrates it, and creates two programs with the app's own service function: the *import*
    program and a *shop* program that takes checkout traffic meanwhile (``--shop-members``
    members, loaded through the import itself before anything is timed);
-2. writes three JSON Lines files: ``--members`` members, one opening balance each, and
-   ``--orders`` historical orders spread over them (every ``--earn-every``-th with
-   ``earn_points``, so it also posts ledger entries);
-3. starts ``patron serve`` and a worker process running only the import job (the job the
-   ``patron worker`` loop runs), then for each file in turn: uploads it (``POST /v1/imports``,
-   streamed from disk) and waits for ``done``, while ``--clients`` clients post orders to the
+2. writes JSON Lines files: ``--members`` members, one opening balance each, and
+   ``--orders`` historical orders spread over them, in files of ``ORDERS_PER_FILE`` lines
+   (none earns points unless ``--earn-every n`` makes every n-th one do, which also posts
+   ledger entries);
+3. starts ``patron serve`` (which runs the worker jobs in a child process) and a worker
+   process running only the import job (the job the ``patron worker`` loop runs), then for
+   each type in turn: uploads its files one after the other (``POST /v1/imports``, streamed
+   from disk) and waits until all are ``done``, while ``--clients`` clients post orders to the
    shop program back to back; it prints each phase's upload and apply time, rows/s, peak RSS
    of the service and of the worker (sampled every 0.2 s) and the checkout p50/p99;
 4. streams ``GET /v1/exports/ledger`` to nowhere and prints its time, rows and the service's
