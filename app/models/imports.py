@@ -19,6 +19,7 @@ from sqlalchemy import (
     ForeignKey,
     ForeignKeyConstraint,
     Index,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -89,6 +90,15 @@ class ImportRow(Base):
             name="fk_import_rows_import",
             ondelete="CASCADE",
         ),
+        # The rejected lines of an import, in order: the report's first errors and the
+        # count at start read these few instead of every staged line.
+        Index(
+            "ix_import_rows_rejected",
+            "program_id",
+            "import_id",
+            "line",
+            postgresql_where=text("error_code IS NOT NULL"),
+        ),
     )
 
     import_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
@@ -99,3 +109,6 @@ class ImportRow(Base):
     payload: Mapped[str | None] = mapped_column(Text)
     error_code: Mapped[str | None] = mapped_column(String(40))
     error_message: Mapped[str | None] = mapped_column(Text)
+    # An order line's request hash, taken at upload (the worker then needs no Python for a
+    # line that earns nothing); None for other types and for rows staged before 0018.
+    request_hash: Mapped[bytes | None] = mapped_column(LargeBinary)

@@ -1,7 +1,13 @@
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
+import pytest
+
 from app import db
 from app.config import get_settings
+from app.errors import PayloadTooLargeError
+from app.services.imports import staging
 from tests.conftest import Program
 from tests.imports.support import jsonl, report, run_worker, upload
 
@@ -106,3 +112,55 @@ class TestImportFinishedEvent:
                 "rejected": 1,
             }
         ]
+
+
+class TestStagingInBatches:
+    """Each COPY runs while the next batch is parsed (app/services/imports/staging.py)."""
+
+    @staticmethod
+    async def staged(program: Program) -> list[tuple[int, str | None]]:
+        async with db.read_only() as conn:
+            rows = await conn.execute(
+                "SELECT line, error_code FROM import_rows WHERE program_id = :p ORDER BY line",
+                {"p": program.id},
+            )
+            return [(row.line, row.error_code) for row in rows]
+
+    async def test_every_batch_is_staged(
+        self, program: Program, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(staging, "COPY_BATCH", 2)
+        lines = [{"external_id": f"m{i}"} for i in range(6)] + ["not json"]
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for line in jsonl(*lines).splitlines(keepends=True):
+                yield line
+
+        await staging.receive_import(program.id, "members", False, "test", chunks(), None, 10**6)
+        assert await self.staged(program) == [
+            *((i, None) for i in range(1, 7)),
+            (7, "malformed_json"),
+        ]
+
+    async def test_a_file_over_the_limit_half_way_leaves_nothing(
+        self, program: Program, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(staging, "COPY_BATCH", 2)
+        body = jsonl(*({"external_id": f"m{i}"} for i in range(40)))
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for line in body.splitlines(keepends=True):
+                yield line
+
+        with pytest.raises(PayloadTooLargeError):
+            await staging.receive_import(
+                program.id, "members", False, "test", chunks(), None, len(body) // 2
+            )
+        assert await self.staged(program) == []
+        async with db.read_only() as conn:
+            imports = (
+                await conn.execute(
+                    "SELECT count(*) FROM imports WHERE program_id = :p", {"p": program.id}
+                )
+            ).scalar()
+        assert imports == 0

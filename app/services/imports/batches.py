@@ -21,7 +21,7 @@ from sqlalchemy import text
 from app.db import Connection
 from app.schemas.orders import OrderCreate
 from app.services.checkout import earning
-from app.services.idempotency import fingerprint
+from app.services.imports.lines import order_hash
 from app.services.imports.row_checks import insert_checked_once
 from app.services.ledger.accounts import open_accounts_cte
 from app.services.ledger.imports import ImportedCredit, credit_imported
@@ -220,12 +220,21 @@ async def apply_balances(conn: Connection, batch: Batch) -> BatchOutcome:
     return outcome
 
 
-# The payload as staged (the JSON text of a validated line): decoded once, in Python.
-_ORDER_ROWS = text(
+# The lines of an orders batch that need Python: those that earn points (what they earn comes
+# from the program's rules, app/services/checkout/earning.py) and any staged without a request
+# hash (before migration 0018). Every other line is applied by ``_ORDERS`` alone, in SQL.
+# The staged payload is orjson's compact dump, so an earning line holds the text
+# '"earn_points":true' (its colon escaped below from the bind-parameter syntax): matching
+# that text first spares parsing the JSON of every line that does not (the JSON test then
+# decides, as the text might also be in a nested value).
+_ORDER_ROWS_FOR_PYTHON = text(
     """
 SELECT r.line, r.payload FROM import_rows AS r
  WHERE r.program_id = :program_id AND r.import_id = :import_id AND r.line > :after
    AND r.line <= :upto AND r.error_code IS NULL
+   AND (r.request_hash IS NULL
+        OR (strpos(r.payload, '"earn_points"\\:true') > 0
+            AND CAST(r.payload AS jsonb) -> 'earn_points' = 'true'))
  ORDER BY r.line
 """
 )
@@ -239,19 +248,48 @@ SELECT a.member_id
    FOR UPDATE OF a
 """
 )
+# Every member the batch's lines name (a program with tiers re-evaluates them all).
+_LOCK_BATCH_MEMBERS = text(
+    """
+SELECT a.member_id
+  FROM (SELECT DISTINCT CAST(r.payload AS jsonb) ->> 'member_id' AS member
+          FROM import_rows AS r
+         WHERE r.program_id = :program_id AND r.import_id = :import_id AND r.line > :after
+           AND r.line <= :upto AND r.error_code IS NULL) AS b
+  JOIN members AS m ON m.program_id = :program_id AND m.external_id = b.member
+  JOIN accounts AS a ON a.program_id = :program_id AND a.member_id = m.id
+ ORDER BY a.member_id
+   FOR UPDATE OF a
+"""
+)
 # An imported order is history: its return window is over (status available), and a repeat
 # of the same order_id with the same content (the API's own request hash) is unchanged.
+# Each line is read from its staged JSON here; ``computed`` holds what Python worked out for
+# the lines that needed it (points and breakdown of an earning line, a missing hash).
+# The staged rows are MATERIALIZED so that each line's JSON is parsed once, not once per
+# field. The result is one row per line that was rejected or earned points, and one row per
+# other outcome with its count: a batch of history that earns nothing sends back two rows.
 _ORDERS = text(
-    """
-WITH input AS (
+    f"""
+WITH staged AS MATERIALIZED (
+    SELECT r.line, r.request_hash, CAST(r.payload AS jsonb) AS p FROM import_rows AS r
+     WHERE r.program_id = :program_id AND r.import_id = :import_id AND r.line > :after
+       AND r.line <= :upto AND r.error_code IS NULL
+), computed AS (
     SELECT *
-      FROM unnest(CAST(:lines AS bigint[]), CAST(:order_ids AS text[]),
-                  CAST(:members AS text[]), CAST(:amounts AS bigint[]),
-                  CAST(:currencies AS text[]), CAST(:items AS text[]),
-                  CAST(:occurred AS timestamptz[]), CAST(:earned AS bigint[]),
+      FROM unnest(CAST(:lines AS bigint[]), CAST(:earned AS bigint[]),
                   CAST(:breakdowns AS text[]), CAST(:hashes AS bytea[]))
-           AS t(line, order_id, member, amount, currency, items, occurred_at, earned,
-                breakdown, request_hash)
+           AS t(line, earned, breakdown, request_hash)
+), input AS (
+    SELECT s.line, s.p ->> 'order_id' AS order_id, s.p ->> 'member_id' AS member,
+           CAST(s.p ->> 'amount' AS bigint) AS amount, s.p ->> 'currency' AS currency,
+           NULLIF(s.p -> 'items', 'null'::jsonb) AS items,
+           COALESCE(CAST(s.p ->> 'occurred_at' AS timestamptz), CAST(:now AS timestamptz))
+               AS occurred_at,
+           COALESCE(c.earned, 0) AS earned,
+           COALESCE(CAST(c.breakdown AS jsonb), '[]'::jsonb) AS breakdown,
+           COALESCE(c.request_hash, s.request_hash) AS request_hash
+      FROM staged AS s LEFT JOIN computed AS c ON c.line = s.line
 ), prog AS (
     SELECT currency, pending_days FROM programs WHERE id = :program_id
 ), decided AS (
@@ -262,14 +300,21 @@ WITH input AS (
                 WHEN i.currency <> prog.currency THEN 'currency_mismatch'
                 ELSE 'created' END AS outcome
       FROM input AS i CROSS JOIN prog
-      LEFT JOIN members AS m ON m.program_id = :program_id AND m.external_id = i.member
-      LEFT JOIN orders AS o ON o.program_id = :program_id AND o.order_id = i.order_id
+      -- One index probe per line (LIMIT 1 keeps each a subquery: both keys are unique):
+      -- as joins, the planner hashed the program's every member and order for each batch,
+      -- a full scan of a table of millions per 5,000 lines.
+      LEFT JOIN LATERAL (
+          SELECT m.id FROM members AS m
+           WHERE m.program_id = :program_id AND m.external_id = i.member LIMIT 1) AS m ON true
+      LEFT JOIN LATERAL (
+          SELECT o.id, o.request_hash FROM orders AS o
+           WHERE o.program_id = :program_id AND o.order_id = i.order_id LIMIT 1) AS o ON true
 ), ins AS (
     INSERT INTO orders (program_id, order_id, member_id, amount, currency, items, occurred_at,
                         points_earned, points_redeemed, breakdown, status, available_at,
                         request_hash, created_at, released_at)
-    SELECT :program_id, d.order_id, d.member_id, d.amount, d.currency, CAST(d.items AS jsonb),
-           d.occurred_at, d.earned, 0, CAST(d.breakdown AS jsonb), 'available',
+    SELECT :program_id, d.order_id, d.member_id, d.amount, d.currency, d.items,
+           d.occurred_at, d.earned, 0, d.breakdown, 'available',
            least(d.occurred_at + make_interval(days => prog.pending_days),
                  CAST(:now AS timestamptz)),
            d.request_hash, CAST(:now AS timestamptz), CAST(:now AS timestamptz)
@@ -277,27 +322,31 @@ WITH input AS (
      WHERE d.outcome = 'created'
     ON CONFLICT (program_id, order_id) DO NOTHING
  RETURNING id, order_id, member_id, points_earned, occurred_at
+), outcomes AS (
+    SELECT d.line, d.order_id, ins.member_id, ins.points_earned, ins.occurred_at,
+           CASE WHEN d.outcome = 'created' AND ins.id IS NULL THEN 'unchanged'
+                ELSE d.outcome END AS outcome
+      FROM decided AS d LEFT JOIN ins ON ins.order_id = d.order_id
 )
-SELECT d.line, d.order_id, ins.member_id, ins.points_earned, ins.occurred_at,
-       CASE WHEN d.outcome = 'created' AND ins.id IS NULL THEN 'unchanged'
-            ELSE d.outcome END AS outcome
-  FROM decided AS d LEFT JOIN ins ON ins.order_id = d.order_id
- ORDER BY d.line
+SELECT line, order_id, member_id, points_earned, occurred_at, outcome, 1 AS lines
+  FROM outcomes
+ WHERE outcome NOT IN {APPLIED} OR points_earned > 0
+UNION ALL
+SELECT NULL, NULL, NULL, NULL, NULL, outcome, count(*)
+  FROM outcomes
+ WHERE outcome IN {APPLIED} AND COALESCE(points_earned, 0) = 0
+ GROUP BY outcome
+ORDER BY line
 """
 )
 
 
 @dataclass(slots=True)
-class _OrderColumns:
-    """The batch's orders as one array per column, for the statement's ``unnest``."""
+class _Computed:
+    """What Python worked out for the lines of a batch that needed it, one array per column
+    for the statement's ``unnest``."""
 
     lines: list[int] = field(default_factory=list)
-    order_ids: list[str] = field(default_factory=list)
-    members: list[str] = field(default_factory=list)
-    amounts: list[int] = field(default_factory=list)
-    currencies: list[str] = field(default_factory=list)
-    items: list[str | None] = field(default_factory=list)
-    occurred: list[datetime] = field(default_factory=list)
     earned: list[int] = field(default_factory=list)
     breakdowns: list[str] = field(default_factory=list)
     hashes: list[bytes] = field(default_factory=list)
@@ -323,60 +372,52 @@ async def _breakdown(
     return earning.compute_breakdown(context, order["amount"], parsed_items, occurred_at)
 
 
-async def _order_columns(conn: Connection, batch: Batch) -> tuple[_OrderColumns, list[str]]:
-    """The batch's lines as columns, and the members whose lines earn points.
-
-    A staged line is the JSON of an already validated ``OrderLine``; without its
-    ``earn_points`` it is exactly the ``OrderCreate`` dump that ``order_fingerprint`` hashes,
-    so the request hash is taken from it directly instead of validating the line again."""
-    columns = _OrderColumns()
+async def _compute_in_python(conn: Connection, batch: Batch) -> tuple[_Computed, list[str]]:
+    """The points of the batch's earning lines (and the hash of any line staged without
+    one), and the members whose lines earn points."""
+    computed = _Computed()
     earning_members: set[str] = set()
-    for row in await conn.execute(_ORDER_ROWS, batch.params()):
+    for row in await conn.execute(_ORDER_ROWS_FOR_PYTHON, batch.params()):
         order = orjson.loads(row.payload)
+        # Without earn_points the line is exactly OrderCreate's dump.
         earns = order.pop("earn_points", False)
-        occurred = order.get("occurred_at")
-        occurred_at = datetime.fromisoformat(occurred) if occurred else batch.now
         breakdown: list[tuple[str, int]] = []
         if earns:
+            occurred = order.get("occurred_at")
+            occurred_at = datetime.fromisoformat(occurred) if occurred else batch.now
             earning_members.add(order["member_id"])
             breakdown = await _breakdown(conn, batch.program_id, order, occurred_at)
-        items = order.get("items")
-        columns.lines.append(row.line)
-        columns.order_ids.append(order["order_id"])
-        columns.members.append(order["member_id"])
-        columns.amounts.append(order["amount"])
-        columns.currencies.append(order["currency"])
-        columns.items.append(orjson.dumps(items).decode() if items is not None else None)
-        columns.occurred.append(occurred_at)
-        columns.earned.append(earning.points_earned(breakdown))
-        columns.breakdowns.append(
+        computed.lines.append(row.line)
+        computed.earned.append(earning.points_earned(breakdown))
+        computed.breakdowns.append(
             orjson.dumps([{"source": s, "points": p} for s, p in breakdown]).decode()
         )
-        columns.hashes.append(fingerprint("ORDER", "", order))
-    return columns, sorted(earning_members)
+        computed.hashes.append(order_hash(order))
+    return computed, sorted(earning_members)
 
 
 async def apply_orders(conn: Connection, batch: Batch) -> BatchOutcome:
-    columns, earning_members = await _order_columns(conn, batch)
+    computed, earning_members = await _compute_in_python(conn, batch)
     has_tiers = await tier_evaluation.program_has_tiers(batch.program_id, conn)
     # Only a member whose balance or tier changes is locked: an order that earns nothing in a
     # program without tiers writes no account, and locking its member would only make a
     # checkout for that member wait for the batch.
-    to_lock = sorted(set(columns.members)) if has_tiers else earning_members
-    locked = list(
-        (
-            await conn.execute(_LOCK_MEMBERS, {"program_id": batch.program_id, "members": to_lock})
-        ).scalars()
-    )
+    if has_tiers:
+        locking = await conn.execute(_LOCK_BATCH_MEMBERS, batch.params())
+    else:
+        locking = await conn.execute(
+            _LOCK_MEMBERS, {"program_id": batch.program_id, "members": earning_members}
+        )
+    locked = list(locking.scalars())
     outcome = BatchOutcome()
     credits: list[ImportedCredit] = []
     result = await insert_checked_once(
-        conn,
-        batch.program_id,
-        _ORDERS,
-        {**columns.params(), "program_id": batch.program_id, "now": batch.now},
+        conn, batch.program_id, _ORDERS, {**batch.params(), **computed.params()}
     )
     for row in result:
+        if row.line is None:
+            outcome.counts[row.outcome] += row.lines
+            continue
         outcome.add(row.line, row.outcome)
         if row.outcome == "created" and row.points_earned > 0:
             credits.append(

@@ -12,6 +12,7 @@ from pydantic import Field, ValidationError
 from app.schemas.common import ExternalId, Points, RequestModel, Timestamp
 from app.schemas.members import MemberUpsert
 from app.schemas.orders import OrderCreate
+from app.services.idempotency import fingerprint
 
 # A longer line is rejected without being held in memory whole.
 MAX_LINE_BYTES = 1_048_576
@@ -47,13 +48,15 @@ _UNSUPPORTED = {"members": ("referral_code",), "orders": ("redeem_hold_id",)}
 
 @dataclass(frozen=True, slots=True)
 class ParsedLine:
-    """A staged line: ``key`` and ``payload`` when valid, else ``error_code``."""
+    """A staged line: ``key`` and ``payload`` when valid, else ``error_code``; an order line
+    also carries its request hash."""
 
     line: int
     key: str | None = None
     payload: str | None = None
     error_code: str | None = None
     error_message: str | None = None
+    request_hash: bytes | None = None
 
 
 def rejected(line: int, code: str, message: str) -> ParsedLine:
@@ -62,6 +65,13 @@ def rejected(line: int, code: str, message: str) -> ParsedLine:
 
 def _key(kind: str, model: Any) -> str:
     return str(model.order_id if kind == "orders" else model.external_id)
+
+
+def order_hash(payload: dict[str, Any]) -> bytes:
+    """The API's request hash of an order line's dump (``order_fingerprint`` in
+    checkout/orders.py): without ``earn_points`` it is exactly ``OrderCreate``'s dump, so an
+    order imported and later re-sent by a checkout is the same order."""
+    return fingerprint("ORDER", "", {k: v for k, v in payload.items() if k != "earn_points"})
 
 
 def parse_line(kind: str, line: int, raw: bytes) -> ParsedLine:
@@ -85,4 +95,9 @@ def parse_line(kind: str, line: int, raw: bytes) -> ParsedLine:
         return rejected(line, "validation_error", f"{where}: {first['msg']}")
     # Members keep PUT's meaning: only the fields a line carries are set.
     payload = model.model_dump(mode="json", exclude_unset=kind == "members")
-    return ParsedLine(line, key=_key(kind, model), payload=orjson.dumps(payload).decode())
+    return ParsedLine(
+        line,
+        key=_key(kind, model),
+        payload=orjson.dumps(payload).decode(),
+        request_hash=order_hash(payload) if kind == "orders" else None,
+    )

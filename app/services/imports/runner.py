@@ -19,6 +19,7 @@ starts again after the last committed batch, so no line is applied twice.
 from __future__ import annotations
 
 import logging
+import math
 import uuid
 from datetime import datetime
 from typing import Any
@@ -235,10 +236,11 @@ _BATCH_TIMEOUT = text("SET LOCAL statement_timeout = '60s'")
 
 # The tables each import type grows, with the columns its batch statements join and filter
 # on. Their statistics are refreshed before each of the first ``_ANALYZE_EACH_FIRST`` batches
-# and every ``_ANALYZE_EVERY`` batches after that: planned with a program's members counted
-# as none, the batch statements hash every member of the program instead of looking up the
-# batch's. Only those columns are sampled (the table's size is counted either way): the
-# wide JSON columns made a full ANALYZE of orders a quarter of a second per batch.
+# and then each time the file's applied lines have grown by a quarter
+# (``_refresh_statistics``): planned with a program's members counted as none, the batch
+# statements hash every member of the program instead of looking up the batch's. Only those
+# columns are sampled (the table's size is counted either way): the wide JSON columns made a
+# full ANALYZE of orders a quarter of a second per batch.
 _KEYS = {
     "members": "members (program_id, external_id, id)",
     "accounts": "accounts (program_id, member_id)",
@@ -252,19 +254,36 @@ _GROWN = {
     "balances": ("point_entries", "point_lots"),
     "orders": ("orders", "point_entries", "point_lots"),
 }
-_ANALYZE_EVERY = 20
 _ANALYZE_EACH_FIRST = 10
+_ANALYZE_GROWTH = 1.25
+
+
+def _statistics_level(lines: int, batch_size: int) -> int:
+    """Which growth step ``lines`` applied lines are at: -1 during the first batches, then
+    one more each time the count grows by ``_ANALYZE_GROWTH``."""
+    first = _ANALYZE_EACH_FIRST * batch_size
+    if lines < first:
+        return -1
+    return int(math.log(lines / first) / math.log(_ANALYZE_GROWTH))
+
+
+def _refresh_statistics(after: int, upto: int, batch_size: int) -> bool:
+    """Whether the batch of lines (``after``, ``upto``] refreshes the statistics first: each
+    of the first batches does, while every batch changes the tables' size by a large factor;
+    after that a batch that crosses a growth step does (24 refreshes between 50,000
+    and 10,000,000 lines at 5,000 a batch). A refresh every few batches instead cost minutes
+    over a file of millions of orders, each sampling tables that had hardly changed."""
+    if after < _ANALYZE_EACH_FIRST * batch_size:
+        return True
+    return _statistics_level(after, batch_size) != _statistics_level(upto, batch_size)
 
 
 async def _apply_batch(conn: Connection, current: Any, upto: int, now: datetime) -> None:
     await conn.execute(_PLAN_EACH_BATCH)
     await conn.execute(_BATCH_TIMEOUT)
-    batches_done = current.applied_through // get_settings().import_batch_size
-    # While a program's tables are still small each batch changes their size by a large
-    # factor, so the first batches refresh the statistics every time.
+    refresh = _refresh_statistics(current.applied_through, upto, get_settings().import_batch_size)
     # Not on Citus (cluster.py): after an ANALYZE of a distributed table the transaction may
     # no longer read the reference table ``programs``.
-    refresh = batches_done < _ANALYZE_EACH_FIRST or batches_done % _ANALYZE_EVERY == 0
     if refresh and not await on_citus(conn):
         for table in dict.fromkeys(("members", *_GROWN[current.type])):
             await conn.execute(text(f"ANALYZE {_KEYS[table]}"))

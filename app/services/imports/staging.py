@@ -24,7 +24,16 @@ from app.services.imports.lines import MAX_LINE_BYTES, ParsedLine, parse_line, r
 
 COPY_BATCH = 5000
 _YIELD_EVERY = 200
-_COLUMNS = ["import_id", "line", "program_id", "key", "payload", "error_code", "error_message"]
+_COLUMNS = [
+    "import_id",
+    "line",
+    "program_id",
+    "key",
+    "payload",
+    "error_code",
+    "error_message",
+    "request_hash",
+]
 
 _OPEN = text(
     "INSERT INTO imports (id, program_id, type, dry_run, status, actor, created_at) "
@@ -94,7 +103,16 @@ async def _copy(
         "import_rows",
         columns=_COLUMNS,
         records=[
-            (import_id, r.line, program_id, r.key, r.payload, r.error_code, r.error_message)
+            (
+                import_id,
+                r.line,
+                program_id,
+                r.key,
+                r.payload,
+                r.error_code,
+                r.error_message,
+                r.request_hash,
+            )
             for r in rows
         ],
     )
@@ -108,39 +126,55 @@ async def _stage(
     chunks: AsyncIterator[bytes],
     max_bytes: int,
 ) -> tuple[int, bytes]:
-    """Stage every line; returns (lines staged, SHA-256 of the file)."""
+    """Stage every line; returns (lines staged, SHA-256 of the file).
+
+    Each batch's COPY runs while the next batch is parsed, so that the database stores one
+    while the service validates the other instead of each waiting for the other in turn
+    (memory holds two batches at most)."""
     digest = hashlib.sha256()
     splitter = LineSplitter()
     size = staged = 0
     batch: list[ParsedLine] = []
+    copying: asyncio.Task[None] | None = None
 
     async def flush() -> None:
-        nonlocal staged
+        nonlocal staged, batch, copying
+        if copying is not None:
+            await copying
+            copying = None
         if batch:
-            await _copy(conn, import_id, program_id, batch)
+            copying = asyncio.create_task(_copy(conn, import_id, program_id, batch))
             staged += len(batch)
-            batch.clear()
+            batch = []
 
-    async for chunk in chunks:
-        size += len(chunk)
-        if size > max_bytes:
-            raise PayloadTooLargeError(f"An import file is limited to {max_bytes} bytes.")
-        digest.update(chunk)
-        for number, raw in splitter.feed(chunk):
+    try:
+        async for chunk in chunks:
+            size += len(chunk)
+            if size > max_bytes:
+                raise PayloadTooLargeError(f"An import file is limited to {max_bytes} bytes.")
+            digest.update(chunk)
+            for number, raw in splitter.feed(chunk):
+                parsed = _parse(kind, number, raw)
+                if parsed is not None:
+                    batch.append(parsed)
+                if number % _YIELD_EVERY == 0:
+                    # Parsing is CPU work in the service's event loop: let other requests (a
+                    # checkout) run between a few hundred lines rather than after a chunk.
+                    await asyncio.sleep(0)
+            if len(batch) >= COPY_BATCH:
+                await flush()
+        for number, raw in splitter.finish():
             parsed = _parse(kind, number, raw)
             if parsed is not None:
                 batch.append(parsed)
-            if number % _YIELD_EVERY == 0:
-                # Parsing is CPU work in the service's event loop: let other requests (a
-                # checkout) run between a few hundred lines rather than after a whole chunk.
-                await asyncio.sleep(0)
-        if len(batch) >= COPY_BATCH:
-            await flush()
-    for number, raw in splitter.finish():
-        parsed = _parse(kind, number, raw)
-        if parsed is not None:
-            batch.append(parsed)
-    await flush()
+        await flush()
+        await flush()  # the last batch's COPY
+    finally:
+        if copying is not None and not copying.done():
+            # The upload failed while a COPY was under way: it ends before the connection is
+            # given back (its rows go with the import, which the caller discards).
+            copying.cancel()
+            await asyncio.gather(copying, return_exceptions=True)
     return staged, digest.digest()
 
 
