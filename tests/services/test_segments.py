@@ -9,6 +9,7 @@ from sqlalchemy import text
 
 from app import db
 from app.clock import clock
+from app.config import get_settings
 from app.services.insights import insights
 from tests.conftest import Program
 from tests.insights_support import (
@@ -374,6 +375,31 @@ class TestRefreshJob:
                 assert (await member(program, "m1"))["lifecycle"] == "new"
         while await insights.refresh_due_insights(at):
             pass
+        assert (await member(program, "m1"))["lifecycle"] == "churned"
+
+    async def test_an_asked_refresh_outwaits_the_lock_timeout_of_a_running_one(
+        self, program: Program
+    ) -> None:
+        # A refresh asked for (after an import, or POST /v1/insights/refresh) while another
+        # replica refreshes the program waits for that one however long it runs, then
+        # refreshes again: the service's default lock timeout would give up first.
+        clock.freeze(NOW)
+        await program.member("m1")
+        await buy(program, "m1", "A-1", 1_000, NOW - DAY)
+        await refresh(program)
+        at = NOW + 1000 * DAY
+        lock_timeout_s = get_settings().statement_timeout_ms / 1000
+        async with db.transaction() as other:
+            await other.execute(
+                text("SELECT 1 FROM insight_refreshes WHERE program_id = :id FOR UPDATE"),
+                {"id": program.id},
+            )
+            with db.allow_second_connection():
+                asked = asyncio.create_task(insights.refresh_program(program.id, at))
+                await asyncio.sleep(lock_timeout_s + 1)
+                assert not asked.done()
+        result = await asked
+        assert result.refreshed_at == at
         assert (await member(program, "m1"))["lifecycle"] == "churned"
 
     async def test_replicas_refresh_a_never_refreshed_program_once(self, program: Program) -> None:

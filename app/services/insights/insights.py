@@ -56,11 +56,15 @@ log = logging.getLogger("patron.insights")
 REFRESH_INTERVAL = timedelta(hours=1)
 # Programs looked at by one job call (each refreshed in its own transaction).
 REFRESH_BATCH = 200
-# A refresh of a large program runs longer than the service's default statement timeout.
+# A refresh of a large program runs longer than the service's default statement timeout,
+# and a refresh asked for while another one of the same program runs (after an import, or
+# through the API) waits for that one's claim as long (the default lock timeout gave up after
+# 15 s while a refresh of 1,000,000 members ran). Set before the claim.
 # Grouping by member over the member-ordered index streams; the planner, which cannot know
 # how many members buy, tends to prefer hashing a million groups, which is 3-4x slower.
 _REFRESH_SETTINGS = (
     "SET LOCAL statement_timeout = '30min'",
+    "SET LOCAL lock_timeout = '30min'",
     "SET LOCAL work_mem = '256MB'",
     "SET LOCAL enable_hashagg = off",
 )
@@ -259,10 +263,14 @@ _TRY_CLAIM = text(
 )
 
 
-async def _refresh(conn: Connection, program_id: int, now: datetime) -> Any:
-    """Recompute the insights of this program, whose claim the caller holds."""
+async def _apply_refresh_settings(conn: Connection) -> None:
     for statement in _REFRESH_SETTINGS:
         await conn.execute(text(statement))
+
+
+async def _refresh(conn: Connection, program_id: int, now: datetime) -> Any:
+    """Recompute the insights of this program, whose claim the caller holds (taken after
+    ``_apply_refresh_settings``)."""
     started = time.perf_counter()
     params = {"program_id": program_id, "now": now, "grid": _GRID_FLAT}
     await conn.execute(text(_STAGE_SQL), params)
@@ -305,6 +313,7 @@ async def refresh_program(program_id: int, now: datetime | None = None) -> Refre
         params = {"program_id": program_id, "now": at}
         if (await conn.execute(_PROGRAM_EXISTS, params)).first() is None:
             raise NotFoundError("No such program.")
+        await _apply_refresh_settings(conn)
         await conn.execute(_CLAIM_NEW, params)
         await conn.execute(_CLAIM, params)
         row = await _refresh(conn, program_id, at)
@@ -355,6 +364,7 @@ async def refresh_due_insights(now: datetime) -> int:
     refreshed = 0
     for program_id in candidates:
         async with db.transaction() as conn:
+            await _apply_refresh_settings(conn)
             if not await _claim_due(conn, program_id, now, due_before):
                 continue
             await _refresh(conn, program_id, now)
