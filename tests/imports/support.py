@@ -23,6 +23,24 @@ BUSINESS_TABLES = (
 )
 
 
+def order_line(
+    order_id: str,
+    member: str = "m1",
+    amount: int = 10000,
+    occurred_at: str = "2025-06-01T10:00:00+00:00",
+    **extra: Any,
+) -> dict[str, Any]:
+    """One line of an orders import file."""
+    return {
+        "order_id": order_id,
+        "member_id": member,
+        "amount": amount,
+        "currency": "CNY",
+        "occurred_at": occurred_at,
+        **extra,
+    }
+
+
 def jsonl(*lines: Any) -> bytes:
     """A file: dicts become JSON lines, bytes and str are written as they are."""
     out = []

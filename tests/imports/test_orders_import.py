@@ -1,20 +1,8 @@
 from __future__ import annotations
 
-from typing import Any
-
 from tests.conftest import Program
 from tests.imports.support import counts, error_codes, jsonl, run_import
-
-
-def order(order_id: str, member: str = "m1", amount: int = 10000, **extra: Any) -> dict[str, Any]:
-    return {
-        "order_id": order_id,
-        "member_id": member,
-        "amount": amount,
-        "currency": "CNY",
-        "occurred_at": "2025-06-01T10:00:00+00:00",
-        **extra,
-    }
+from tests.imports.support import order_line as order
 
 
 class TestOrdersImport:

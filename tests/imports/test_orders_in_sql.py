@@ -16,18 +16,20 @@ from app.schemas.orders import OrderCreate
 from app.services.checkout.orders import order_fingerprint
 from app.services.imports import runner
 from tests.conftest import Program
-from tests.imports.support import counts, error_codes, jsonl, report, run_worker, upload
+from tests.imports.support import (
+    counts,
+    error_codes,
+    jsonl,
+    order_line,
+    report,
+    run_worker,
+    upload,
+)
 
 
-def order(order_id: str, member: str = "m1", amount: int = 10000, **extra: Any) -> dict[str, Any]:
-    return {
-        "order_id": order_id,
-        "member_id": member,
-        "amount": amount,
-        "currency": "CNY",
-        "occurred_at": "2025-06-01T10:00:00+08:00",
-        **extra,
-    }
+def order(order_id: str, **fields: Any) -> dict[str, Any]:
+    # A time with an offset other than UTC, to be taken apart in SQL as in Python.
+    return order_line(order_id, occurred_at="2025-06-01T10:00:00+08:00", **fields)
 
 
 # Every outcome an orders line can have, earning and not, with items and without a time.
