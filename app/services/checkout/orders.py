@@ -311,7 +311,13 @@ class _OrderExists(Exception):
 
 
 def order_fingerprint(body: OrderCreate) -> bytes:
-    return fingerprint("ORDER", "", body.model_dump(mode="json"))
+    return dumped_order_fingerprint(body.model_dump(mode="json"))
+
+
+def dumped_order_fingerprint(dump: dict[str, Any]) -> bytes:
+    """An order's request hash from ``OrderCreate``'s JSON dump (an import line staged
+    without its own fields is one): what decides a repeat from a conflicting order_id."""
+    return fingerprint("ORDER", "", dump)
 
 
 async def create_order(

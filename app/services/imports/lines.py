@@ -12,7 +12,7 @@ from pydantic import Field, ValidationError
 from app.schemas.common import ExternalId, Points, RequestModel, Timestamp
 from app.schemas.members import MemberUpsert
 from app.schemas.orders import OrderCreate
-from app.services.idempotency import fingerprint
+from app.services.checkout.orders import dumped_order_fingerprint
 
 # A longer line is rejected without being held in memory whole.
 MAX_LINE_BYTES = 1_048_576
@@ -68,10 +68,10 @@ def _key(kind: str, model: Any) -> str:
 
 
 def order_hash(payload: dict[str, Any]) -> bytes:
-    """The API's request hash of an order line's dump (``order_fingerprint`` in
-    checkout/orders.py): without ``earn_points`` it is exactly ``OrderCreate``'s dump, so an
-    order imported and later re-sent by a checkout is the same order."""
-    return fingerprint("ORDER", "", {k: v for k, v in payload.items() if k != "earn_points"})
+    """The API's request hash of an order line's dump: without ``earn_points`` it is exactly
+    ``OrderCreate``'s dump, so an order imported and later re-sent by a checkout is the same
+    order."""
+    return dumped_order_fingerprint({k: v for k, v in payload.items() if k != "earn_points"})
 
 
 def parse_line(kind: str, line: int, raw: bytes) -> ParsedLine:
